@@ -1,0 +1,41 @@
+"""fastpool's exceptions.
+
+Every error the pool itself raises derives from :class:`FastpoolError`. Errors raised by
+the database driver (``MySQLdb.OperationalError``, ``sqlite3.Error``, ...) reach the caller
+unchanged and are not wrapped.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "FastpoolError",
+    "ConfigError",
+    "PoolTimeout",
+    "PoolClosed",
+    "ConnectionLeakWarning",
+]
+
+
+class FastpoolError(Exception):
+    """Base class of the errors raised by the pool itself (not by the driver)."""
+
+
+class ConfigError(FastpoolError, ValueError):
+    """A bad option, URL or driver setting; the message names the option and the value."""
+
+
+class PoolTimeout(FastpoolError, TimeoutError):
+    """No connection could be had within ``timeout`` seconds; the message carries the counts."""
+
+
+class PoolClosed(FastpoolError):
+    """The pool was used after ``close()``."""
+
+
+class ConnectionLeakWarning(ResourceWarning):
+    """A connection was dropped without being given back (reclaimed), or held too long."""
+
+
+for _cls in (FastpoolError, ConfigError, PoolTimeout, PoolClosed, ConnectionLeakWarning):
+    _cls.__module__ = "fastpool"
+del _cls

@@ -1,0 +1,263 @@
+"""The pool façade: options, dialects, background workers and fork safety around the core.
+
+The compiled ``CorePool`` holds the mechanism (free list, waiters, hand-off, counts);
+this subclass holds the policy.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import weakref
+from typing import Any, Callable
+
+from ._core import Conn, CorePool
+from .dialects import Dialect, get_dialect, guess_dialect
+from .errors import ConfigError, PoolClosed
+from .options import check_option, check_options
+from .stats import Stats
+from .url import parse_url
+from .workers import CLEAN_MAX_INTERVAL, CLEAN_MIN_INTERVAL, Cleaner, Opener
+
+log = logging.getLogger("fastpool")
+
+__all__ = ["Pool", "open"]
+
+
+class Pool(CorePool):
+    """A pool of DB-API 2 connections (Go's ``sql.DB``), safe to share between threads.
+
+    ``connect`` is a zero-argument callable returning a new driver connection. ``driver``
+    names the dialect (``"mysql"``, ``"sqlite"``, ``"generic"``); when omitted it is
+    guessed from the first connection's module. Opening is lazy: no connection is made
+    until the first use, unless ``min_idle`` asks for warm ones.
+    """
+
+    __slots__ = (
+        "_connect", "_options", "_dialect", "_display", "_workers_lock", "_opener", "_cleaner",
+        "__weakref__",
+    )
+
+    def __init__(
+        self,
+        connect: Callable[[], Any],
+        *,
+        driver: str | Dialect | None = None,
+        _display: str | None = None,
+        _clock: Callable[[], float] | None = None,
+        **options: Any,
+    ) -> None:
+        if not callable(connect):
+            raise ConfigError(f"connect must be a callable returning a connection, got {connect!r}")
+        opts = check_options(options)
+        self._connect = connect
+        self._options = opts
+        self._dialect: Dialect | None = None if driver is None else get_dialect(driver)
+        self._display = _display or getattr(connect, "__qualname__", type(connect).__name__)
+        self._workers_lock = threading.Lock()
+        self._opener: Opener | None = None
+        self._cleaner: Cleaner | None = None
+        super().__init__(
+            self._connect_raw,
+            close=self._close_raw,
+            fileno=self._fileno,
+            need_open=self._need_open,
+            clock=_clock,
+            max_open=opts["max_open"],
+            max_idle=opts["max_idle"],
+            min_idle=opts["min_idle"],
+            max_lifetime=opts["max_lifetime"],
+            max_idle_time=opts["max_idle_time"],
+            timeout=opts["timeout"],
+        )
+        _live_pools.add(self)
+        if opts["min_idle"] > 0:
+            self._need_open()
+
+    # ---- driver glue (called by the core outside its lock) -----------------------------
+    def _connect_raw(self) -> Any:
+        """Open one driver connection and make it ready for pooling."""
+        raw = self._connect()
+        dialect = self._dialect
+        if dialect is None:
+            dialect = self._dialect = guess_dialect(raw)
+        try:
+            dialect.prepare(raw)
+        except BaseException:
+            self._close_raw(raw)
+            raise
+        if self._cleaner is None and self._needs_cleaner():
+            self._start_cleaner()
+        return raw
+
+    def _fileno(self, raw: Any) -> int:
+        dialect = self._dialect or guess_dialect(raw)
+        return dialect.fileno(raw)
+
+    def _close_raw(self, raw: Any) -> None:
+        dialect = self._dialect or guess_dialect(raw)
+        try:
+            dialect.close(raw)
+        except Exception as exc:
+            log.debug("fastpool: closing a connection failed: %s: %s", type(exc).__name__, exc)
+
+    def _orphaned(self, raw: Any) -> None:
+        _neutralise_inherited(self._dialect or guess_dialect(raw), raw)
+
+    # ---- background workers ---------------------------------------------------------
+    def _need_open(self) -> None:
+        opener = self._opener
+        if opener is None:
+            with self._workers_lock:
+                if self.closed:
+                    return
+                if self._opener is None:
+                    self._opener = Opener(self)
+                opener = self._opener
+        opener.wake()
+
+    def _needs_cleaner(self) -> bool:
+        o = self._options
+        return o["max_lifetime"] is not None or o["max_idle_time"] is not None
+
+    def _start_cleaner(self) -> None:
+        with self._workers_lock:
+            if self._cleaner is None and not self.closed:
+                self._cleaner = Cleaner(self)
+
+    def _clean_interval(self) -> float:
+        o = self._options
+        spans = [v for v in (o["max_lifetime"], o["max_idle_time"]) if v is not None]
+        if not spans:
+            return CLEAN_MAX_INTERVAL
+        return min(max(min(spans), CLEAN_MIN_INTERVAL), CLEAN_MAX_INTERVAL)
+
+    # ---- options, live-settable -----------------------------------------------------
+    def _set_option(self, name: str, value: Any) -> None:
+        value = check_option(name, value)
+        self._options[name] = value
+        o = self._options
+        if name in ("max_open", "max_idle", "min_idle"):
+            self._set_limits(o["max_open"], o["max_idle"], o["min_idle"])
+        elif name in ("max_lifetime", "max_idle_time"):
+            self._set_lifetimes(o["max_lifetime"], o["max_idle_time"])
+            if self._cleaner is not None:
+                self._cleaner.wake()  # re-read the interval now
+            elif self.stats().open and self._needs_cleaner():
+                self._start_cleaner()
+        elif name == "timeout":
+            self._set_timeout(value)
+
+    max_open = property(lambda self: self._options["max_open"],
+                        lambda self, v: self._set_option("max_open", v),
+                        doc="Most connections open at once (0 = unlimited).")
+    max_idle = property(lambda self: self._limits()[1] if self._limits()[1] >= 0 else None,
+                        lambda self, v: self._set_option("max_idle", v),
+                        doc="Most idle connections kept (clamped to max_open; None = max_open).")
+    min_idle = property(lambda self: self._limits()[2],
+                        lambda self, v: self._set_option("min_idle", v),
+                        doc="Idle connections the background opener keeps warm.")
+    max_lifetime = property(lambda self: self._options["max_lifetime"],
+                            lambda self, v: self._set_option("max_lifetime", v),
+                            doc="Seconds before a connection is closed instead of reused.")
+    max_idle_time = property(lambda self: self._options["max_idle_time"],
+                             lambda self, v: self._set_option("max_idle_time", v),
+                             doc="Seconds an idle connection may sit before it is closed.")
+    timeout = property(lambda self: self._options["timeout"],
+                       lambda self, v: self._set_option("timeout", v),
+                       doc="Seconds a caller waits for a connection (None = forever).")
+    leak_timeout = property(lambda self: self._options["leak_timeout"],
+                            lambda self, v: self._set_option("leak_timeout", v),
+                            doc="Seconds a connection may be held before a warning (None = off).")
+
+    @property
+    def driver(self) -> str | None:
+        """The dialect's name, or None until the first connection if it is to be guessed."""
+        return None if self._dialect is None else self._dialect.name
+
+    # ---- public API -----------------------------------------------------------------
+    def stats(self) -> Stats:
+        """A consistent snapshot of the pool's counters (no lock held longer than a copy)."""
+        return Stats.from_counts(self._counts())
+
+    def ping(self, timeout: Any = None) -> None:
+        """Make sure a connection can be had (opening one if needed), like Go's db.Ping."""
+        with self.conn() if timeout is None else self.conn(timeout) as c:
+            ping = getattr(c.raw, "ping", None)
+            if callable(ping):
+                ping()
+            else:
+                cur = c.raw.cursor()
+                try:
+                    cur.execute("SELECT 1")
+                    cur.fetchall()
+                finally:
+                    cur.close()
+
+    def close(self) -> None:
+        """Close idle connections now and in-use ones as they come back; wake waiters
+        with PoolClosed; stop the background workers. Calling it again is harmless."""
+        self._close_core()
+        with self._workers_lock:
+            workers = [w for w in (self._opener, self._cleaner) if w is not None]
+        for w in workers:
+            w.stop()
+
+    def __enter__(self) -> Pool:
+        if self.closed:
+            raise PoolClosed("pool is closed")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        c = self._counts()
+        state = "closed" if self.closed else "open"
+        return (
+            f"<fastpool.Pool {self._display} {state} max_open={c[0]} open={c[1]} "
+            f"in_use={c[2]} idle={c[3]} waiting={c[4]}>"
+        )
+
+    def _after_fork_child(self) -> None:
+        for raw in self._after_fork_in_child():
+            self._orphaned(raw)
+        # The parent's threads do not exist here; workers start again when needed.
+        self._workers_lock = threading.Lock()
+        self._opener = None
+        self._cleaner = None
+        if not self.closed and self._options["min_idle"] > 0:
+            self._need_open()
+
+
+def open(dsn: str, **options: Any) -> Pool:  # noqa: A001 - the API's name
+    """Open a pool for a database URL (``mysql://``, ``sqlite://``); lazy like sql.Open."""
+    url = parse_url(dsn)
+    dialect = get_dialect(url.scheme)
+    connect = dialect.connect_factory(url.connect_kwargs)
+    return Pool(connect, driver=dialect, _display=url.masked, **options)
+
+
+# ---- fork safety --------------------------------------------------------------------
+# Pools alive in this process; after fork() the child makes each forget what it inherited.
+_live_pools: "weakref.WeakSet[Pool]" = weakref.WeakSet()
+# Inherited driver connections are kept referenced in the child, never closed by it.
+_inherited: list[Any] = []
+
+
+def _neutralise_inherited(dialect: Dialect, raw: Any) -> None:
+    try:
+        dialect.neutralise_inherited(raw)
+    except Exception as exc:
+        log.debug("fastpool: neutralising an inherited connection failed: %s", exc)
+    _inherited.append(raw)
+
+
+def _after_fork_in_child() -> None:
+    for pool in list(_live_pools):
+        pool._after_fork_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -1,0 +1,33 @@
+"""Pool statistics: Go's DBStats in snake_case, plus fastpool's own counters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    max_open: int  # the limit; 0 = unlimited
+    open: int  # open connections, in use or idle (including ones being opened)
+    in_use: int
+    idle: int
+    wait_count: int  # callers that had to wait
+    wait_duration: float  # seconds, summed over those waits
+    max_idle_closed: int  # closed because max_idle was reached
+    max_idle_time_closed: int
+    max_lifetime_closed: int
+    leaks_reclaimed: int  # dropped Rows/Tx/Conn whose connection was taken back
+    bad_conns_discarded: int  # dead or broken connections closed instead of reused
+    timeouts: int  # checkouts that ended in PoolTimeout
+    waiting: int  # callers waiting right now
+
+    @classmethod
+    def from_counts(cls, c: tuple) -> "Stats":
+        (max_open, open_, in_use, idle, waiting, wait_count, wait_duration, mic, mitc,
+         mlc, timeouts, bad, leaks, _opening) = c
+        return cls(
+            max_open=max_open, open=open_, in_use=in_use, idle=idle, wait_count=wait_count,
+            wait_duration=wait_duration, max_idle_closed=mic, max_idle_time_closed=mitc,
+            max_lifetime_closed=mlc, leaks_reclaimed=leaks, bad_conns_discarded=bad,
+            timeouts=timeouts, waiting=waiting,
+        )

@@ -1,0 +1,107 @@
+# Declarations of fastpool's compiled core; the implementation is in _core.pyx.
+from cpython.pythread cimport PyThread_type_lock
+from cpython.ref cimport PyObject
+
+cdef extern from "fp_sys.h":
+    ctypedef struct fp_mutex:
+        pass
+    int fp_mutex_init(fp_mutex *m)
+    void fp_mutex_free(fp_mutex *m)
+    void fp_mutex_lock(fp_mutex *m)
+    void fp_mutex_unlock(fp_mutex *m)
+    int fp_mutex_reinit_after_fork(fp_mutex *m)
+    double fp_now() nogil
+    double fp_now_coarse() nogil
+    int fp_fd_dead(long long fd) nogil
+    int fp_lock_acquire_timed(PyThread_type_lock lock, long long us, int intr) nogil
+    long long FP_TIMEOUT_MAX_US
+
+
+cdef enum RecState:
+    REC_IDLE = 0
+    REC_IN_USE = 1
+    REC_CLOSED = 2
+
+
+cdef class ConnRecord:
+    """One pooled driver connection, wrapped once when it is opened."""
+    cdef readonly object raw
+    cdef void *owner                  # the CorePool it belongs to (identity only, no reference)
+    cdef readonly double created_at
+    cdef readonly double returned_at
+    cdef double lifetime_factor       # 0.9..1.0: this connection's share of max_lifetime (jitter)
+    cdef readonly long long fd        # socket to poll for liveness, -1 if the driver has none
+    cdef RecState state
+    cdef unsigned long fork_gen
+    cdef readonly unsigned long long uses
+    cdef public object info           # free for the façade (e.g. who holds it)
+
+
+cdef class Waiter:
+    """A caller queued for a connection; it sleeps on its own lock with the GIL released."""
+    cdef PyThread_type_lock sem
+    cdef Waiter next
+    cdef Waiter prev
+    cdef ConnRecord rec
+    cdef int outcome
+    cdef bint queued
+
+
+cdef class CorePool:
+    cdef fp_mutex mu
+    # --- mu protects the following fields -------------------------------------------
+    cdef PyObject **free_conns        # idle records, owned references; oldest at [0], newest at [n_free-1]
+    cdef Py_ssize_t n_free
+    cdef Py_ssize_t cap_free
+    cdef Waiter wait_head             # FIFO: served from the head, queued at the tail
+    cdef Waiter wait_tail
+    cdef Py_ssize_t n_waiters
+    cdef Py_ssize_t num_open          # open + being opened; never above max_open
+    cdef Py_ssize_t num_opening
+    cdef Py_ssize_t pending_opens     # of num_opening: the background opener's
+    cdef Py_ssize_t max_open_         # <= 0: unlimited
+    cdef Py_ssize_t max_idle_         # < 0: unlimited
+    cdef Py_ssize_t min_idle_
+    cdef double max_lifetime_         # INFINITY: forever
+    cdef double max_idle_time_        # INFINITY: forever
+    cdef bint closed_
+    cdef unsigned long fork_gen
+    cdef unsigned long long wait_count
+    cdef double wait_duration
+    cdef unsigned long long max_idle_closed
+    cdef unsigned long long max_idle_time_closed
+    cdef unsigned long long max_lifetime_closed
+    cdef unsigned long long bad_conns_discarded
+    cdef unsigned long long timeouts
+    cdef unsigned long long leaks_reclaimed
+    # --- end of fields protected by mu ------------------------------------------------
+    cdef double timeout_              # default wait for conn()/getconn(); < 0: forever
+    cdef object connect_fn            # () -> raw driver connection
+    cdef object close_fn              # (raw) -> None, must not raise
+    cdef object fileno_fn             # (raw) -> int, -1 when unknown
+    cdef object need_open_fn          # () -> None: wake the background opener
+    cdef object clock                 # None: the C monotonic clock; else a callable (tests)
+    cdef public object _after_wait_hook   # tests: runs after a wait timed out, before it is settled
+
+    cdef inline double _now(self)
+    cdef inline double _now_fine(self)
+    cdef int _push_free_locked(self, ConnRecord rec)
+    cdef bint _expired_locked(self, ConnRecord rec, double now)
+    cdef void _enqueue_locked(self, Waiter w)
+    cdef void _unlink_locked(self, Waiter w)
+    cdef Py_ssize_t _open_deficit_locked(self)
+    cdef ConnRecord _new_record(self, object raw)
+    cdef ConnRecord _open_new(self)
+    cdef ConnRecord _get(self, double timeout)
+    cdef ConnRecord _wait(self, Waiter w, double timeout, double t0)
+    cdef int _put(self, ConnRecord rec, bint bad) except -1
+    cdef int _discard_dead(self, ConnRecord rec) except -1
+    cdef void _close_rec(self, ConnRecord rec)
+    cdef double _timeout_arg(self, object timeout) except? -2.0
+
+
+cdef class Conn:
+    """A checked-out connection (Go's sql.Conn); gives it back on close() / with-exit."""
+    cdef CorePool _pool
+    cdef ConnRecord _rec
+    cdef int _give_back(self, bint bad) except -1

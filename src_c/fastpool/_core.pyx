@@ -1,0 +1,766 @@
+# fastpool's compiled core: the pool state machine of Go's database/sql (free list,
+# FIFO hand-off to waiters, put-back) behind one C-level lock.
+#
+# Rules that keep it correct on a free-threaded interpreter and deadlock-free on a GIL one:
+#  * every field marked in _core.pxd as protected by `mu` is touched only with `mu` held;
+#  * with `mu` held we run no Python code: no driver calls, no callbacks, no allocation of
+#    objects the cyclic GC tracks (a collection could run a finalizer that re-enters the
+#    pool), no decref that could free an object; everything else happens after unlock;
+#  * a caller that must wait sleeps on its own Waiter lock with the GIL released.
+cimport cython
+from cpython.exc cimport PyErr_CheckSignals
+from cpython.mem cimport PyMem_RawFree, PyMem_RawRealloc
+from cpython.pythread cimport (
+    PY_LOCK_ACQUIRED, PY_LOCK_INTR, PyThread_acquire_lock, PyThread_allocate_lock,
+    PyThread_free_lock, PyThread_release_lock, NOWAIT_LOCK,
+)
+from cpython.ref cimport Py_DECREF, Py_INCREF, PyObject
+from libc.math cimport INFINITY, isinf
+from libc.string cimport memmove
+
+from random import random as _random
+
+from fastpool.errors import FastpoolError, PoolClosed, PoolTimeout
+
+cdef enum:
+    # What a Waiter was given.
+    W_PENDING = 0
+    W_GOT = 1
+    W_CLOSED = 2
+    W_TIMEOUT = 3
+
+cdef enum:
+    # What _get decided under the lock.
+    A_GOT = 0
+    A_OPEN = 1
+    A_WAIT = 2
+    A_NEED_WAITER = 3
+    A_DISCARD = 4
+    A_CLOSED = 5
+    A_TIMEOUT = 6
+
+# Each connection's max_lifetime is shortened by up to this share, so that connections
+# opened together (a burst, a restart) do not all expire together (psycopg#1100).
+cdef double LIFETIME_JITTER = 0.1
+
+cdef object _POOL_DEFAULT = object()   # "use the pool's timeout"
+POOL_DEFAULT = _POOL_DEFAULT
+
+
+@cython.final
+cdef class ConnRecord:
+    def __repr__(self):
+        state = ("idle", "in_use", "closed")[<int>self.state]
+        return f"<fastpool ConnRecord {state} fd={self.fd} uses={self.uses}>"
+
+    @property
+    def state_name(self):
+        return ("idle", "in_use", "closed")[<int>self.state]
+
+
+@cython.final
+cdef class Waiter:
+    def __cinit__(self):
+        self.sem = PyThread_allocate_lock()
+        if self.sem == NULL:
+            raise MemoryError()
+        # Taken now, so the waiter blocks until a giver releases it.
+        PyThread_acquire_lock(self.sem, NOWAIT_LOCK)
+
+    def __dealloc__(self):
+        if self.sem != NULL:
+            PyThread_free_lock(self.sem)
+            self.sem = NULL
+
+
+cdef class CorePool:
+    """The mechanism of a pool: free list, waiters, hand-off and counts.
+
+    fastpool.Pool (the façade) subclasses this and supplies the policy: options,
+    driver dialects, background workers.
+    """
+
+    def __cinit__(self, *args, **kwargs):
+        if fp_mutex_init(&self.mu) != 0:
+            raise MemoryError()
+        self.free_conns = NULL
+        self.n_free = self.cap_free = 0
+        self.max_open_ = 10
+        self.max_idle_ = 10
+        self.min_idle_ = 0
+        self.max_lifetime_ = INFINITY
+        self.max_idle_time_ = INFINITY
+        self.timeout_ = 30.0
+
+    def __init__(self, connect, *, close=None, fileno=None, need_open=None, clock=None,
+                 max_open=10, max_idle=None, min_idle=0, max_lifetime=None,
+                 max_idle_time=None, timeout=30.0):
+        if not callable(connect):
+            raise TypeError("connect must be a callable returning a DB-API connection")
+        self.connect_fn = connect
+        self.close_fn = close
+        self.fileno_fn = fileno
+        self.need_open_fn = need_open
+        self.clock = clock
+        self._set_limits(max_open, max_open if max_idle is None else max_idle, min_idle)
+        self._set_lifetimes(max_lifetime, max_idle_time)
+        self._set_timeout(timeout)
+
+    def __dealloc__(self):
+        cdef Py_ssize_t i
+        if self.free_conns != NULL:
+            for i in range(self.n_free):
+                Py_DECREF(<object>self.free_conns[i])
+            PyMem_RawFree(self.free_conns)
+            self.free_conns = NULL
+        fp_mutex_free(&self.mu)
+
+    # ---- clocks ------------------------------------------------------------------------
+    cdef inline double _now(self):
+        # Lifetimes and idle times are seconds; the coarse clock is good enough and cheap.
+        if self.clock is None:
+            return fp_now_coarse()
+        return self.clock()
+
+    cdef inline double _now_fine(self):
+        if self.clock is None:
+            return fp_now()
+        return self.clock()
+
+    # ---- helpers that expect mu held ---------------------------------------------------
+    cdef int _push_free_locked(self, ConnRecord rec):
+        cdef Py_ssize_t newcap
+        cdef PyObject **p
+        if self.n_free == self.cap_free:
+            newcap = self.cap_free * 2 if self.cap_free else 16
+            p = <PyObject **>PyMem_RawRealloc(self.free_conns, newcap * sizeof(PyObject *))
+            if p == NULL:
+                return -1
+            self.free_conns = p
+            self.cap_free = newcap
+        Py_INCREF(rec)
+        self.free_conns[self.n_free] = <PyObject *>rec
+        self.n_free += 1
+        return 0
+
+    cdef bint _expired_locked(self, ConnRecord rec, double now):
+        # True when rec has outlived max_lifetime (its jittered share of it); counts it.
+        if now - rec.created_at >= self.max_lifetime_ * rec.lifetime_factor:
+            self.max_lifetime_closed += 1
+            return True
+        return False
+
+    cdef void _enqueue_locked(self, Waiter w):
+        w.queued = True
+        w.next = None
+        w.prev = self.wait_tail
+        if self.wait_tail is None:
+            self.wait_head = w
+        else:
+            self.wait_tail.next = w
+        self.wait_tail = w
+        self.n_waiters += 1
+
+    cdef void _unlink_locked(self, Waiter w):
+        # The caller holds its own reference to w, so dropping the list's cannot free it.
+        if w.prev is None:
+            self.wait_head = w.next
+        else:
+            w.prev.next = w.next
+        if w.next is None:
+            self.wait_tail = w.prev
+        else:
+            w.next.prev = w.prev
+        w.next = None
+        w.prev = None
+        w.queued = False
+        self.n_waiters -= 1
+
+    cdef Py_ssize_t _open_deficit_locked(self):
+        # How many connections the background opener should open now: one for each waiter
+        # nobody is opening for yet, plus what min_idle lacks; never past max_open.
+        cdef Py_ssize_t n
+        if self.closed_:
+            return 0
+        n = self.n_waiters + self.min_idle_ - self.n_free - self.pending_opens
+        if self.max_open_ > 0 and n > self.max_open_ - self.num_open:
+            n = self.max_open_ - self.num_open
+        return n if n > 0 else 0
+
+    # ---- opening and closing (never with mu held) ------------------------------------
+    cdef ConnRecord _new_record(self, object raw):
+        cdef ConnRecord rec = ConnRecord.__new__(ConnRecord)
+        cdef long long fd = -1
+        rec.raw = raw
+        rec.owner = <void *>self
+        rec.created_at = self._now()
+        rec.returned_at = rec.created_at
+        rec.lifetime_factor = 1.0 - LIFETIME_JITTER * _random()
+        if self.fileno_fn is not None:
+            try:
+                fd = self.fileno_fn(raw)
+            except Exception:
+                fd = -1
+        rec.fd = fd
+        rec.state = REC_IN_USE
+        rec.fork_gen = self.fork_gen
+        return rec
+
+    cdef ConnRecord _open_new(self):
+        # The caller reserved a slot (num_open, num_opening) under mu.
+        cdef ConnRecord rec = None
+        cdef bint wake = False
+        cdef bint was_closed = False
+        try:
+            rec = self._new_record(self.connect_fn())
+        finally:
+            fp_mutex_lock(&self.mu)
+            self.num_opening -= 1
+            if rec is None or self.closed_:
+                self.num_open -= 1
+                was_closed = self.closed_
+                # A freed slot may let a waiter be served (Go's maybeOpenNewConnections).
+                wake = self._open_deficit_locked() > 0
+            fp_mutex_unlock(&self.mu)
+            if wake and self.need_open_fn is not None:
+                self.need_open_fn()
+        if was_closed:
+            rec.state = REC_CLOSED
+            self._close_rec(rec)
+            raise PoolClosed("pool is closed")
+        rec.uses = 1
+        return rec
+
+    cdef void _close_rec(self, ConnRecord rec):
+        rec.state = REC_CLOSED
+        if self.close_fn is not None:
+            try:
+                self.close_fn(rec.raw)
+            except BaseException:
+                pass
+
+    cdef double _timeout_arg(self, object timeout) except? -2.0:
+        if timeout is _POOL_DEFAULT:
+            return self.timeout_
+        if timeout is None:
+            return -1.0
+        t = float(timeout)
+        if t < 0 or t != t:
+            raise ValueError(f"timeout must be >= 0 or None, got {timeout!r}")
+        return t
+
+    # ---- checkout ----------------------------------------------------------------------
+    cdef ConnRecord _get(self, double timeout):
+        # timeout < 0 waits forever; 0 never waits.
+        cdef ConnRecord rec = None
+        cdef Waiter w = None
+        cdef int action
+        cdef bint wake
+        cdef double now
+        cdef double t0 = 0.0
+        while True:
+            now = self._now()
+            wake = False
+            fp_mutex_lock(&self.mu)
+            if self.closed_:
+                action = A_CLOSED
+            elif self.n_free > 0:
+                self.n_free -= 1
+                rec = <ConnRecord>self.free_conns[self.n_free]   # takes a reference
+                Py_DECREF(rec)                                     # the list's, not ours
+                if self._expired_locked(rec, now):
+                    self.num_open -= 1
+                    rec.state = REC_CLOSED
+                    action = A_DISCARD
+                else:
+                    rec.state = REC_IN_USE
+                    rec.uses += 1
+                    action = A_GOT
+                if self.min_idle_ > 0:
+                    wake = self._open_deficit_locked() > 0
+            elif self.max_open_ <= 0 or self.num_open < self.max_open_:
+                self.num_open += 1
+                self.num_opening += 1
+                action = A_OPEN
+            elif timeout == 0:
+                self.timeouts += 1
+                action = A_TIMEOUT
+            elif w is None:
+                action = A_NEED_WAITER
+            else:
+                self._enqueue_locked(w)
+                self.wait_count += 1
+                action = A_WAIT
+            fp_mutex_unlock(&self.mu)
+
+            if wake and self.need_open_fn is not None:
+                self.need_open_fn()
+            if action == A_GOT:
+                # An idle connection whose socket turned readable was closed by the server
+                # (wait_timeout, KILL, restart): replace it, the caller never sees it.
+                if rec.fd >= 0 and fp_fd_dead(rec.fd):
+                    self._discard_dead(rec)
+                    rec = None
+                    continue
+                return rec
+            if action == A_OPEN:
+                return self._open_new()
+            if action == A_DISCARD:
+                self._close_rec(rec)
+                rec = None
+                continue
+            if action == A_NEED_WAITER:
+                t0 = self._now_fine()
+                w = Waiter.__new__(Waiter)   # allocated outside the lock, then try again
+                continue
+            if action == A_WAIT:
+                return self._wait(w, timeout, t0)
+            if action == A_CLOSED:
+                raise PoolClosed("pool is closed")
+            raise PoolTimeout(self._timeout_message(0.0))
+
+    cdef ConnRecord _wait(self, Waiter w, double timeout, double t0):
+        cdef long long us
+        cdef int r
+        cdef double remaining
+        cdef double deadline = t0 + timeout
+        cdef bint late = False
+        cdef double waited
+        cdef ConnRecord rec
+        while True:
+            if timeout < 0:
+                us = -1
+            else:
+                remaining = deadline - self._now_fine()
+                us = <long long>(remaining * 1e6) if remaining > 0 else 0
+                if us > FP_TIMEOUT_MAX_US:
+                    us = FP_TIMEOUT_MAX_US
+            with nogil:
+                r = fp_lock_acquire_timed(w.sem, us, 1)
+            if r == PY_LOCK_ACQUIRED:
+                break
+            if r == PY_LOCK_INTR:
+                # A signal arrived (only the main thread gets them): run its handler; if it
+                # raised (KeyboardInterrupt), leave the queue, giving back anything we were
+                # handed in the meantime, so the connection is neither lost nor doubled.
+                try:
+                    PyErr_CheckSignals()
+                except BaseException:
+                    self._abandon_wait(w)
+                    raise
+                continue
+            # Timed out.
+            if self._after_wait_hook is not None:
+                self._after_wait_hook()
+            waited = self._now_fine() - t0
+            fp_mutex_lock(&self.mu)
+            if w.queued:
+                self._unlink_locked(w)
+                w.outcome = W_TIMEOUT
+                self.timeouts += 1
+                self.wait_duration += waited
+            fp_mutex_unlock(&self.mu)
+            if w.outcome == W_TIMEOUT:
+                raise PoolTimeout(self._timeout_message(timeout))
+            # A giver handed us a connection between our timeout and our taking the lock.
+            late = True
+            break
+        waited = self._now_fine() - t0
+        fp_mutex_lock(&self.mu)
+        self.wait_duration += waited
+        fp_mutex_unlock(&self.mu)
+        if w.outcome == W_GOT:
+            rec = w.rec
+            w.rec = None
+            if late:
+                # Our deadline has passed: the caller gets PoolTimeout as promised, and the
+                # connection goes on to the next waiter (or the free list). Never lost.
+                self._put(rec, False)
+                fp_mutex_lock(&self.mu)
+                self.timeouts += 1
+                fp_mutex_unlock(&self.mu)
+                raise PoolTimeout(self._timeout_message(timeout))
+            return rec
+        raise PoolClosed("pool is closed")
+
+    def _abandon_wait(self, Waiter w):
+        cdef ConnRecord rec = None
+        fp_mutex_lock(&self.mu)
+        if w.queued:
+            self._unlink_locked(w)
+            w.outcome = W_TIMEOUT
+        elif w.outcome == W_GOT:
+            rec = w.rec
+            w.rec = None
+        fp_mutex_unlock(&self.mu)
+        if rec is not None:
+            self._put(rec, False)
+
+    def _timeout_message(self, double waited):
+        s = self._counts()
+        return (f"timed out after {waited:.3f}s waiting for a connection "
+                f"(max_open={s[0]}, open={s[1]}, in_use={s[2]}, idle={s[3]}, "
+                f"waiting={s[4]}, timeouts={s[10]})")
+
+    # ---- put-back (Go's putConn / putConnDBLocked) -----------------------------------
+    cdef int _put(self, ConnRecord rec, bint bad) except -1:
+        cdef Waiter w = None
+        cdef bint close_it = False
+        cdef bint orphan = False
+        cdef bint wake = False
+        cdef int err = 0
+        cdef double now
+        if rec.owner != <void *>self:
+            raise FastpoolError("connection belongs to another pool")
+        now = self._now()
+        fp_mutex_lock(&self.mu)
+        if rec.state != REC_IN_USE:
+            err = 1
+        elif rec.fork_gen != self.fork_gen:
+            # Inherited from the parent process: not ours to pool or to close.
+            rec.state = REC_CLOSED
+            orphan = True
+        elif bad:
+            self.num_open -= 1
+            self.bad_conns_discarded += 1
+            close_it = True
+        elif self.closed_ or (self.max_open_ > 0 and self.num_open > self.max_open_):
+            self.num_open -= 1
+            close_it = True
+        elif self._expired_locked(rec, now):
+            self.num_open -= 1
+            close_it = True
+        elif self.wait_head is not None:
+            # Hand straight to the longest waiter: no barging by newcomers, no starvation.
+            w = self.wait_head
+            self._unlink_locked(w)
+            w.rec = rec
+            w.outcome = W_GOT
+            rec.uses += 1
+        elif self.max_idle_ < 0 or self.n_free < self.max_idle_:
+            if self._push_free_locked(rec) == 0:
+                rec.state = REC_IDLE
+                rec.returned_at = now
+            else:
+                self.num_open -= 1
+                close_it = True
+        else:
+            self.num_open -= 1
+            self.max_idle_closed += 1
+            close_it = True
+        if close_it:
+            rec.state = REC_CLOSED
+            wake = self._open_deficit_locked() > 0
+        fp_mutex_unlock(&self.mu)
+
+        if err:
+            raise FastpoolError("connection was already returned to the pool")
+        if w is not None:
+            # Wake it after unlocking, so it does not wake only to block on mu.
+            PyThread_release_lock(w.sem)
+        elif close_it:
+            self._close_rec(rec)
+        elif orphan:
+            self._orphaned(rec.raw)
+        if wake and self.need_open_fn is not None:
+            self.need_open_fn()
+        return 0
+
+    cdef int _discard_dead(self, ConnRecord rec) except -1:
+        cdef bint wake
+        fp_mutex_lock(&self.mu)
+        self.num_open -= 1
+        self.bad_conns_discarded += 1
+        rec.state = REC_CLOSED
+        wake = self._open_deficit_locked() > 0
+        fp_mutex_unlock(&self.mu)
+        self._close_rec(rec)
+        if wake and self.need_open_fn is not None:
+            self.need_open_fn()
+        return 0
+
+    def _orphaned(self, raw):
+        """Called for a connection inherited across fork(); the façade overrides it."""
+
+    # ---- public mechanism ------------------------------------------------------------
+    def conn(self, timeout=_POOL_DEFAULT):
+        """Take a connection (a dedicated ``Conn``); give it back with ``close()`` or ``with``."""
+        cdef Conn c = Conn.__new__(Conn)
+        c._rec = self._get(self._timeout_arg(timeout))
+        c._pool = self
+        return c
+
+    def getconn(self, timeout=_POOL_DEFAULT):
+        """Take a connection; return it with ``putconn()`` (psycopg_pool's pair)."""
+        return self.conn(timeout)
+
+    def putconn(self, Conn conn not None):
+        """Give back a connection from ``getconn()``.
+
+        Raises FastpoolError if it was already given back or belongs to another pool.
+        """
+        if conn._pool is not self:
+            raise FastpoolError("connection belongs to another pool")
+        if conn._rec is None:
+            raise FastpoolError("connection was already returned to the pool")
+        conn._give_back(False)
+
+    def _reserve_open(self):
+        """Background opener: reserve one slot to open a connection for, or return False."""
+        cdef bint ok
+        fp_mutex_lock(&self.mu)
+        ok = self._open_deficit_locked() > 0
+        if ok:
+            self.num_open += 1
+            self.num_opening += 1
+            self.pending_opens += 1
+        fp_mutex_unlock(&self.mu)
+        return ok
+
+    def _opened(self, raw):
+        """Background opener: a reserved connection was opened; pool it or hand it over."""
+        cdef ConnRecord rec = self._new_record(raw)
+        fp_mutex_lock(&self.mu)
+        self.num_opening -= 1
+        self.pending_opens -= 1
+        fp_mutex_unlock(&self.mu)
+        self._put(rec, False)
+
+    def _open_failed(self):
+        """Background opener: a reserved connection could not be opened."""
+        fp_mutex_lock(&self.mu)
+        self.num_open -= 1
+        self.num_opening -= 1
+        self.pending_opens -= 1
+        fp_mutex_unlock(&self.mu)
+
+    def _open_deficit(self):
+        cdef Py_ssize_t n
+        fp_mutex_lock(&self.mu)
+        n = self._open_deficit_locked()
+        fp_mutex_unlock(&self.mu)
+        return n
+
+    def _set_limits(self, max_open, max_idle, min_idle):
+        """Set sizes (validated by the façade); close surplus idle connections at once."""
+        cdef Py_ssize_t mo = max_open, mi = -1 if max_idle is None else max_idle
+        cdef Py_ssize_t mn = min_idle
+        cdef list surplus = []
+        cdef Py_ssize_t i, k
+        cdef bint wake
+        if mo < 0 or mn < 0:
+            raise ValueError("sizes must be >= 0")
+        if mo > 0 and (mi < 0 or mi > mo):
+            mi = mo          # Go clamps max idle to max open rather than refusing it
+        if mo > 0 and mn > mo:
+            mn = mo
+        fp_mutex_lock(&self.mu)
+        self.max_open_ = mo
+        self.max_idle_ = mi
+        self.min_idle_ = mn
+        if mi >= 0 and self.n_free > mi:
+            # Close the oldest idle ones: the newest are the warmest.
+            k = self.n_free - mi
+            for i in range(k):
+                surplus.append(<object>self.free_conns[i])      # list append allocates no GC object
+                Py_DECREF(<object>self.free_conns[i])
+            memmove(self.free_conns, self.free_conns + k, mi * sizeof(PyObject *))
+            self.n_free = mi
+            self.num_open -= k
+            self.max_idle_closed += k
+        wake = self._open_deficit_locked() > 0
+        fp_mutex_unlock(&self.mu)
+        for rec in surplus:
+            self._close_rec(rec)
+        if wake and self.need_open_fn is not None:
+            self.need_open_fn()
+        return len(surplus)
+
+    def _set_lifetimes(self, max_lifetime, max_idle_time):
+        fp_mutex_lock(&self.mu)
+        self.max_lifetime_ = INFINITY if max_lifetime is None else max_lifetime
+        self.max_idle_time_ = INFINITY if max_idle_time is None else max_idle_time
+        fp_mutex_unlock(&self.mu)
+
+    def _set_timeout(self, timeout):
+        self.timeout_ = -1.0 if timeout is None else float(timeout)
+
+    def _collect_expired(self):
+        """Cleaner: close idle connections past max_lifetime or max_idle_time.
+
+        Idle-time expiry never takes the pool below min_idle (lifetime expiry does,
+        and the opener replaces them). Returns how many were closed.
+        """
+        cdef list expired = []
+        cdef Py_ssize_t i, j = 0, n, keep_floor
+        cdef ConnRecord rec
+        cdef double now = self._now()
+        cdef bint wake
+        fp_mutex_lock(&self.mu)
+        n = self.n_free
+        keep_floor = self.min_idle_
+        for i in range(n):
+            rec = <ConnRecord>self.free_conns[i]
+            if self._expired_locked(rec, now):
+                expired.append(rec)
+                Py_DECREF(rec)
+            elif (now - rec.returned_at >= self.max_idle_time_
+                  and n - len(expired) > keep_floor):
+                self.max_idle_time_closed += 1
+                expired.append(rec)
+                Py_DECREF(rec)
+            else:
+                self.free_conns[j] = self.free_conns[i]
+                j += 1
+        self.n_free = j
+        self.num_open -= len(expired)
+        for rec in expired:
+            rec.state = REC_CLOSED
+        wake = self._open_deficit_locked() > 0
+        fp_mutex_unlock(&self.mu)
+        for rec in expired:
+            self._close_rec(rec)
+        if wake and self.need_open_fn is not None:
+            self.need_open_fn()
+        return len(expired)
+
+    def _close_core(self):
+        """Refuse new checkouts, wake every waiter with PoolClosed, close idle connections.
+
+        Connections in use are closed as they come back.
+        """
+        cdef list idle = []
+        cdef list woken = []
+        cdef Py_ssize_t i
+        cdef Waiter w
+        fp_mutex_lock(&self.mu)
+        if not self.closed_:
+            self.closed_ = True
+            for i in range(self.n_free):
+                idle.append(<object>self.free_conns[i])
+                Py_DECREF(<object>self.free_conns[i])
+            self.num_open -= self.n_free
+            self.n_free = 0
+            while self.wait_head is not None:
+                w = self.wait_head
+                self._unlink_locked(w)
+                w.outcome = W_CLOSED
+                woken.append(w)
+        fp_mutex_unlock(&self.mu)
+        for w in woken:
+            PyThread_release_lock(w.sem)
+        for rec in idle:
+            self._close_rec(rec)
+
+    def _after_fork_in_child(self):
+        """Forget every connection inherited from the parent, without closing any.
+
+        Only the forking thread exists in the child, so no lock is taken: a lock some
+        parent thread held at fork time would stay held forever; mu is made anew.
+        Returns the inherited idle driver connections for the façade to neutralise.
+        """
+        cdef list inherited = []
+        cdef Py_ssize_t i
+        cdef ConnRecord rec
+        fp_mutex_reinit_after_fork(&self.mu)
+        self.fork_gen += 1
+        for i in range(self.n_free):
+            rec = <ConnRecord>self.free_conns[i]
+            rec.state = REC_CLOSED
+            inherited.append(rec.raw)
+            Py_DECREF(rec)
+        self.n_free = 0
+        # Waiters were threads of the parent; they do not exist here.
+        self.wait_head = self.wait_tail = None
+        self.n_waiters = 0
+        self.num_open = self.num_opening = self.pending_opens = 0
+        return inherited
+
+    def _counts(self):
+        """(max_open, open, in_use, idle, waiting, wait_count, wait_duration,
+        max_idle_closed, max_idle_time_closed, max_lifetime_closed, timeouts,
+        bad_conns_discarded, leaks_reclaimed, opening) - one consistent snapshot."""
+        fp_mutex_lock(&self.mu)
+        t = (self.max_open_, self.num_open, self.num_open - self.n_free, self.n_free,
+             self.n_waiters, self.wait_count, self.wait_duration, self.max_idle_closed,
+             self.max_idle_time_closed, self.max_lifetime_closed, self.timeouts,
+             self.bad_conns_discarded, self.leaks_reclaimed, self.num_opening)
+        fp_mutex_unlock(&self.mu)
+        return t
+
+    def _count_leak(self):
+        fp_mutex_lock(&self.mu)
+        self.leaks_reclaimed += 1
+        fp_mutex_unlock(&self.mu)
+
+    @property
+    def closed(self):
+        return self.closed_
+
+    def _limits(self):
+        fp_mutex_lock(&self.mu)
+        t = (self.max_open_, self.max_idle_, self.min_idle_)
+        fp_mutex_unlock(&self.mu)
+        return t
+
+
+@cython.final
+@cython.freelist(64)
+cdef class Conn:
+    """A connection taken from the pool for the caller's exclusive use.
+
+    Session state (SET @x, temporary tables) survives between calls on it. ``close()``
+    (or leaving a ``with`` block) gives it back; closing twice is harmless.
+    """
+
+    cdef int _give_back(self, bint bad) except -1:
+        cdef ConnRecord rec = self._rec
+        if rec is not None:
+            self._rec = None
+            self._pool._put(rec, bad)
+        return 0
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        self._give_back(False)
+        return False
+
+    def close(self):
+        """Give the connection back to the pool (harmless if it is already back)."""
+        self._give_back(False)
+
+    def discard(self):
+        """Close the driver connection instead of pooling it (it is broken or tainted)."""
+        self._give_back(True)
+
+    @property
+    def raw(self):
+        """The driver's own connection object."""
+        if self._rec is None:
+            raise FastpoolError("connection was already returned to the pool")
+        return self._rec.raw
+
+    @property
+    def closed(self):
+        return self._rec is None
+
+    @property
+    def pool(self):
+        return self._pool
+
+    def cursor(self, *args, **kwargs):
+        """A plain DB-API cursor on this connection."""
+        return self.raw.cursor(*args, **kwargs)
+
+    def commit(self):
+        self.raw.commit()
+
+    def rollback(self):
+        self.raw.rollback()
+
+    def __repr__(self):
+        if self._rec is None:
+            return "<fastpool.Conn returned>"
+        return f"<fastpool.Conn in use fd={self._rec.fd} uses={self._rec.uses}>"

@@ -1,0 +1,102 @@
+/* Small portable system shims for the fastpool core.
+ *
+ *  fp_mutex   - the pool's own lock. PyMutex on 3.13+ (one byte, never needs the GIL);
+ *               a PyThread lock before. It can be re-initialised in a forked child,
+ *               where a lock held by a thread of the parent would otherwise stay held
+ *               forever. Call lock/unlock with the thread attached (GIL held on GIL builds):
+ *               when contended they detach while blocking, so a holder never waits on us.
+ *  fp_now     - monotonic seconds (CLOCK_MONOTONIC, the clock time.monotonic() reads on Linux).
+ *  fp_now_coarse - the same clock at tick resolution (a few ms) but ~5x cheaper; good
+ *               enough for lifetimes and idle times, which are seconds.
+ *  fp_fd_dead - a zero-timeout poll of an idle connection's socket: readable or hung up
+ *               means the server closed it (or sent an error before closing). No round trip.
+ */
+#ifndef FASTPOOL_FP_SYS_H
+#define FASTPOOL_FP_SYS_H
+
+#include <Python.h>
+#include <pythread.h>
+#include <string.h>
+
+#if PY_VERSION_HEX >= 0x030D0000
+typedef PyMutex fp_mutex;
+static inline int fp_mutex_init(fp_mutex *m) { memset(m, 0, sizeof(*m)); return 0; }
+static inline void fp_mutex_free(fp_mutex *m) { (void)m; }
+static inline void fp_mutex_lock(fp_mutex *m) { PyMutex_Lock(m); }
+static inline void fp_mutex_unlock(fp_mutex *m) { PyMutex_Unlock(m); }
+#else
+typedef struct { PyThread_type_lock lock; } fp_mutex;
+static inline int fp_mutex_init(fp_mutex *m) {
+    m->lock = PyThread_allocate_lock();
+    return m->lock ? 0 : -1;
+}
+static inline void fp_mutex_free(fp_mutex *m) {
+    if (m->lock) { PyThread_free_lock(m->lock); m->lock = NULL; }
+}
+static inline void fp_mutex_lock(fp_mutex *m) {
+    if (!PyThread_acquire_lock(m->lock, NOWAIT_LOCK)) {
+        Py_BEGIN_ALLOW_THREADS
+        PyThread_acquire_lock(m->lock, WAIT_LOCK);
+        Py_END_ALLOW_THREADS
+    }
+}
+static inline void fp_mutex_unlock(fp_mutex *m) { PyThread_release_lock(m->lock); }
+#endif
+
+/* After fork() only the forking thread exists; a lock some other parent thread held
+ * is held forever in the child, so the child gets a fresh one (the old one is leaked). */
+static inline int fp_mutex_reinit_after_fork(fp_mutex *m) {
+#if PY_VERSION_HEX >= 0x030D0000
+    return fp_mutex_init(m);
+#else
+    m->lock = NULL;
+    return fp_mutex_init(m);
+#endif
+}
+
+#ifdef _WIN32
+#include <windows.h>
+static inline double fp_now(void) {
+    static LARGE_INTEGER freq;
+    LARGE_INTEGER c;
+    if (freq.QuadPart == 0) QueryPerformanceFrequency(&freq);
+    QueryPerformanceCounter(&c);
+    return (double)c.QuadPart / (double)freq.QuadPart;
+}
+static inline double fp_now_coarse(void) { return fp_now(); }
+static inline int fp_fd_dead(long long fd) { (void)fd; return 0; }
+#else
+#include <time.h>
+#include <poll.h>
+static inline double fp_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+static inline double fp_now_coarse(void) {
+#ifdef CLOCK_MONOTONIC_COARSE
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+#else
+    return fp_now();
+#endif
+}
+static inline int fp_fd_dead(long long fd) {
+    struct pollfd p;
+    int r;
+    if (fd < 0) return 0;
+    p.fd = (int)fd;
+    p.events = POLLIN | POLLPRI;
+    p.revents = 0;
+    r = poll(&p, 1, 0);
+    if (r <= 0) return 0;  /* nothing to read: alive (or poll failed: let the query tell) */
+    return (p.revents & (POLLIN | POLLPRI | POLLHUP | POLLERR | POLLNVAL)) != 0;
+}
+#endif
+
+/* PyThread_acquire_lock_timed is public C API but Cython does not declare it. */
+#define fp_lock_acquire_timed(lock, us, intr) PyThread_acquire_lock_timed((lock), (PY_TIMEOUT_T)(us), (intr))
+#define FP_TIMEOUT_MAX_US ((long long)PY_TIMEOUT_MAX)
+
+#endif
