@@ -20,7 +20,9 @@ from libc.string cimport memmove
 
 from random import random as _random
 
-from fastpool.errors import FastpoolError, PoolClosed, PoolTimeout
+import warnings
+
+from fastpool.errors import ConnectionLeakWarning, FastpoolError, PoolClosed, PoolTimeout
 
 cdef enum:
     # What a Waiter was given.
@@ -102,7 +104,7 @@ cdef class CorePool:
         self.fileno_fn = fileno
         self.need_open_fn = need_open
         self.clock = clock
-        self._set_limits(max_open, max_open if max_idle is None else max_idle, min_idle)
+        self._set_limits(max_open, max_idle, min_idle)
         self._set_lifetimes(max_lifetime, max_idle_time)
         self._set_timeout(timeout)
 
@@ -726,6 +728,21 @@ cdef class Conn:
     def __exit__(self, exc_type, exc, tb):
         self._give_back(False)
         return False
+
+    def __dealloc__(self):
+        # Dropped while still holding a connection: the leak that takes Go services down.
+        # Take the connection back (the pool stays whole), count it, then say so.
+        # This is __dealloc__, not __del__: a __del__ runs once per object memory, and the
+        # freelist reuses memory, so a recycled Conn would never be finalized.
+        cdef ConnRecord rec = self._rec
+        if rec is None:
+            return
+        self._rec = None
+        self._pool._count_leak()
+        self._pool._put(rec, False)
+        warnings.warn(
+            "fastpool.Conn was dropped without close(); its connection was reclaimed",
+            ConnectionLeakWarning, stacklevel=2)
 
     def close(self):
         """Give the connection back to the pool (harmless if it is already back)."""

@@ -1,0 +1,101 @@
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from fakedb import FakeClock, FakeDriver  # noqa: E402
+from mariadb_server import MariaDBServer, binaries  # noqa: E402
+
+import fastpool  # noqa: E402
+from fastpool.dialects import Dialect  # noqa: E402
+
+
+class FakeDialect(Dialect):
+    """The generic dialect, plus the fake connection's socket for the liveness poll."""
+
+    name = "fake"
+
+    def fileno(self, raw):  # type: ignore[no-untyped-def]
+        try:
+            return raw.fileno()
+        except AttributeError:
+            return -1
+
+
+@pytest.fixture
+def driver() -> FakeDriver:
+    return FakeDriver()
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def make_pool(driver):  # type: ignore[no-untyped-def]
+    pools = []
+
+    def make(**options):  # type: ignore[no-untyped-def]
+        options.setdefault("driver", FakeDialect())
+        p = fastpool.Pool(options.pop("connect", driver), **options)
+        pools.append(p)
+        return p
+
+    yield make
+    for p in pools:
+        p.close()
+
+
+# ---- the real MariaDB ------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def mariadb():  # type: ignore[no-untyped-def]
+    """A MariaDB server: FASTPOOL_TEST_DSN if set, else a throwaway one started here.
+
+    Yields an object with .dsn (and, for the throwaway one, stop/start/restart).
+    """
+    pytest.importorskip("MySQLdb", reason="mysqlclient is not installed")
+    dsn = os.environ.get("FASTPOOL_TEST_DSN")
+    if dsn:
+        class External:
+            pass
+
+        ext = External()
+        ext.dsn = dsn  # type: ignore[attr-defined]
+        yield ext
+        return
+    if binaries() is None:
+        if os.environ.get("FASTPOOL_REQUIRE_MARIADB"):
+            pytest.fail("FASTPOOL_REQUIRE_MARIADB is set but no MariaDB binaries were found")
+        pytest.skip("no MariaDB binaries (apt-get install mariadb-server) and no FASTPOOL_TEST_DSN")
+    server = MariaDBServer()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture
+def mysql_pool(mariadb):  # type: ignore[no-untyped-def]
+    pools = []
+
+    def make(**options):  # type: ignore[no-untyped-def]
+        p = fastpool.open(mariadb.dsn, **options)
+        pools.append(p)
+        return p
+
+    yield make
+    for p in pools:
+        p.close()
+
+
+def pytest_collection_modifyitems(config, items):  # type: ignore[no-untyped-def]
+    for item in items:
+        if "mariadb" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.mariadb)
