@@ -22,6 +22,8 @@ from .workers import CLEAN_MAX_INTERVAL, CLEAN_MIN_INTERVAL, Cleaner, Opener
 
 log = logging.getLogger("fastpool")
 
+WORKER_JOIN_TIMEOUT = 10.0
+
 __all__ = ["Pool", "open"]
 
 
@@ -197,12 +199,18 @@ class Pool(CorePool):
 
     def close(self) -> None:
         """Close idle connections now and in-use ones as they come back; wake waiters
-        with PoolClosed; stop the background workers. Calling it again is harmless."""
+        with PoolClosed; stop the background workers. Calling it again is harmless.
+
+        Waits (up to WORKER_JOIN_TIMEOUT seconds) for a connect the opener has in flight,
+        so that no connection is still being opened once close() returns.
+        """
         self._close_core()
         with self._workers_lock:
             workers = [w for w in (self._opener, self._cleaner) if w is not None]
         for w in workers:
             w.stop()
+        for w in workers:
+            w.join(WORKER_JOIN_TIMEOUT)
 
     def __enter__(self) -> Pool:
         if self.closed:

@@ -560,14 +560,19 @@ cdef class CorePool:
         self.max_open_ = mo
         self.max_idle_ = mi
         self.min_idle_ = mn
-        if mi >= 0 and self.n_free > mi:
+        # Surplus idle: past max_idle, or keeping the pool above a lowered max_open.
+        k = self.n_free - mi if mi >= 0 else 0
+        if mo > 0 and self.num_open - mo > k:
+            k = self.num_open - mo
+        if k > self.n_free:
+            k = self.n_free
+        if k > 0:
             # Close the oldest idle ones: the newest are the warmest.
-            k = self.n_free - mi
             for i in range(k):
                 surplus.append(<object>self.free_conns[i])      # list append allocates no GC object
                 Py_DECREF(<object>self.free_conns[i])
-            memmove(self.free_conns, self.free_conns + k, mi * sizeof(PyObject *))
-            self.n_free = mi
+            memmove(self.free_conns, self.free_conns + k, (self.n_free - k) * sizeof(PyObject *))
+            self.n_free -= k
             self.num_open -= k
             self.max_idle_closed += k
         wake = self._open_deficit_locked() > 0
