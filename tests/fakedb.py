@@ -70,6 +70,12 @@ class FakeConnection:
     def rollback(self) -> None:
         self.check_open()
 
+    def __del__(self) -> None:
+        # Like real drivers (mysqlclient, sqlite3): a dropped connection closes itself.
+        if not self.closed:
+            self.driver.closed_by_gc += 1
+            self.close()
+
     def close(self) -> None:
         with self.driver._lock:
             if self.closed:
@@ -94,6 +100,7 @@ class FakeDriver:
         self.opened = 0
         self.closed = 0
         self.double_closes = 0
+        self.closed_by_gc = 0  # dropped without close(): the pool lost track of them
         self.fail_connect = 0  # fail this many next connects
         self.fail_close = False
         self.connect_delay = 0.0

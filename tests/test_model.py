@@ -159,6 +159,7 @@ class PoolMachine(RuleBasedStateMachine):
             if "conn" in w:
                 w["conn"].close()
         assert self.driver.opened == self.driver.closed
+        assert self.driver.closed_by_gc == 0
 
 
 PoolMachine.TestCase.settings = settings(

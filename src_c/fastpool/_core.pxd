@@ -96,7 +96,7 @@ cdef class CorePool:
     cdef ConnRecord _wait(self, Waiter w, double timeout, double t0)
     cdef int _put(self, ConnRecord rec, bint bad) except -1
     cdef int _discard_dead(self, ConnRecord rec) except -1
-    cdef void _close_rec(self, ConnRecord rec)
+    cdef int _close_rec(self, ConnRecord rec) except -1
     cdef double _timeout_arg(self, object timeout) except? -2.0
 
 

@@ -213,8 +213,16 @@ cdef class CorePool:
         cdef ConnRecord rec = None
         cdef bint wake = False
         cdef bint was_closed = False
+        cdef object raw
         try:
-            rec = self._new_record(self.connect_fn())
+            raw = self.connect_fn()
+            try:
+                rec = self._new_record(raw)
+            except BaseException:
+                # Not pooled, so nobody else will close it (e.g. KeyboardInterrupt here).
+                if self.close_fn is not None:
+                    self.close_fn(raw)
+                raise
         finally:
             fp_mutex_lock(&self.mu)
             self.num_opening -= 1
@@ -233,13 +241,12 @@ cdef class CorePool:
         rec.uses = 1
         return rec
 
-    cdef void _close_rec(self, ConnRecord rec):
+    cdef int _close_rec(self, ConnRecord rec) except -1:
+        # close_fn (the façade's) absorbs driver errors; an interrupt propagates.
         rec.state = REC_CLOSED
         if self.close_fn is not None:
-            try:
-                self.close_fn(rec.raw)
-            except BaseException:
-                pass
+            self.close_fn(rec.raw)
+        return 0
 
     cdef double _timeout_arg(self, object timeout) except? -2.0:
         if timeout is _POOL_DEFAULT:
