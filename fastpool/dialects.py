@@ -13,6 +13,11 @@ from .errors import ConfigError
 
 Connect = Callable[[], Any]
 
+# How a driver error bears on the connection it happened on (the core's ERR_* values).
+ERR_OK = 0  # the statement failed; the connection is fine
+ERR_BROKEN = 1  # the connection is unusable: close it, never pool it
+ERR_RETRY = 2  # broken, and the statement provably never reached the server: retry it
+
 
 class Dialect:
     """The generic DB-API 2 dialect: no socket to poll, close() to close."""
@@ -31,6 +36,29 @@ class Dialect:
 
     def close(self, raw: Any) -> None:
         raw.close()
+
+    def stream_cursor(self, raw: Any) -> Any:
+        """A cursor that fetches rows from the server as they are read."""
+        return raw.cursor()
+
+    def classify(self, exc: BaseException) -> int:
+        """ERR_OK, ERR_BROKEN or ERR_RETRY for an error raised by a statement."""
+        if not isinstance(exc, Exception):
+            return ERR_BROKEN  # interrupted mid-protocol: the session's state is unknown
+        if type(exc).__name__ in ("InterfaceError", "OperationalError"):
+            return ERR_BROKEN  # DB-API's "connection trouble" classes: reconnecting is cheap
+        return ERR_OK
+
+    def reset(self, raw: Any) -> None:
+        """Undo what a holder may have left: an open transaction."""
+        raw.rollback()
+
+    def drain(self, cursor: Any, budget: int) -> bool:
+        """Discard a half-read result; True if the connection is clean afterwards."""
+        return True
+
+    def begin(self, raw: Any) -> None:
+        """Start a transaction (DB-API connections not in autocommit are always in one)."""
 
     def neutralise_inherited(self, raw: Any) -> None:
         """In a forked child: make sure dropping ``raw`` cannot touch the parent's socket.
@@ -75,6 +103,54 @@ class MySQLDialect(Dialect):
     def fileno(self, raw: Any) -> int:
         return int(raw.fileno())
 
+    def stream_cursor(self, raw: Any) -> Any:
+        from MySQLdb.cursors import SSCursor
+
+        return raw.cursor(SSCursor)
+
+    # Client error codes (libmariadb/libmysqlclient errmsg.h) and server codes.
+    CR_SERVER_GONE_ERROR = 2006  # sending the command failed: it never reached the server
+    BROKEN_CODES = frozenset({
+        2006, 2013,  # server gone (send failed) / lost connection during the query
+        2055,  # lost connection (extended)
+        2014,  # commands out of sync
+        1927,  # ER_CONNECTION_KILLED
+        4031,  # ER_CLIENT_INTERACTION_TIMEOUT (disconnected for inactivity)
+        1053,  # ER_SERVER_SHUTDOWN
+    })
+
+    def classify(self, exc: BaseException) -> int:
+        import MySQLdb
+
+        if not isinstance(exc, Exception):
+            return ERR_BROKEN
+        if isinstance(exc, MySQLdb.InterfaceError):
+            return ERR_BROKEN  # the connection object is closed
+        if isinstance(exc, MySQLdb.OperationalError) and exc.args:
+            code = exc.args[0]
+            if code == self.CR_SERVER_GONE_ERROR:
+                return ERR_RETRY
+            if code in self.BROKEN_CODES:
+                return ERR_BROKEN
+        return ERR_OK
+
+    def reset(self, raw: Any) -> None:
+        # Roll back first: turning autocommit back on would commit the open transaction.
+        raw.rollback()
+        if not raw.get_autocommit():
+            raw.autocommit(True)
+
+    def drain(self, cursor: Any, budget: int) -> bool:
+        # An unbuffered result must be read off the wire before the connection can be used.
+        left = cursor.fetchmany(budget + 1)
+        if len(left) > budget:
+            return False
+        cursor.close()
+        return True
+
+    def begin(self, raw: Any) -> None:
+        raw.begin()
+
 
 _memory_ids = itertools.count(1)
 
@@ -101,6 +177,24 @@ class SQLiteDialect(Dialect):
             return sqlite3.connect(database, **kwargs)
 
         return connect
+
+    def classify(self, exc: BaseException) -> int:
+        import sqlite3
+
+        if not isinstance(exc, Exception):
+            return ERR_BROKEN
+        if isinstance(exc, sqlite3.ProgrammingError) and "closed" in str(exc):
+            return ERR_BROKEN
+        # sqlite3 reports plain SQL errors ("no such table") as OperationalError too;
+        # an embedded database has no connection to lose.
+        return ERR_OK
+
+    def reset(self, raw: Any) -> None:
+        if raw.in_transaction:
+            raw.rollback()
+
+    def begin(self, raw: Any) -> None:
+        raw.execute("BEGIN")
 
 
 DIALECTS: dict[str, type[Dialect]] = {

@@ -18,11 +18,17 @@ from .errors import ConfigError, PoolClosed
 from .options import check_option, check_options
 from .stats import Stats
 from .url import parse_url
-from .workers import CLEAN_MAX_INTERVAL, CLEAN_MIN_INTERVAL, Cleaner, Opener
+import time
+import traceback
+
+from .workers import CLEAN_MAX_INTERVAL, CLEAN_MIN_INTERVAL, Cleaner, LeakWatcher, Opener
 
 log = logging.getLogger("fastpool")
 
 WORKER_JOIN_TIMEOUT = 10.0
+# Unread rows of a dropped or closed streaming Rows that are read off to keep its connection;
+# past this many the connection is closed instead.
+DRAIN_BUDGET = 10_000
 
 __all__ = ["Pool", "open"]
 
@@ -38,6 +44,7 @@ class Pool(CorePool):
 
     __slots__ = (
         "_connect", "_options", "_dialect", "_display", "_workers_lock", "_opener", "_cleaner",
+        "_held", "_leak_watcher",
         "__weakref__",
     )
 
@@ -60,6 +67,8 @@ class Pool(CorePool):
         self._workers_lock = threading.Lock()
         self._opener: Opener | None = None
         self._cleaner: Cleaner | None = None
+        self._held: dict[Any, list[Any]] = {}
+        self._leak_watcher: LeakWatcher | None = None
         super().__init__(
             self._connect_raw,
             close=self._close_raw,
@@ -73,6 +82,15 @@ class Pool(CorePool):
             max_idle_time=opts["max_idle_time"],
             timeout=opts["timeout"],
         )
+        dialect_of = self._dialect_of
+        self._stream_cursor = lambda raw: dialect_of(raw).stream_cursor(raw)
+        self._classify = self._classify_error
+        self._reset = lambda raw: dialect_of(raw).reset(raw)
+        self._drain = lambda cur, budget: dialect_of(None).drain(cur, budget)
+        self._begin = lambda raw: dialect_of(raw).begin(raw)
+        self._drain_budget = DRAIN_BUDGET
+        if opts["leak_timeout"] is not None:
+            self._track_holders(True)
         _live_pools.add(self)
         if opts["min_idle"] > 0:
             self._need_open()
@@ -93,9 +111,17 @@ class Pool(CorePool):
             self._start_cleaner()
         return raw
 
+    def _dialect_of(self, raw: Any) -> Dialect:
+        dialect = self._dialect
+        if dialect is None:
+            dialect = guess_dialect(raw) if raw is not None else Dialect()
+        return dialect
+
+    def _classify_error(self, exc: BaseException) -> int:
+        return self._dialect_of(None).classify(exc)
+
     def _fileno(self, raw: Any) -> int:
-        dialect = self._dialect or guess_dialect(raw)
-        return dialect.fileno(raw)
+        return self._dialect_of(raw).fileno(raw)
 
     def _close_raw(self, raw: Any) -> None:
         dialect = self._dialect or guess_dialect(raw)
@@ -150,6 +176,40 @@ class Pool(CorePool):
                 self._start_cleaner()
         elif name == "timeout":
             self._set_timeout(value)
+        elif name == "leak_timeout":
+            self._track_holders(value is not None)
+
+    # ---- leak_timeout ---------------------------------------------------------------
+    def _track_holders(self, on: bool) -> None:
+        if not on:
+            self._holder_hook = None
+            self._held.clear()
+            return
+        self._holder_hook = self._on_hold
+        with self._workers_lock:
+            if self._leak_watcher is None or not self._leak_watcher.alive:
+                self._leak_watcher = None if self.closed else LeakWatcher(self)
+        if self._leak_watcher is not None:
+            self._leak_watcher.wake()
+
+    def _on_hold(self, rec: Any, taken: bool) -> None:
+        # Called by the core at every checkout and checkin while leak_timeout is set.
+        if taken:
+            self._held[rec] = [time.monotonic(), traceback.format_stack()[:-1], False]
+        else:
+            self._held.pop(rec, None)
+
+    def _report_long_holds(self, limit: float) -> None:
+        now = time.monotonic()
+        for _rec, entry in list(self._held.items()):
+            taken_at, stack, reported = entry
+            if not reported and now - taken_at > limit:
+                entry[2] = True
+                log.warning(
+                    "fastpool: a connection of %s has been held for %.1fs (leak_timeout=%ss);"
+                    " it was taken at:\n%s",
+                    self._display, now - taken_at, limit, "".join(stack).rstrip(),
+                )
 
     max_open = property(lambda self: self._options["max_open"],
                         lambda self, v: self._set_option("max_open", v),
@@ -206,7 +266,7 @@ class Pool(CorePool):
         """
         self._close_core()
         with self._workers_lock:
-            workers = [w for w in (self._opener, self._cleaner) if w is not None]
+            workers = [w for w in (self._opener, self._cleaner, self._leak_watcher) if w is not None]
         for w in workers:
             w.stop()
         for w in workers:
@@ -235,6 +295,10 @@ class Pool(CorePool):
         self._workers_lock = threading.Lock()
         self._opener = None
         self._cleaner = None
+        self._leak_watcher = None
+        self._held.clear()
+        if self._options["leak_timeout"] is not None:
+            self._track_holders(True)
         if not self.closed and self._options["min_idle"] > 0:
             self._need_open()
 

@@ -109,3 +109,20 @@ class Cleaner(_Worker):
             return None
         pool._collect_expired()
         return pool._clean_interval()
+
+
+class LeakWatcher(_Worker):
+    """Logs, once per checkout, a connection held longer than leak_timeout, with the
+    stack of whoever took it (HikariCP's leakDetectionThreshold)."""
+
+    name = "leak-watcher"
+
+    def _step(self) -> float | None:
+        pool: Any = self._pool_ref()
+        if pool is None:
+            return None
+        limit = pool.leak_timeout
+        if limit is None:
+            return None
+        pool._report_long_holds(limit)
+        return min(max(limit / 4, 0.01), 5.0)

@@ -15,6 +15,8 @@ cdef extern from "fp_sys.h":
     int fp_fd_dead(long long fd) nogil
     int fp_lock_acquire_timed(PyThread_type_lock lock, long long us, int intr) nogil
     long long FP_TIMEOUT_MAX_US
+    object fp_caller_code(int depth, int *lasti)
+    int fp_code_line(object code, int lasti)
 
 
 cdef enum RecState:
@@ -34,6 +36,7 @@ cdef class ConnRecord:
     cdef RecState state
     cdef unsigned long fork_gen
     cdef readonly unsigned long long uses
+    cdef readonly double taken_at     # when its current holder took it
     cdef public object info           # free for the façade (e.g. who holds it)
 
 
@@ -82,6 +85,20 @@ cdef class CorePool:
     cdef object need_open_fn          # () -> None: wake the background opener
     cdef object clock                 # None: the C monotonic clock; else a callable (tests)
     cdef public object _after_wait_hook   # tests: runs after a wait timed out, before it is settled
+    # Policy hooks the façade sets (driver dialect); called outside mu, never per row.
+    cdef public object _stream_cursor     # (raw) -> an unbuffered cursor
+    cdef public object _classify          # (exc) -> ERR_OK / ERR_BROKEN / ERR_RETRY
+    cdef public object _reset             # (raw) -> None: roll back, restore autocommit
+    cdef public object _drain             # (cursor, budget) -> True if the result is now consumed
+    cdef public object _begin             # (raw) -> None
+    cdef public object _holder_hook       # (rec, taken) -> None, only while leak_timeout is set
+    cdef public Py_ssize_t _drain_budget  # rows read to clean a dropped stream before closing instead
+
+    cdef ConnRecord _checkout(self, double timeout, bint fresh)
+    cdef int _checkin(self, ConnRecord rec, bint bad) except -1
+    cdef object _run(self, object sql, object params, int mode)
+    cdef Rows _stream(self, ConnRecord rec, Conn owner, object sql, object params, int depth)
+    cdef int _error_kind(self, BaseException exc) except -1
 
     cdef inline double _now(self)
     cdef inline double _now_fine(self)
@@ -92,7 +109,7 @@ cdef class CorePool:
     cdef Py_ssize_t _open_deficit_locked(self)
     cdef ConnRecord _new_record(self, object raw)
     cdef ConnRecord _open_new(self)
-    cdef ConnRecord _get(self, double timeout)
+    cdef ConnRecord _get(self, double timeout, bint fresh=*)
     cdef ConnRecord _wait(self, Waiter w, double timeout, double t0)
     cdef int _put(self, ConnRecord rec, bint bad) except -1
     cdef int _discard_dead(self, ConnRecord rec) except -1
@@ -100,8 +117,49 @@ cdef class CorePool:
     cdef double _timeout_arg(self, object timeout) except? -2.0
 
 
+cdef class Result:
+    """What execute() returns: the driver's rowcount and lastrowid."""
+    cdef readonly object rowcount
+    cdef readonly object lastrowid
+
+
 cdef class Conn:
     """A checked-out connection (Go's sql.Conn); gives it back on close() / with-exit."""
     cdef CorePool _pool
     cdef ConnRecord _rec
+    cdef object _site_code            # where it was opened: code object + instruction offset
+    cdef int _site_lasti
+    cdef bint _dirty                  # raw access or transaction control went through it
+    cdef bint _broken                 # a statement on it failed in a way that broke it
+    cdef bint _in_tx
+    cdef Rows _rows                   # its streaming Rows still open, if any
     cdef int _give_back(self, bint bad) except -1
+    cdef ConnRecord _live(self)
+    cdef object _run_here(self, object sql, object params, int mode)
+    cdef str _kind(self)
+
+
+cdef class Tx(Conn):
+    """A transaction (Go's sql.Tx): holds one connection until commit() or rollback()."""
+    cdef bint _done
+
+
+cdef class Rows:
+    """Rows of a query. Buffered: read already, the connection is back. Streaming: holds
+    its connection (or its Conn's) until the last row is read or close()."""
+    cdef CorePool _pool
+    cdef ConnRecord _rec              # held (streaming, pool-owned) until the end; else None
+    cdef Conn _owner                  # streaming on a Conn/Tx: the connection stays with it
+    cdef object _cursor
+    cdef tuple _buf
+    cdef Py_ssize_t _i
+    cdef object _description
+    cdef object _columns
+    cdef Py_ssize_t _batch
+    cdef bint _streaming
+    cdef bint _open                   # more rows may come from the cursor
+    cdef object _site_code
+    cdef int _site_lasti
+    cdef int _fill(self) except -1
+    cdef int _finish(self, bint clean) except -1
+    cdef int _reclaim(self) except -1

@@ -41,6 +41,25 @@ cdef enum:
     A_CLOSED = 5
     A_TIMEOUT = 6
 
+cdef enum:
+    # What a statement's result is turned into.
+    MODE_EXEC = 0      # Result(rowcount, lastrowid)
+    MODE_ROW = 1       # the first row or None
+    MODE_ALL = 2       # (description, all rows)
+
+# How a driver error bears on the connection (the dialect decides; see dialects.py).
+ERR_OK = 0           # the statement failed, the connection is fine
+ERR_BROKEN = 1       # the connection is unusable: close it
+ERR_RETRY = 2        # broken, and the statement provably never reached the server
+
+# Go's maxBadConnRetries: two tries on pooled connections, then one on a new one.
+cdef int MAX_BAD_CONN_RETRIES = 2
+# Rows a streaming cursor fetches per call into its C-side buffer.
+cdef Py_ssize_t STREAM_BATCH = 512
+# Statements that open or end transactions or change autocommit: a connection they went
+# through is reset (rolled back) before it is pooled again.
+cdef tuple _TX_CONTROL = ("BEGIN", "START", "SET", "COMMIT", "ROLLBACK", "SAVEPOINT", "XA", "LOCK")
+
 # Each connection's max_lifetime is shortened by up to this share, so that connections
 # opened together (a burst, a restart) do not all expire together (psycopg#1100).
 cdef double LIFETIME_JITTER = 0.1
@@ -259,8 +278,9 @@ cdef class CorePool:
         return t
 
     # ---- checkout ----------------------------------------------------------------------
-    cdef ConnRecord _get(self, double timeout):
-        # timeout < 0 waits forever; 0 never waits.
+    cdef ConnRecord _get(self, double timeout, bint fresh=False):
+        # timeout < 0 waits forever; 0 never waits. fresh: open a new connection rather
+        # than reuse an idle one (the last retry, as Go's alwaysNewConn), room permitting.
         cdef ConnRecord rec = None
         cdef Waiter w = None
         cdef int action
@@ -273,7 +293,7 @@ cdef class CorePool:
             fp_mutex_lock(&self.mu)
             if self.closed_:
                 action = A_CLOSED
-            elif self.n_free > 0:
+            elif self.n_free > 0 and not (fresh and (self.max_open_ <= 0 or self.num_open < self.max_open_)):
                 self.n_free -= 1
                 rec = <ConnRecord>self.free_conns[self.n_free]   # takes a reference
                 Py_DECREF(rec)                                     # the list's, not ours
@@ -492,16 +512,148 @@ cdef class CorePool:
         """Called for a connection inherited across fork(); the façade overrides it."""
 
     # ---- public mechanism ------------------------------------------------------------
+    # ---- checkout / checkin as the API objects see them ------------------------------
+    cdef ConnRecord _checkout(self, double timeout, bint fresh):
+        cdef ConnRecord rec = self._get(timeout, fresh)
+        rec.taken_at = self._now()
+        if self._holder_hook is not None:
+            try:
+                self._holder_hook(rec, True)
+            except BaseException:
+                self._put(rec, False)
+                raise
+        return rec
+
+    cdef int _checkin(self, ConnRecord rec, bint bad) except -1:
+        if self._holder_hook is not None:
+            self._holder_hook(rec, False)
+        return self._put(rec, bad)
+
+    cdef int _error_kind(self, BaseException exc) except -1:
+        if self._classify is not None:
+            return self._classify(exc)
+        # Without a dialect: an interrupt mid-statement leaves the protocol state unknown.
+        return ERR_OK if isinstance(exc, Exception) else ERR_BROKEN
+
+    cdef object _run(self, object sql, object params, int mode):
+        # One statement on a pooled connection, given back before returning. A failure that
+        # proves the statement never reached the server is retried on another connection:
+        # twice on pooled ones, then once on a new one (Go's rule). Anything else propagates
+        # unchanged; a connection it broke is closed, never pooled.
+        cdef ConnRecord rec
+        cdef int attempt = 0
+        cdef int kind
+        while True:
+            rec = self._checkout(self.timeout_, attempt >= MAX_BAD_CONN_RETRIES)
+            try:
+                result = _execute_on(rec.raw, sql, params, mode)
+            except BaseException as exc:
+                kind = self._error_kind(exc)
+                self._checkin(rec, kind != ERR_OK)
+                if kind == ERR_RETRY and attempt < MAX_BAD_CONN_RETRIES:
+                    attempt += 1
+                    continue
+                raise
+            if mode == MODE_EXEC and _is_tx_control(sql):
+                # Someone ran BEGIN / SET autocommit through the pool itself: never hand
+                # that session state to the next caller.
+                try:
+                    self._reset(rec.raw)
+                except BaseException:
+                    self._checkin(rec, True)
+                    raise
+            self._checkin(rec, False)
+            return result
+
+    cdef Rows _stream(self, ConnRecord rec, Conn owner, object sql, object params, int depth):
+        cdef Rows rows = Rows.__new__(Rows)
+        cur = self._stream_cursor(rec.raw)
+        if params is None:
+            cur.execute(sql)
+        else:
+            cur.execute(sql, params)
+        rows._pool = self
+        rows._cursor = cur
+        rows._description = cur.description
+        rows._buf = ()
+        rows._batch = STREAM_BATCH
+        rows._streaming = True
+        rows._open = True
+        if owner is None:
+            rows._rec = rec
+            rows._site_code = fp_caller_code(depth, &rows._site_lasti)
+        else:
+            rows._owner = owner
+            owner._rows = rows
+        return rows
+
+    # ---- the API: statements (Go's DB.Exec / QueryRow / Query) ------------------------
+    def execute(self, sql, params=None):
+        """Run a statement on a pooled connection; return Result(rowcount, lastrowid)."""
+        return self._run(sql, params, MODE_EXEC)
+
+    def query_row(self, sql, params=None):
+        """The first row of a query (a tuple) or None; the connection is back at once."""
+        return self._run(sql, params, MODE_ROW)
+
+    def query(self, sql, params=None, *, bint stream=False):
+        """Rows of a query.
+
+        By default the whole result is read and the connection is back before this
+        returns. With ``stream=True`` rows come from the server as they are iterated and
+        the Rows holds its connection until the last row is read, or until close().
+        """
+        cdef ConnRecord rec
+        cdef int attempt = 0
+        cdef int kind
+        if not stream:
+            return _buffered_rows(self._run(sql, params, MODE_ALL))
+        while True:
+            rec = self._checkout(self.timeout_, attempt >= MAX_BAD_CONN_RETRIES)
+            try:
+                return self._stream(rec, None, sql, params, 0)
+            except BaseException as exc:
+                kind = self._error_kind(exc)
+                self._checkin(rec, kind != ERR_OK)
+                if kind == ERR_RETRY and attempt < MAX_BAD_CONN_RETRIES:
+                    attempt += 1
+                    continue
+                raise
+
     def conn(self, timeout=_POOL_DEFAULT):
         """Take a connection (a dedicated ``Conn``); give it back with ``close()`` or ``with``."""
         cdef Conn c = Conn.__new__(Conn)
-        c._rec = self._get(self._timeout_arg(timeout))
+        c._rec = self._checkout(self._timeout_arg(timeout), False)
         c._pool = self
+        c._site_code = fp_caller_code(0, &c._site_lasti)
         return c
+
+    def begin(self, timeout=_POOL_DEFAULT):
+        """Start a transaction: a Tx holding one connection until commit() or rollback()."""
+        cdef Tx tx = Tx.__new__(Tx)
+        cdef ConnRecord rec = self._checkout(self._timeout_arg(timeout), False)
+        try:
+            self._begin(rec.raw)
+        except BaseException as exc:
+            self._checkin(rec, self._error_kind(exc) != ERR_OK)
+            raise
+        tx._rec = rec
+        tx._pool = self
+        tx._in_tx = True
+        tx._site_code = fp_caller_code(0, &tx._site_lasti)
+        return tx
+
+    def transaction(self, timeout=_POOL_DEFAULT):
+        """``with db.transaction() as tx:`` commits on normal exit, rolls back on exception."""
+        return self.begin(timeout)
 
     def getconn(self, timeout=_POOL_DEFAULT):
         """Take a connection; return it with ``putconn()`` (psycopg_pool's pair)."""
-        return self.conn(timeout)
+        cdef Conn c = Conn.__new__(Conn)
+        c._rec = self._checkout(self._timeout_arg(timeout), False)
+        c._pool = self
+        c._site_code = fp_caller_code(0, &c._site_lasti)
+        return c
 
     def putconn(self, Conn conn not None):
         """Give back a connection from ``getconn()``.
@@ -718,21 +870,152 @@ cdef class CorePool:
         return t
 
 
+
+# ---- statements on one driver connection ---------------------------------------------
+cdef object _execute_on(object raw, object sql, object params, int mode):
+    cdef Result r
+    cur = raw.cursor()
+    try:
+        if params is None:
+            cur.execute(sql)
+        else:
+            cur.execute(sql, params)
+        if mode == MODE_ROW:
+            return cur.fetchone() if cur.description is not None else None
+        if mode == MODE_EXEC:
+            r = Result.__new__(Result)
+            r.rowcount = cur.rowcount
+            r.lastrowid = cur.lastrowid
+            return r
+        if cur.description is None:
+            return (None, ())
+        return (cur.description, cur.fetchall())
+    finally:
+        cur.close()
+
+
+cdef bint _is_tx_control(object sql):
+    # Cheap look at the first keyword; only statements run through execute() pay it.
+    cdef str head
+    if not isinstance(sql, str):
+        return False
+    head = (<str>sql).lstrip()[:10].upper()
+    return head.startswith(_TX_CONTROL)
+
+
+cdef Rows _buffered_rows(tuple desc_rows):
+    cdef Rows rows = Rows.__new__(Rows)
+    desc, data = desc_rows
+    rows._description = desc
+    rows._buf = data if type(data) is tuple else tuple(data)
+    rows._open = False
+    return rows
+
+
+cdef str _site_text(object code, int lasti):
+    cdef int line = fp_code_line(code, lasti)
+    if code is None or line < 0:
+        return "an unknown place"
+    return f"{code.co_filename}:{line}"
+
+
+cdef _warn_leak(str what, object code, int lasti, str unfinished):
+    cdef int line = fp_code_line(code, lasti)
+    msg = (f"fastpool: a {what} opened at {_site_text(code, lasti)} was dropped without "
+           f"{unfinished}; its connection was reclaimed")
+    if code is not None and line >= 0:
+        warnings.warn_explicit(msg, ConnectionLeakWarning, code.co_filename, line)
+    else:
+        warnings.warn(msg, ConnectionLeakWarning, stacklevel=2)
+
+
 @cython.final
 @cython.freelist(64)
+cdef class Result:
+    def __repr__(self):
+        return f"Result(rowcount={self.rowcount!r}, lastrowid={self.lastrowid!r})"
+
+    def __eq__(self, other):
+        if isinstance(other, Result):
+            return (self.rowcount, self.lastrowid) == ((<Result>other).rowcount, (<Result>other).lastrowid)
+        return NotImplemented
+
+    def __hash__(self):
+        return hash((self.rowcount, self.lastrowid))
+
+
+@cython.freelist(64)
 cdef class Conn:
-    """A connection taken from the pool for the caller's exclusive use.
+    """A connection taken from the pool for the caller's exclusive use (Go's sql.Conn).
 
     Session state (SET @x, temporary tables) survives between calls on it. ``close()``
-    (or leaving a ``with`` block) gives it back; closing twice is harmless.
+    (or leaving a ``with`` block) gives it back; closing twice is harmless. A connection
+    that raw DB-API access or transaction control went through is rolled back first.
     """
+
+    cdef str _kind(self):
+        return "Conn"
+
+    cdef ConnRecord _live(self):
+        if self._rec is None:
+            raise FastpoolError(f"this {self._kind()} is finished: its connection was returned to the pool")
+        if self._rows is not None:
+            raise FastpoolError(
+                f"a streaming Rows is still open on this {self._kind()}: read it to the end or close() it")
+        return self._rec
 
     cdef int _give_back(self, bint bad) except -1:
         cdef ConnRecord rec = self._rec
-        if rec is not None:
-            self._rec = None
-            self._pool._put(rec, bad)
+        cdef Rows rows = self._rows
+        if rec is None:
+            return 0
+        if rows is not None:
+            rows._finish(False)          # may mark us broken if it cannot be drained
+        self._rec = None
+        bad = bad or self._broken
+        if not bad and (self._dirty or self._in_tx):
+            try:
+                self._pool._reset(rec.raw)
+            except Exception:
+                bad = True
+            except BaseException:
+                self._pool._checkin(rec, True)
+                raise
+        self._dirty = self._in_tx = self._broken = False
+        self._site_code = None
+        self._pool._checkin(rec, bad)
         return 0
+
+    cdef object _run_here(self, object sql, object params, int mode):
+        cdef ConnRecord rec = self._live()
+        try:
+            result = _execute_on(rec.raw, sql, params, mode)
+        except BaseException as exc:
+            if self._pool._error_kind(exc) != ERR_OK:
+                self._broken = True
+            raise
+        if mode == MODE_EXEC and not self._dirty and _is_tx_control(sql):
+            self._dirty = True
+        return result
+
+    # -- statements on this connection (no retries: its session state matters) --
+    def execute(self, sql, params=None):
+        return self._run_here(sql, params, MODE_EXEC)
+
+    def query_row(self, sql, params=None):
+        return self._run_here(sql, params, MODE_ROW)
+
+    def query(self, sql, params=None, *, bint stream=False):
+        cdef ConnRecord rec
+        if not stream:
+            return _buffered_rows(self._run_here(sql, params, MODE_ALL))
+        rec = self._live()
+        try:
+            return self._pool._stream(rec, self, sql, params, 0)
+        except BaseException as exc:
+            if self._pool._error_kind(exc) != ERR_OK:
+                self._broken = True
+            raise
 
     def __enter__(self):
         return self
@@ -740,21 +1023,6 @@ cdef class Conn:
     def __exit__(self, exc_type, exc, tb):
         self._give_back(False)
         return False
-
-    def __dealloc__(self):
-        # Dropped while still holding a connection: the leak that takes Go services down.
-        # Take the connection back (the pool stays whole), count it, then say so.
-        # This is __dealloc__, not __del__: a __del__ runs once per object memory, and the
-        # freelist reuses memory, so a recycled Conn would never be finalized.
-        cdef ConnRecord rec = self._rec
-        if rec is None:
-            return
-        self._rec = None
-        self._pool._count_leak()
-        self._pool._put(rec, False)
-        warnings.warn(
-            "fastpool.Conn was dropped without close(); its connection was reclaimed",
-            ConnectionLeakWarning, stacklevel=2)
 
     def close(self):
         """Give the connection back to the pool (harmless if it is already back)."""
@@ -764,12 +1032,28 @@ cdef class Conn:
         """Close the driver connection instead of pooling it (it is broken or tainted)."""
         self._give_back(True)
 
+    def __dealloc__(self):
+        # Dropped while still holding a connection: the leak that takes Go services down.
+        # Take the connection back clean (rolled back if need be), count it, say so.
+        # This is __dealloc__, not __del__: a __del__ runs once per object memory, and the
+        # freelist reuses memory, so a recycled Conn would never be finalized.
+        cdef CorePool pool = self._pool
+        if self._rec is None or pool is None:
+            return
+        code, lasti = self._site_code, self._site_lasti
+        what = self._kind()
+        if self._in_tx:
+            self._dirty = True
+        pool._count_leak()
+        self._give_back(False)
+        _warn_leak(what, code, lasti, "commit() or rollback()" if what == "Tx" else "close()")
+
     @property
     def raw(self):
-        """The driver's own connection object."""
-        if self._rec is None:
-            raise FastpoolError("connection was already returned to the pool")
-        return self._rec.raw
+        """The driver's own connection object (marks it for a rollback when given back)."""
+        cdef ConnRecord rec = self._live()
+        self._dirty = True
+        return rec.raw
 
     @property
     def closed(self):
@@ -781,15 +1065,214 @@ cdef class Conn:
 
     def cursor(self, *args, **kwargs):
         """A plain DB-API cursor on this connection."""
-        return self.raw.cursor(*args, **kwargs)
-
-    def commit(self):
-        self.raw.commit()
-
-    def rollback(self):
-        self.raw.rollback()
+        cdef ConnRecord rec = self._live()
+        self._dirty = True
+        return rec.raw.cursor(*args, **kwargs)
 
     def __repr__(self):
         if self._rec is None:
-            return "<fastpool.Conn returned>"
-        return f"<fastpool.Conn in use fd={self._rec.fd} uses={self._rec.uses}>"
+            return f"<fastpool.{self._kind()} finished>"
+        return (f"<fastpool.{self._kind()} in use, opened at "
+                f"{_site_text(self._site_code, self._site_lasti)}>")
+
+
+cdef class Tx(Conn):
+    """A transaction (Go's sql.Tx). ``with db.transaction() as tx:`` commits on normal exit
+    and rolls back on an exception; ``db.begin()`` ... ``tx.commit()`` / ``tx.rollback()``."""
+
+    cdef str _kind(self):
+        return "Tx"
+
+    def commit(self):
+        cdef ConnRecord rec = self._live()
+        try:
+            rec.raw.commit()
+        except BaseException as exc:
+            if self._pool._error_kind(exc) != ERR_OK:
+                self._broken = True
+            self._give_back(False)     # still in_tx: rolled back before it is pooled
+            raise
+        self._in_tx = False
+        self._give_back(False)
+
+    def rollback(self):
+        cdef ConnRecord rec = self._live()
+        try:
+            rec.raw.rollback()
+        except BaseException as exc:
+            if self._pool._error_kind(exc) != ERR_OK:
+                self._broken = True
+            self._give_back(False)
+            raise
+        self._in_tx = False
+        self._give_back(False)
+
+    def __exit__(self, exc_type, exc, tb):
+        if self._rec is None:
+            return False                # committed or rolled back inside the block
+        if exc_type is None:
+            self.commit()
+        else:
+            try:
+                self.rollback()
+            except Exception:
+                pass                    # the block's own exception is the one to see
+        return False
+
+    def close(self):
+        """Roll back if still open, and give the connection back."""
+        if self._rec is not None:
+            self.rollback()
+
+    @property
+    def done(self):
+        return self._rec is None
+
+
+@cython.freelist(16)
+cdef class Rows:
+    """An iterator of rows (tuples), with ``columns``, ``fetchone``, ``fetchmany``,
+    ``fetchall`` and ``close``. A streaming Rows gives its connection back the moment the
+    rows run out (checked here, in compiled __next__), on close(), or when dropped."""
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        cdef object row
+        while True:
+            if self._i < len(self._buf):
+                row = self._buf[self._i]
+                self._i += 1
+                return row
+            if not self._open:
+                raise StopIteration
+            self._fill()
+
+    cdef int _fill(self) except -1:
+        cdef CorePool pool = self._pool
+        try:
+            batch = self._cursor.fetchmany(self._batch)
+        except BaseException as exc:
+            broken = pool._error_kind(exc) != ERR_OK
+            self._buf = ()
+            self._i = 0
+            self._open = False
+            if self._owner is not None:
+                if broken:
+                    self._owner._broken = True
+                self._owner._rows = None
+                self._owner = None
+            elif self._rec is not None:
+                rec, self._rec = self._rec, None
+                pool._checkin(rec, True if broken else not _close_quietly(self._cursor))
+            self._cursor = None
+            raise
+        self._i = 0
+        if not batch:
+            self._buf = ()
+            self._finish(True)
+        else:
+            self._buf = batch if type(batch) is tuple else tuple(batch)
+        return 0
+
+    cdef int _finish(self, bint clean) except -1:
+        # Close the cursor and hand the connection back (to the pool, or to its Conn).
+        # Unread rows are drained up to the pool's budget; past it the connection is
+        # closed instead (reading a million rows to save one connect is no bargain).
+        cdef bint bad = False
+        cdef ConnRecord rec = self._rec
+        cdef Conn owner = self._owner
+        cur = self._cursor
+        self._open = False
+        self._cursor = None
+        self._rec = None
+        self._owner = None
+        if cur is not None:
+            if not clean:
+                try:
+                    bad = not self._pool._drain(cur, self._pool._drain_budget)
+                except Exception:
+                    bad = True
+            if not bad:
+                bad = not _close_quietly(cur)
+        if owner is not None:
+            owner._rows = None
+            if bad:
+                owner._broken = True
+        elif rec is not None:
+            self._pool._checkin(rec, bad)
+        return 0
+
+    cdef int _reclaim(self) except -1:
+        code, lasti = self._site_code, self._site_lasti
+        self._pool._count_leak()
+        self._finish(False)
+        _warn_leak("streaming Rows", code, lasti, "being read to the end or close()")
+        return 0
+
+    def __dealloc__(self):
+        if self._rec is not None:
+            self._reclaim()
+        elif self._owner is not None:
+            self._finish(False)     # its Conn keeps the connection; just end the result
+
+    def close(self):
+        """Stop reading: discard unread rows and give the connection back (idempotent)."""
+        self._buf = ()
+        self._i = 0
+        if self._open or self._rec is not None or self._owner is not None:
+            self._finish(False)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        self.close()
+        return False
+
+    def fetchone(self):
+        try:
+            return next(self)
+        except StopIteration:
+            return None
+
+    def fetchmany(self, Py_ssize_t size=1):
+        cdef list out = []
+        for row in self:
+            out.append(row)
+            if len(out) >= size:
+                break
+        return out
+
+    def fetchall(self):
+        return list(self)
+
+    @property
+    def columns(self):
+        """The column names, as a tuple of str (empty for a statement with no result)."""
+        if self._columns is None:
+            self._columns = tuple(d[0] for d in self._description) if self._description else ()
+        return self._columns
+
+    @property
+    def description(self):
+        """The driver's DB-API cursor.description."""
+        return self._description
+
+    @property
+    def holds_connection(self):
+        """True while this Rows still holds its connection (streaming, not finished)."""
+        return self._rec is not None
+
+    def __repr__(self):
+        state = "streaming" if self._open else "buffered" if not self._streaming else "finished"
+        return f"<fastpool.Rows {state} columns={self.columns!r}>"
+
+
+cdef bint _close_quietly(object cursor):
+    try:
+        cursor.close()
+        return True
+    except Exception:
+        return False

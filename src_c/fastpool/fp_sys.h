@@ -95,6 +95,34 @@ static inline int fp_fd_dead(long long fd) {
 }
 #endif
 
+/* The code object and instruction offset of the Python frame `depth` levels above the
+ * current one: enough to name the file and line that opened a Rows/Tx/Conn, at the cost of
+ * two pointer reads and a reference. The line is computed only if a warning is emitted.
+ * Returns a new reference (Py_None if there is no such frame). */
+static inline PyObject *fp_caller_code(int depth, int *lasti) {
+    PyFrameObject *f = PyEval_GetFrame();   /* borrowed */
+    PyFrameObject *back;
+    PyObject *code;
+    *lasti = -1;
+    if (f == NULL) Py_RETURN_NONE;
+    Py_INCREF(f);
+    while (depth-- > 0) {
+        back = PyFrame_GetBack(f);           /* new reference or NULL */
+        Py_DECREF(f);
+        if (back == NULL) Py_RETURN_NONE;
+        f = back;
+    }
+    *lasti = PyFrame_GetLasti(f);
+    code = (PyObject *)PyFrame_GetCode(f);   /* new reference */
+    Py_DECREF(f);
+    return code;
+}
+
+static inline int fp_code_line(PyObject *code, int lasti) {
+    if (code == NULL || !PyCode_Check(code) || lasti < 0) return -1;
+    return PyCode_Addr2Line((PyCodeObject *)code, lasti);
+}
+
 /* PyThread_acquire_lock_timed is public C API but Cython does not declare it. */
 #define fp_lock_acquire_timed(lock, us, intr) PyThread_acquire_lock_timed((lock), (PY_TIMEOUT_T)(us), (intr))
 #define FP_TIMEOUT_MAX_US ((long long)PY_TIMEOUT_MAX)
