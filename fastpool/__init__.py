@@ -7,7 +7,7 @@ cleaner, DBStats), with leaked connections reclaimed and dead ones found without
 from __future__ import annotations
 
 from . import _core
-from ._core import Conn
+from ._core import Conn, Result, Rows, Tx
 from .errors import (
     ConfigError,
     ConnectionLeakWarning,
@@ -27,6 +27,9 @@ __all__ = [
     "FastpoolError",
     "Pool",
     "PoolClosed",
+    "Result",
+    "Rows",
+    "Tx",
     "PoolTimeout",
     "Stats",
     "open",
