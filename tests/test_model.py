@@ -54,7 +54,9 @@ class PoolMachine(RuleBasedStateMachine):
         self.held.append(conn)
 
     def _settle_waiters(self) -> None:
-        """Wait until every waiter the pool has served has recorded it."""
+        """Wait until the background opener is done and every waiter the pool has served
+        has recorded it, so the next step sees the same state on every run."""
+        _wait_until(lambda: self.pool._open_deficit() == 0 and self.pool._counts()[13] == 0)
         _wait_until(lambda: self.pool.stats().waiting == sum(1 for w in self.waiters if "conn" not in w and not w["done"].is_set()))
         for w in list(self.waiters):
             if w["done"].is_set():
@@ -132,8 +134,6 @@ class PoolMachine(RuleBasedStateMachine):
     # ---- invariants -----------------------------------------------------------------
     @invariant()
     def counts_agree(self) -> None:
-        # Let the background opener finish whatever it is doing for waiters.
-        _wait_until(lambda: self.pool._counts()[13] == 0)
         self._settle_waiters()
         s = self.pool.stats()
         assert s.open == s.in_use + s.idle

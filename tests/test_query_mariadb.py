@@ -268,3 +268,24 @@ def test_threads_mixing_everything(db):
     assert not errors, errors[:3]
     s = db.stats()
     assert s.in_use == 0 and s.open <= 5
+
+
+def test_global_wait_timeout_expiry_is_invisible(mariadb, mysql_pool):
+    if not hasattr(mariadb, "restart"):
+        pytest.skip("changes a global setting: only on the throwaway server")
+    setter = mysql_pool(max_open=1)
+    (old,) = setter.query_row("SELECT @@GLOBAL.wait_timeout")
+    setter.execute("SET GLOBAL wait_timeout = 1")
+    try:
+        db = mysql_pool(max_open=3)
+        conns = [db.conn() for _ in range(3)]  # new sessions: wait_timeout 1 s
+        ids = {c.query_row("SELECT CONNECTION_ID()")[0] for c in conns}
+        for c in conns:
+            c.close()
+        time.sleep(2.5)  # the server closes all three
+        for _ in range(4):
+            assert db.query_row("SELECT 1") == (1,)
+        assert db.query_row("SELECT CONNECTION_ID()")[0] not in ids
+        assert db.stats().bad_conns_discarded == 3
+    finally:
+        setter.execute("SET GLOBAL wait_timeout = %s", (int(old),))

@@ -1,0 +1,110 @@
+"""The seed's bug, side by side: a loop that returns from inside `for row in rows`.
+
+    python examples/leak_demo.py [--dsn mysql://...] [--calls 3000]
+
+Without --dsn it uses a SQLite file in a temp dir. For each pool it prints, every few
+hundred calls, how many connections are open and how many callers timed out waiting.
+"Go-style" is a pool whose streaming rows give their connection back only at EOF or
+close(), as Go's database/sql does: every early return leaks one connection, until the
+pool is exhausted and every request waits out its timeout (the 504s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import queue
+import tempfile
+import threading
+import warnings
+from pathlib import Path
+
+import fastpool
+
+
+class GoStylePool:
+    """A minimal pool with Go's Rows semantics: release on EOF or close(), never on drop."""
+
+    def __init__(self, connect, max_open: int, timeout: float) -> None:  # type: ignore[no-untyped-def]
+        self._connect, self._max_open, self._timeout = connect, max_open, timeout
+        self._idle: queue.LifoQueue = queue.LifoQueue()
+        self._open = 0
+        self._lock = threading.Lock()
+
+    def _get(self):  # type: ignore[no-untyped-def]
+        try:
+            return self._idle.get_nowait()
+        except queue.Empty:
+            pass
+        with self._lock:
+            if self._open < self._max_open:
+                self._open += 1
+                return self._connect()
+        return self._idle.get(timeout=self._timeout)  # queue.Empty after timeout: a "504"
+
+    def query_stream(self, sql: str, params: tuple):  # type: ignore[no-untyped-def]
+        conn = self._get()
+        cur = conn.cursor()
+        cur.execute(sql, params)
+        for row in cur:
+            yield row
+        cur.close()
+        self._idle.put(conn)  # only reached when the rows run out
+
+    @property
+    def open(self) -> int:
+        return self._open
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dsn", help="mysql://user:pw@host:port/db (default: a SQLite file)")
+    ap.add_argument("--calls", type=int, default=3000)
+    ap.add_argument("--max-open", type=int, default=10)
+    args = ap.parse_args()
+
+    if args.dsn:
+        dsn, mark = args.dsn, "%s"
+    else:
+        dsn, mark = f"sqlite:///{Path(tempfile.mkdtemp()) / 'leak.db'}", "?"
+    db = fastpool.open(dsn, max_open=args.max_open, timeout=0.05)
+    db.execute("DROP TABLE IF EXISTS ranger_user")
+    db.execute("CREATE TABLE ranger_user (id INT PRIMARY KEY, name VARCHAR(40))")
+    for i in range(1, 101):
+        db.execute(f"INSERT INTO ranger_user VALUES ({mark}, {mark})", (i, f"user{i}"))
+    sql = f"SELECT id, name FROM ranger_user WHERE id > {mark}"
+
+    connect = db._connect  # the same driver connect() fastpool uses
+    go = GoStylePool(connect, args.max_open, timeout=0.05)
+
+    def get_user_list_go():  # type: ignore[no-untyped-def]
+        for row in go.query_stream(sql, (1,)):
+            return row  # rows never closed
+
+    def get_user_list_fastpool():  # type: ignore[no-untyped-def]
+        for row in db.query(sql, (1,), stream=True):
+            return row  # rows never closed: reclaimed when dropped
+
+    step = max(args.calls // 10, 1)
+    print(f"{'calls':>6}  {'Go-style open':>13} {'Go-style 504s':>13}  {'fastpool open':>13} {'fastpool 504s':>13}")
+    go_fail = fp_fail = 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", fastpool.ConnectionLeakWarning)
+        for n in range(1, args.calls + 1):
+            try:
+                get_user_list_go()
+            except queue.Empty:
+                go_fail += 1
+            try:
+                get_user_list_fastpool()
+            except fastpool.PoolTimeout:
+                fp_fail += 1
+            if n % step == 0:
+                print(f"{n:>6}  {go.open:>13} {go_fail:>13}  {db.stats().open:>13} {fp_fail:>13}")
+    s = db.stats()
+    print(f"\nfastpool: {s.leaks_reclaimed} dropped Rows reclaimed, {s.open} connection(s) open, "
+          f"{s.in_use} in use.")
+    db.close()
+
+
+if __name__ == "__main__":
+    main()
