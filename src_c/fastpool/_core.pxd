@@ -94,6 +94,7 @@ cdef class CorePool:
     cdef public object _holder_hook       # (rec, taken) -> None, only while leak_timeout is set
     cdef public Py_ssize_t _drain_budget  # rows read to clean a dropped stream before closing instead
 
+    cdef Py_ssize_t _take_oldest_idle_locked(self, Py_ssize_t k, list out)
     cdef ConnRecord _checkout(self, double timeout, bint fresh)
     cdef int _checkin(self, ConnRecord rec, bint bad) except -1
     cdef object _run(self, object sql, object params, int mode)

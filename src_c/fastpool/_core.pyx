@@ -707,7 +707,7 @@ cdef class CorePool:
         cdef Py_ssize_t mo = max_open, mi = -1 if max_idle is None else max_idle
         cdef Py_ssize_t mn = min_idle
         cdef list surplus = []
-        cdef Py_ssize_t i, k
+        cdef Py_ssize_t k
         cdef bint wake
         if mo < 0 or mn < 0:
             raise ValueError("sizes must be >= 0")
@@ -723,17 +723,7 @@ cdef class CorePool:
         k = self.n_free - mi if mi >= 0 else 0
         if mo > 0 and self.num_open - mo > k:
             k = self.num_open - mo
-        if k > self.n_free:
-            k = self.n_free
-        if k > 0:
-            # Close the oldest idle ones: the newest are the warmest.
-            for i in range(k):
-                surplus.append(<object>self.free_conns[i])      # list append allocates no GC object
-                Py_DECREF(<object>self.free_conns[i])
-            memmove(self.free_conns, self.free_conns + k, (self.n_free - k) * sizeof(PyObject *))
-            self.n_free -= k
-            self.num_open -= k
-            self.max_idle_closed += k
+        self.max_idle_closed += self._take_oldest_idle_locked(k, surplus)
         wake = self._open_deficit_locked() > 0
         fp_mutex_unlock(&self.mu)
         for rec in surplus:
@@ -741,6 +731,44 @@ cdef class CorePool:
         if wake and self.need_open_fn is not None:
             self.need_open_fn()
         return len(surplus)
+
+    cdef Py_ssize_t _take_oldest_idle_locked(self, Py_ssize_t k, list out):
+        # Move the k oldest idle records (the newest are the warmest) into out, which
+        # the caller allocated before locking; appending allocates no GC-tracked object.
+        cdef Py_ssize_t i
+        if k > self.n_free:
+            k = self.n_free
+        if k <= 0:
+            return 0
+        for i in range(k):
+            out.append(<object>self.free_conns[i])
+            Py_DECREF(<object>self.free_conns[i])
+        memmove(self.free_conns, self.free_conns + k, (self.n_free - k) * sizeof(PyObject *))
+        self.n_free -= k
+        self.num_open -= k
+        for rec in out:
+            (<ConnRecord>rec).state = REC_CLOSED
+        return k
+
+    def _close_idle(self):
+        """Close every idle connection now (DBUtils' close(), SQLAlchemy's dispose());
+        the pool stays open. Returns how many were closed."""
+        cdef list idle = []
+        fp_mutex_lock(&self.mu)
+        self._take_oldest_idle_locked(self.n_free, idle)
+        fp_mutex_unlock(&self.mu)
+        for rec in idle:
+            self._close_rec(rec)
+        return len(idle)
+
+    # ---- record-level access for the adapters ----------------------------------------
+    def _take(self, timeout=_POOL_DEFAULT):
+        """Check out a bare ConnRecord (no Conn, no reset policy): for the adapters."""
+        return self._checkout(self._timeout_arg(timeout), False)
+
+    def _give(self, ConnRecord rec not None, bint bad=False):
+        """Give back a record from _take(); bad closes it instead of pooling it."""
+        self._checkin(rec, bad)
 
     def _set_lifetimes(self, max_lifetime, max_idle_time):
         fp_mutex_lock(&self.mu)
@@ -1268,6 +1296,11 @@ cdef class Rows:
     def __repr__(self):
         state = "streaming" if self._open else "buffered" if not self._streaming else "finished"
         return f"<fastpool.Rows {state} columns={self.columns!r}>"
+
+
+def fd_dead(long long fd):
+    """True if an idle connection's socket shows the server closed it (zero-timeout poll)."""
+    return bool(fp_fd_dead(fd))
 
 
 cdef bint _close_quietly(object cursor):

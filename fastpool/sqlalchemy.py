@@ -1,0 +1,131 @@
+"""``FastQueuePool``: a SQLAlchemy ``poolclass`` served by the fastpool core.
+
+    engine = create_engine(url, poolclass=FastQueuePool, pool_size=5, max_overflow=10,
+                           pool_timeout=30, pool_recycle=-1, pool_pre_ping=False)
+
+It keeps QueuePool's behaviour and numbers (``status()``, ``size()``, ``overflow()``,
+``TimeoutError``) while the waiting and hand-off are fastpool's: callers are served first
+come, first served, so no thread starves (sqlalchemy#7679). SQLAlchemy's base ``Pool`` still
+does what it does for every pool: events, ``pool_pre_ping``, ``pool_recycle``, reset on
+return, invalidation. The fastpool core holds SQLAlchemy's own connection records, so an
+invalidated record is reconnected by SQLAlchemy as usual.
+
+Differences from QueuePool, on purpose: idle connections are always reused newest first
+(``pool_use_lifo`` is accepted; FIFO reuse is not offered, since it keeps every connection
+warm and stops idle ones from timing out).
+
+This class has an explicit Python ``__init__`` signature because ``create_engine`` reads it
+to decide which ``pool_*`` arguments to pass.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.pool import Pool as _SAPool
+from sqlalchemy.pool import QueuePool
+from sqlalchemy.pool.base import _ConnectionRecord
+
+from .errors import PoolTimeout
+from .pool import Pool
+
+__all__ = ["FastQueuePool"]
+
+
+class FastQueuePool(QueuePool):
+    """QueuePool's interface on fastpool's core (FIFO hand-off, compiled checkout)."""
+
+    def __init__(
+        self,
+        creator: Any,
+        pool_size: int = 5,
+        max_overflow: int = 10,
+        timeout: float = 30.0,
+        use_lifo: bool = False,
+        **kw: Any,
+    ) -> None:
+        # QueuePool.__init__ would build its own queue; only the base Pool's is wanted.
+        _SAPool.__init__(self, creator, **kw)
+        self._pool_size = pool_size
+        self._max_overflow = max_overflow
+        self._timeout = timeout
+        self._use_lifo = use_lifo
+        max_open = pool_size + max_overflow if max_overflow > -1 else 0
+        self._fp = Pool(
+            self._new_record,
+            driver="generic",
+            max_open=max_open,
+            max_idle=pool_size if pool_size > 0 else None,
+            max_lifetime=None,  # pool_recycle is SQLAlchemy's, done in the record
+            max_idle_time=None,
+            timeout=timeout,
+            _display=f"FastQueuePool(size={pool_size}, overflow={max_overflow})",
+        )
+
+    # The core opens and closes "connections" that are SQLAlchemy records.
+    def _new_record(self) -> _ConnectionRecord:
+        return _ConnectionRecord(self)
+
+    def _do_get(self) -> Any:
+        try:
+            rec = self._fp._take()
+        except PoolTimeout:
+            raise sa_exc.TimeoutError(
+                "QueuePool limit of size %d overflow %d reached, "
+                "connection timed out, timeout %0.2f"
+                % (self.size(), self.overflow(), self._timeout),
+                code="3o7r",
+            ) from None
+        record = rec.raw
+        record._fastpool_rec = rec
+        return record
+
+    def _do_return_conn(self, record: Any) -> None:
+        self._fp._give(record._fastpool_rec)
+
+    def recreate(self) -> FastQueuePool:
+        self.logger.info("Pool recreating")
+        return self.__class__(
+            self._creator,
+            pool_size=self._pool_size,
+            max_overflow=self._max_overflow,
+            pre_ping=self._pre_ping,
+            use_lifo=self._use_lifo,
+            timeout=self._timeout,
+            recycle=self._recycle,
+            echo=self.echo,
+            logging_name=self._orig_logging_name,
+            reset_on_return=self._reset_on_return,
+            _dispatch=self.dispatch,
+            dialect=self._dialect,
+        )
+
+    def dispose(self) -> None:
+        # As QueuePool: close the idle connections; checked-out ones come back as usual.
+        self._fp._close_idle()
+        self.logger.info("Pool disposed. %s", self.status())
+
+    def status(self) -> str:
+        return (
+            "Pool size: %d  Connections in pool: %d "
+            "Current Overflow: %d Current Checked out "
+            "connections: %d" % (self.size(), self.checkedin(), self.overflow(), self.checkedout())
+        )
+
+    def size(self) -> int:
+        return self._pool_size
+
+    def timeout(self) -> float:
+        return self._timeout
+
+    def checkedin(self) -> int:
+        return self._fp.stats().idle
+
+    def overflow(self) -> int:
+        # QueuePool counts overflow from -pool_size upward; 0 when the size is unlimited.
+        return self._fp.stats().open - self._pool_size if self._pool_size else 0
+
+    def checkedout(self) -> int:
+        s = self._fp.stats()
+        return s.open - s.idle
