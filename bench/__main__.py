@@ -20,6 +20,10 @@ REFERENCE = {
     "checkout+checkin (no I/O)": "test_lifoqueue_get_put",
     "SELECT 1 per request": "test_select1_raw_connection",
     "iterate 100k rows": "test_rows_raw_cursor",
+    "SQLAlchemy pool checkout+checkin (no I/O)": "test_sa_pool_cycle[QueuePool]",
+    "SQLAlchemy engine SELECT 1": "test_sa_engine_select1[QueuePool]",
+    "DBUtils checkout+checkin (no I/O)": "test_dbutils_cycle[DBUtils]",
+    "DBUtils SELECT 1": "test_dbutils_select1[DBUtils]",
 }
 
 
