@@ -9,6 +9,8 @@ import sqlite3
 
 import pytest
 
+from .support import FakeConn, measure
+
 # DBUtils pings with ping(False), which mysqlclient deprecates: under the project's strict
 # warning filter that warning would be an error, DBUtils would take every connection for
 # dead and reconnect on each request, and its figures would be wrong.
@@ -18,26 +20,6 @@ SA_CYCLE = "SQLAlchemy pool checkout+checkin (no I/O)"
 SA_SELECT1 = "SQLAlchemy engine SELECT 1"
 DBU_CYCLE = "DBUtils checkout+checkin (no I/O)"
 DBU_SELECT1 = "DBUtils SELECT 1"
-
-
-def measure(benchmark, fn, iterations=500, rounds=30):  # type: ignore[no-untyped-def]
-    return benchmark.pedantic(fn, iterations=iterations, rounds=rounds, warmup_rounds=2)
-
-
-class FakeConn:
-    threadsafety = 1
-
-    def close(self) -> None:
-        pass
-
-    def rollback(self) -> None:
-        pass
-
-    def commit(self) -> None:
-        pass
-
-    def cursor(self):  # type: ignore[no-untyped-def]
-        raise NotImplementedError
 
 
 def sa_pool(name):  # type: ignore[no-untyped-def]
@@ -61,7 +43,7 @@ def dbu(name):  # type: ignore[no-untyped-def]
 @pytest.mark.benchmark(group=SA_CYCLE)
 def test_sa_pool_cycle(benchmark, name):
     pool = sa_pool(name)(FakeConn, pool_size=4, max_overflow=0, reset_on_return=None)
-    measure(benchmark, lambda: pool.connect().close())
+    measure(benchmark, lambda: pool.connect().close(), iterations=500, rounds=30)
     assert pool.checkedout() == 0
     pool.dispose()
 
@@ -79,7 +61,7 @@ def test_sa_engine_select1(benchmark, name, mysql_dsn):
         with e.connect() as c:
             return c.execute(stmt).scalar_one()
 
-    measure(benchmark, request, iterations=100)
+    measure(benchmark, request, iterations=100, rounds=30)
     assert request() == 1
     e.dispose()
 
@@ -90,7 +72,7 @@ def test_dbutils_cycle(benchmark, name):
     mod = dbu(name)
     pool = mod.PooledDB(FakeConn, maxconnections=4, ping=0, reset=False,
                         failures=(sqlite3.OperationalError,))
-    measure(benchmark, lambda: pool.connection().close())
+    measure(benchmark, lambda: pool.connection().close(), iterations=500, rounds=30)
     pool.close()
 
 
@@ -111,6 +93,6 @@ def test_dbutils_select1(benchmark, name, mysql_kwargs):
         conn.close()
         return row
 
-    measure(benchmark, request, iterations=100)
+    measure(benchmark, request, iterations=100, rounds=30)
     assert request() == (1,)
     pool.close()

@@ -14,30 +14,9 @@ import pytest
 
 import fastpool
 
+from .support import FakeConn, measure
+
 GROUP = "checkout+checkin (no I/O)"
-ITERATIONS = 2000  # per round, so the timer's own cost is amortised away
-ROUNDS = 50
-
-
-def measure(benchmark, fn):  # type: ignore[no-untyped-def]
-    """Time one call of fn, averaged over ITERATIONS calls per round."""
-    return benchmark.pedantic(fn, iterations=ITERATIONS, rounds=ROUNDS, warmup_rounds=2)
-
-
-class FakeConn:
-    """Just enough of a DB-API connection for every pool to hold it."""
-
-    def close(self) -> None:
-        pass
-
-    def rollback(self) -> None:
-        pass
-
-    def commit(self) -> None:
-        pass
-
-    def cursor(self):  # type: ignore[no-untyped-def]
-        raise NotImplementedError
 
 
 @pytest.mark.benchmark(group=GROUP)

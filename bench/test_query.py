@@ -17,13 +17,11 @@ pytestmark = pytest.mark.filterwarnings("ignore:The reconnect parameter of ping:
 
 import fastpool
 
+from .support import measure
+
 SELECT1 = "SELECT 1 per request"
 ROWS = "iterate 100k rows"
 ROWS_SQL = "SELECT seq, seq * 2 FROM seq_1_to_100000"
-
-
-def measure(benchmark, fn, iterations=200, rounds=30):  # type: ignore[no-untyped-def]
-    return benchmark.pedantic(fn, iterations=iterations, rounds=rounds, warmup_rounds=2)
 
 
 @pytest.fixture(scope="module")
@@ -45,14 +43,14 @@ def test_select1_raw_connection(benchmark, raw):
         cur.close()
         return row
 
-    measure(benchmark, request)
+    measure(benchmark, request, iterations=200, rounds=30)
     assert request() == (1,)
 
 
 @pytest.mark.benchmark(group=SELECT1)
 def test_select1_fastpool_query_row(benchmark, mysql_dsn):
     db = fastpool.open(mysql_dsn, max_open=4)
-    measure(benchmark, lambda: db.query_row("SELECT 1"))
+    measure(benchmark, lambda: db.query_row("SELECT 1"), iterations=200, rounds=30)
     assert db.query_row("SELECT 1") == (1,)
     db.close()
 
@@ -68,7 +66,7 @@ def test_select1_sqlalchemy_engine(benchmark, mysql_dsn):
         with engine.connect() as c:
             return c.execute(stmt).fetchone()
 
-    measure(benchmark, request)
+    measure(benchmark, request, iterations=200, rounds=30)
     engine.dispose()
 
 
@@ -88,7 +86,7 @@ def test_select1_dbutils_pooleddb(benchmark, mysql_kwargs):
         conn.close()
         return row
 
-    measure(benchmark, request)
+    measure(benchmark, request, iterations=200, rounds=30)
     pool.close()
 
 

@@ -142,7 +142,7 @@ cdef class Conn:
 
 cdef class Tx(Conn):
     """A transaction (Go's sql.Tx): holds one connection until commit() or rollback()."""
-    cdef bint _done
+    cdef int _end(self, bint commit) except -1
 
 
 cdef class Rows:

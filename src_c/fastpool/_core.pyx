@@ -46,6 +46,7 @@ cdef enum:
     MODE_EXEC = 0      # Result(rowcount, lastrowid)
     MODE_ROW = 1       # the first row or None
     MODE_ALL = 2       # (description, all rows)
+    MODE_STREAM = 3    # a streaming Rows that keeps the connection
 
 # How a driver error bears on the connection (the dialect decides; see dialects.py).
 ERR_OK = 0           # the statement failed, the connection is fine
@@ -546,6 +547,8 @@ cdef class CorePool:
         while True:
             rec = self._checkout(self.timeout_, attempt >= MAX_BAD_CONN_RETRIES)
             try:
+                if mode == MODE_STREAM:
+                    return self._stream(rec, None, sql, params, 0)   # it holds rec now
                 result = _execute_on(rec.raw, sql, params, mode)
             except BaseException as exc:
                 kind = self._error_kind(exc)
@@ -603,22 +606,9 @@ cdef class CorePool:
         returns. With ``stream=True`` rows come from the server as they are iterated and
         the Rows holds its connection until the last row is read, or until close().
         """
-        cdef ConnRecord rec
-        cdef int attempt = 0
-        cdef int kind
-        if not stream:
-            return _buffered_rows(self._run(sql, params, MODE_ALL))
-        while True:
-            rec = self._checkout(self.timeout_, attempt >= MAX_BAD_CONN_RETRIES)
-            try:
-                return self._stream(rec, None, sql, params, 0)
-            except BaseException as exc:
-                kind = self._error_kind(exc)
-                self._checkin(rec, kind != ERR_OK)
-                if kind == ERR_RETRY and attempt < MAX_BAD_CONN_RETRIES:
-                    attempt += 1
-                    continue
-                raise
+        if stream:
+            return self._run(sql, params, MODE_STREAM)
+        return _buffered_rows(self._run(sql, params, MODE_ALL))
 
     def conn(self, timeout=_POOL_DEFAULT):
         """Take a connection (a dedicated ``Conn``); give it back with ``close()`` or ``with``."""
@@ -1111,10 +1101,13 @@ cdef class Tx(Conn):
     cdef str _kind(self):
         return "Tx"
 
-    def commit(self):
+    cdef int _end(self, bint commit) except -1:
         cdef ConnRecord rec = self._live()
         try:
-            rec.raw.commit()
+            if commit:
+                rec.raw.commit()
+            else:
+                rec.raw.rollback()
         except BaseException as exc:
             if self._pool._error_kind(exc) != ERR_OK:
                 self._broken = True
@@ -1122,18 +1115,13 @@ cdef class Tx(Conn):
             raise
         self._in_tx = False
         self._give_back(False)
+        return 0
+
+    def commit(self):
+        self._end(True)
 
     def rollback(self):
-        cdef ConnRecord rec = self._live()
-        try:
-            rec.raw.rollback()
-        except BaseException as exc:
-            if self._pool._error_kind(exc) != ERR_OK:
-                self._broken = True
-            self._give_back(False)
-            raise
-        self._in_tx = False
-        self._give_back(False)
+        self._end(False)
 
     def __exit__(self, exc_type, exc, tb):
         if self._rec is None:
