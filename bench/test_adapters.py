@@ -50,11 +50,10 @@ def test_sa_pool_cycle(benchmark, name):
 
 @pytest.mark.parametrize("name", ["QueuePool", "FastQueuePool"])
 @pytest.mark.benchmark(group=SA_SELECT1)
-def test_sa_engine_select1(benchmark, name, mysql_dsn):
+def test_sa_engine_select1(benchmark, name, backend):
     import sqlalchemy as sa
 
-    e = sa.create_engine(mysql_dsn.replace("mysql://", "mysql+mysqldb://", 1),
-                         poolclass=sa_pool(name), pool_size=4)
+    e = sa.create_engine(backend.sa_url, poolclass=sa_pool(name), pool_size=4)
     stmt = sa.text("SELECT 1")
 
     def request():  # type: ignore[no-untyped-def]
@@ -78,11 +77,9 @@ def test_dbutils_cycle(benchmark, name):
 
 @pytest.mark.parametrize("name", ["DBUtils", "fastpool.dbutils"])
 @pytest.mark.benchmark(group=DBU_SELECT1)
-def test_dbutils_select1(benchmark, name, mysql_kwargs):
-    import MySQLdb
-
+def test_dbutils_select1(benchmark, name, backend):
     mod = dbu(name)
-    pool = mod.PooledDB(MySQLdb, maxconnections=4, **mysql_kwargs)  # DBUtils' defaults
+    pool = mod.PooledDB(backend.module, maxconnections=4, **backend.kwargs)  # DBUtils' defaults
 
     def request():  # type: ignore[no-untyped-def]
         conn = pool.connection()
@@ -94,5 +91,5 @@ def test_dbutils_select1(benchmark, name, mysql_kwargs):
         return row
 
     measure(benchmark, request, iterations=100, rounds=30)
-    assert request() == (1,)
+    assert tuple(request()) == (1,)
     pool.close()

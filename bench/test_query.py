@@ -1,34 +1,40 @@
-"""Per-request SELECT 1 and 100k-row iteration on MariaDB: fastpool beside the peers.
+"""Per-request SELECT 1 and 100k-row iteration: fastpool beside every peer, one run.
 
     pytest bench/test_query.py --benchmark-group-by=group
 
-Targets (issue 3): query_row("SELECT 1") <= 1.05x a raw persistent mysqlclient connection;
-iterating 100k rows through Rows <= 1.0x a raw cursor (aim 0.7x).
+Targets: query_row("SELECT 1") <= 1.05x a raw persistent connection; iterating 100k rows
+through Rows <= 1.0x a raw cursor (aim 0.7x).
 """
 
 from __future__ import annotations
 
 import pytest
 
+import fastpool
+
+from .support import LifoQueuePool, measure, need_mysql
+
 # DBUtils pings with ping(False), which mysqlclient deprecates: under the project's strict
 # warning filter that warning would be an error, DBUtils would take every connection for
 # dead and reconnect on each request, and its figures would be wrong.
 pytestmark = pytest.mark.filterwarnings("ignore:The reconnect parameter of ping:DeprecationWarning")
 
-import fastpool
-
-from .support import measure
-
 SELECT1 = "SELECT 1 per request"
 ROWS = "iterate 100k rows"
-ROWS_SQL = "SELECT seq, seq * 2 FROM seq_1_to_100000"
+N = 200  # requests per round
+
+
+def run_select1(conn) -> tuple:  # type: ignore[no-untyped-def]
+    cur = conn.cursor()
+    cur.execute("SELECT 1")
+    row = cur.fetchone()
+    cur.close()
+    return row
 
 
 @pytest.fixture(scope="module")
-def raw(mysql_kwargs):  # type: ignore[no-untyped-def]
-    import MySQLdb
-
-    conn = MySQLdb.connect(autocommit=True, **mysql_kwargs)
+def raw(backend):  # type: ignore[no-untyped-def]
+    conn = backend.connect()
     yield conn
     conn.close()
 
@@ -36,69 +42,126 @@ def raw(mysql_kwargs):  # type: ignore[no-untyped-def]
 # ---- SELECT 1 -------------------------------------------------------------------------
 @pytest.mark.benchmark(group=SELECT1)
 def test_select1_raw_connection(benchmark, raw):
-    def request():  # type: ignore[no-untyped-def]
-        cur = raw.cursor()
-        cur.execute("SELECT 1")
-        row = cur.fetchone()
-        cur.close()
-        return row
-
-    measure(benchmark, request, iterations=200, rounds=30)
-    assert request() == (1,)
+    """The floor: one persistent connection, no pool."""
+    measure(benchmark, lambda: run_select1(raw), iterations=N, rounds=30)
+    assert run_select1(raw) == (1,)
 
 
 @pytest.mark.benchmark(group=SELECT1)
-def test_select1_fastpool_query_row(benchmark, mysql_dsn):
-    db = fastpool.open(mysql_dsn, max_open=4)
-    measure(benchmark, lambda: db.query_row("SELECT 1"), iterations=200, rounds=30)
+def test_select1_fastpool_query_row(benchmark, backend):
+    db = fastpool.open(backend.dsn, max_open=4)
+    measure(benchmark, lambda: db.query_row("SELECT 1"), iterations=N, rounds=30)
     assert db.query_row("SELECT 1") == (1,)
     db.close()
 
 
 @pytest.mark.benchmark(group=SELECT1)
-def test_select1_sqlalchemy_engine(benchmark, mysql_dsn):
+def test_select1_lifoqueue_pool(benchmark, backend):
+    pool = LifoQueuePool(backend.connect, 4)
+
+    def request():  # type: ignore[no-untyped-def]
+        conn = pool.get()
+        try:
+            return run_select1(conn)
+        finally:
+            pool.put(conn)
+
+    measure(benchmark, request, iterations=N, rounds=30)
+    pool.close()
+
+
+@pytest.mark.benchmark(group=SELECT1)
+def test_select1_sqlalchemy_engine(benchmark, backend):
     sa = pytest.importorskip("sqlalchemy", reason="SQLAlchemy is not installed")
-    url = mysql_dsn.replace("mysql://", "mysql+mysqldb://", 1)
-    engine = sa.create_engine(url, pool_size=4)
+    engine = sa.create_engine(backend.sa_url, pool_size=4)
     stmt = sa.text("SELECT 1")
 
     def request():  # type: ignore[no-untyped-def]
         with engine.connect() as c:
             return c.execute(stmt).fetchone()
 
-    measure(benchmark, request, iterations=200, rounds=30)
+    measure(benchmark, request, iterations=N, rounds=30)
     engine.dispose()
 
 
 @pytest.mark.benchmark(group=SELECT1)
-def test_select1_dbutils_pooleddb(benchmark, mysql_kwargs):
-    pooled_db = pytest.importorskip("dbutils.pooled_db", reason="DBUtils is not installed")
-    import MySQLdb
+def test_select1_sqlalchemy_raw_connection(benchmark, backend):
+    sa = pytest.importorskip("sqlalchemy", reason="SQLAlchemy is not installed")
+    engine = sa.create_engine(backend.sa_url, pool_size=4)
 
-    pool = pooled_db.PooledDB(MySQLdb, maxconnections=4, autocommit=True, **mysql_kwargs)
+    def request():  # type: ignore[no-untyped-def]
+        conn = engine.raw_connection()
+        try:
+            return run_select1(conn)
+        finally:
+            conn.close()
+
+    measure(benchmark, request, iterations=N, rounds=30)
+    engine.dispose()
+
+
+@pytest.mark.benchmark(group=SELECT1)
+def test_select1_dbutils_pooleddb(benchmark, backend):
+    pooled_db = pytest.importorskip("dbutils.pooled_db", reason="DBUtils is not installed")
+    pool = pooled_db.PooledDB(backend.module, maxconnections=4, **backend.kwargs)  # its defaults
 
     def request():  # type: ignore[no-untyped-def]
         conn = pool.connection()
-        cur = conn.cursor()
-        cur.execute("SELECT 1")
-        row = cur.fetchone()
-        cur.close()
-        conn.close()
-        return row
+        try:
+            return run_select1(conn)
+        finally:
+            conn.close()
 
-    measure(benchmark, request, iterations=200, rounds=30)
+    measure(benchmark, request, iterations=N, rounds=30)
     pool.close()
 
 
+@pytest.mark.benchmark(group=SELECT1)
+def test_select1_mysql_connector_pool(benchmark, backend):
+    need_mysql(backend)
+    pooling = pytest.importorskip("mysql.connector.pooling", reason="mysql-connector-python is not installed")
+    kw = backend.kwargs
+    pool = pooling.MySQLConnectionPool(
+        pool_size=4, host=kw.get("host"), port=kw.get("port", 3306), user=kw.get("user"),
+        password=kw.get("password"), database=kw.get("database"), autocommit=True,
+    )
+
+    def request():  # type: ignore[no-untyped-def]
+        conn = pool.get_connection()
+        try:
+            return run_select1(conn)
+        finally:
+            conn.close()
+
+    measure(benchmark, request, iterations=N, rounds=30)
+
+
+@pytest.mark.benchmark(group=SELECT1)
+def test_select1_connect_per_request(benchmark, backend):
+    def request():  # type: ignore[no-untyped-def]
+        conn = backend.connect()
+        try:
+            return run_select1(conn)
+        finally:
+            conn.close()
+
+    measure(benchmark, request, iterations=20, rounds=20)
+
+
 # ---- 100k rows --------------------------------------------------------------------------
+def count_rows(rows) -> int:  # type: ignore[no-untyped-def]
+    n = 0
+    for _row in rows:
+        n += 1
+    return n
+
+
 @pytest.mark.benchmark(group=ROWS)
-def test_rows_raw_cursor(benchmark, raw):
+def test_rows_raw_cursor(benchmark, raw, backend):
     def run() -> int:
         cur = raw.cursor()
-        cur.execute(ROWS_SQL)
-        n = 0
-        for _row in cur:
-            n += 1
+        cur.execute(backend.rows_sql)
+        n = count_rows(cur)
         cur.close()
         return n
 
@@ -107,15 +170,14 @@ def test_rows_raw_cursor(benchmark, raw):
 
 
 @pytest.mark.benchmark(group=ROWS)
-def test_rows_raw_sscursor(benchmark, raw):
+def test_rows_raw_sscursor(benchmark, raw, backend):
+    need_mysql(backend)
     from MySQLdb.cursors import SSCursor
 
     def run() -> int:
         cur = raw.cursor(SSCursor)
-        cur.execute(ROWS_SQL)
-        n = 0
-        for _row in cur:
-            n += 1
+        cur.execute(backend.rows_sql)
+        n = count_rows(cur)
         cur.close()
         return n
 
@@ -123,31 +185,17 @@ def test_rows_raw_sscursor(benchmark, raw):
 
 
 @pytest.mark.benchmark(group=ROWS)
-def test_rows_fastpool_buffered(benchmark, mysql_dsn):
-    db = fastpool.open(mysql_dsn, max_open=2)
-
-    def run() -> int:
-        n = 0
-        for _row in db.query(ROWS_SQL):
-            n += 1
-        return n
-
-    measure(benchmark, run, iterations=1, rounds=10)
-    assert run() == 100_000
+def test_rows_fastpool_buffered(benchmark, backend):
+    db = fastpool.open(backend.dsn, max_open=2)
+    measure(benchmark, lambda: count_rows(db.query(backend.rows_sql)), iterations=1, rounds=10)
+    assert count_rows(db.query(backend.rows_sql)) == 100_000
     db.close()
 
 
 @pytest.mark.benchmark(group=ROWS)
-def test_rows_fastpool_streaming(benchmark, mysql_dsn):
-    db = fastpool.open(mysql_dsn, max_open=2)
-
-    def run() -> int:
-        n = 0
-        for _row in db.query(ROWS_SQL, stream=True):
-            n += 1
-        return n
-
-    measure(benchmark, run, iterations=1, rounds=10)
-    assert run() == 100_000
+def test_rows_fastpool_streaming(benchmark, backend):
+    db = fastpool.open(backend.dsn, max_open=2)
+    measure(benchmark, lambda: count_rows(db.query(backend.rows_sql, stream=True)), iterations=1, rounds=10)
+    assert count_rows(db.query(backend.rows_sql, stream=True)) == 100_000
     assert db.stats().in_use == 0
     db.close()

@@ -152,7 +152,7 @@ cdef class Rows:
     cdef ConnRecord _rec              # held (streaming, pool-owned) until the end; else None
     cdef Conn _owner                  # streaming on a Conn/Tx: the connection stays with it
     cdef object _cursor
-    cdef tuple _buf
+    cdef object _buf                  # a list or a tuple, indexed in C without a copy
     cdef Py_ssize_t _i
     cdef object _description
     cdef object _columns

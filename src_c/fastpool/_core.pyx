@@ -15,6 +15,7 @@ from cpython.pythread cimport (
     PyThread_free_lock, PyThread_release_lock, NOWAIT_LOCK,
 )
 from cpython.ref cimport Py_DECREF, Py_INCREF, PyObject
+from cpython.sequence cimport PySequence_Fast_GET_ITEM, PySequence_Fast_GET_SIZE
 from libc.math cimport INFINITY, isinf
 from libc.string cimport memmove
 
@@ -925,7 +926,7 @@ cdef Rows _buffered_rows(tuple desc_rows):
     cdef Rows rows = Rows.__new__(Rows)
     desc, data = desc_rows
     rows._description = desc
-    rows._buf = data if type(data) is tuple else tuple(data)
+    rows._buf = data if type(data) is tuple or type(data) is list else list(data)
     rows._open = False
     return rows
 
@@ -1151,14 +1152,17 @@ cdef class Rows:
     ``fetchall`` and ``close``. A streaming Rows gives its connection back the moment the
     rows run out (checked here, in compiled __next__), on close(), or when dropped."""
 
+    def __cinit__(self):
+        self._buf = ()   # __next__ indexes it in C: never let it be None
+
     def __iter__(self):
         return self
 
     def __next__(self):
         cdef object row
         while True:
-            if self._i < len(self._buf):
-                row = self._buf[self._i]
+            if self._i < PySequence_Fast_GET_SIZE(self._buf):
+                row = <object>PySequence_Fast_GET_ITEM(self._buf, self._i)
                 self._i += 1
                 return row
             if not self._open:
@@ -1189,7 +1193,7 @@ cdef class Rows:
             self._buf = ()
             self._finish(True)
         else:
-            self._buf = batch if type(batch) is tuple else tuple(batch)
+            self._buf = batch if type(batch) is tuple or type(batch) is list else list(batch)
         return 0
 
     cdef int _finish(self, bint clean) except -1:

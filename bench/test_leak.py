@@ -1,0 +1,111 @@
+"""The seed's leak: a loop that returns from inside `for row in rows`, called again and
+again, through each pool. Reports time per call, calls that failed for want of a
+connection (the 504s), and connections open afterwards."""
+
+from __future__ import annotations
+
+import queue
+import warnings
+
+import pytest
+
+import fastpool
+
+from .support import GoStylePool
+
+pytestmark = pytest.mark.filterwarnings("ignore:The reconnect parameter of ping:DeprecationWarning")
+
+GROUP = "leak: return inside `for row in rows` (300 calls)"
+CALLS = 300
+MAX_OPEN = 4
+TABLE_ROWS = 50
+
+
+@pytest.fixture(scope="module")
+def table(backend):  # type: ignore[no-untyped-def]
+    db = fastpool.open(backend.dsn, max_open=1)
+    db.execute("DROP TABLE IF EXISTS ranger_user")
+    db.execute("CREATE TABLE ranger_user (id INT PRIMARY KEY, name VARCHAR(40))")
+    for i in range(1, TABLE_ROWS + 1):
+        db.execute(f"INSERT INTO ranger_user VALUES ({backend.mark}, {backend.mark})", (i, f"user{i}"))
+    db.close()
+    return f"SELECT id, name FROM ranger_user WHERE id > {backend.mark}"
+
+
+def run_calls(benchmark, call, failure):  # type: ignore[no-untyped-def]
+    failed = [0]
+
+    def one() -> None:
+        try:
+            call()
+        except failure:
+            failed[0] += 1
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # leak warnings: the point of the exercise
+        benchmark.pedantic(one, rounds=1, iterations=CALLS)
+    benchmark.extra_info["calls"] = CALLS
+    benchmark.extra_info["failed_calls"] = failed[0]
+    return failed[0]
+
+
+@pytest.mark.benchmark(group=GROUP)
+@pytest.mark.parametrize("stream", [False, True], ids=["buffered", "streaming"])
+def test_leak_fastpool(benchmark, backend, table, stream):
+    db = fastpool.open(backend.dsn, max_open=MAX_OPEN, timeout=0.01)
+
+    def get_user_list():  # type: ignore[no-untyped-def]
+        for row in db.query(table, (1,), stream=stream):
+            return row
+
+    failed = run_calls(benchmark, get_user_list, fastpool.PoolTimeout)
+    s = db.stats()
+    benchmark.extra_info["open_after"] = s.open
+    db.close()
+    assert failed == 0 and s.open == 1 and s.in_use == 0
+
+
+@pytest.mark.benchmark(group=GROUP)
+def test_leak_go_style_pool(benchmark, backend, table):
+    pool = GoStylePool(backend.connect, MAX_OPEN, timeout=0.01)
+
+    def get_user_list():  # type: ignore[no-untyped-def]
+        for row in pool.query(table, (1,)):
+            return row
+
+    failed = run_calls(benchmark, get_user_list, queue.Empty)
+    benchmark.extra_info["open_after"] = pool.open
+    assert failed > CALLS // 2  # every connection leaked, then nearly every call failed
+
+
+@pytest.mark.benchmark(group=GROUP)
+def test_leak_sqlalchemy_engine(benchmark, backend, table):
+    sa = pytest.importorskip("sqlalchemy", reason="SQLAlchemy is not installed")
+    engine = sa.create_engine(backend.sa_url, pool_size=MAX_OPEN, max_overflow=0, pool_timeout=0.01)
+    sql = sa.text(table.replace(backend.mark, ":id"))
+
+    def get_user_list():  # type: ignore[no-untyped-def]
+        conn = engine.connect()  # never closed
+        for row in conn.execute(sql, {"id": 1}):
+            return row
+
+    run_calls(benchmark, get_user_list, sa.exc.TimeoutError)
+    benchmark.extra_info["open_after"] = engine.pool.checkedin() + engine.pool.checkedout()
+    engine.dispose()
+
+
+@pytest.mark.benchmark(group=GROUP)
+def test_leak_dbutils(benchmark, backend, table):
+    pooled_db = pytest.importorskip("dbutils.pooled_db", reason="DBUtils is not installed")
+    pool = pooled_db.PooledDB(backend.module, maxconnections=MAX_OPEN, **backend.kwargs)
+
+    def get_user_list():  # type: ignore[no-untyped-def]
+        conn = pool.connection()  # never closed
+        cur = conn.cursor()
+        cur.execute(table, (1,))
+        for row in cur:
+            return row
+
+    run_calls(benchmark, get_user_list, pooled_db.TooManyConnections)
+    benchmark.extra_info["open_after"] = pool._connections + len(pool._idle_cache)
+    pool.close()
