@@ -23,6 +23,9 @@ class Dialect:
     """The generic DB-API 2 dialect: no socket to poll, close() to close."""
 
     name = "generic"
+    # True when the driver's streaming cursor iterates in C (sqlite3): Rows then steps it
+    # row by row; otherwise it reads batches with fetchmany().
+    cursor_iterates_in_c = False
 
     def connect_factory(self, kwargs: dict[str, Any]) -> Connect:
         raise ConfigError(f"the {self.name!r} dialect cannot open URLs; use fastpool.Pool(connect)")
@@ -159,6 +162,7 @@ class SQLiteDialect(Dialect):
     """The standard library's sqlite3: the embedded default, needs no server."""
 
     name = "sqlite"
+    cursor_iterates_in_c = True
 
     def connect_factory(self, kwargs: dict[str, Any]) -> Connect:
         import sqlite3

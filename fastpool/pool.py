@@ -83,7 +83,7 @@ class Pool(CorePool):
             timeout=opts["timeout"],
         )
         dialect_of = self._dialect_of
-        self._stream_cursor = lambda raw: dialect_of(raw).stream_cursor(raw)
+        self._stream_cursor = self._open_stream
         self._classify = self._classify_error
         self._reset = lambda raw: dialect_of(raw).reset(raw)
         self._drain = lambda cur, budget: dialect_of(None).drain(cur, budget)
@@ -116,6 +116,10 @@ class Pool(CorePool):
         if dialect is None:
             dialect = guess_dialect(raw) if raw is not None else Dialect()
         return dialect
+
+    def _open_stream(self, raw: Any) -> tuple[Any, bool]:
+        dialect = self._dialect_of(raw)
+        return dialect.stream_cursor(raw), dialect.cursor_iterates_in_c
 
     def _classify_error(self, exc: BaseException) -> int:
         return self._dialect_of(None).classify(exc)

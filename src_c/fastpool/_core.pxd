@@ -86,7 +86,7 @@ cdef class CorePool:
     cdef object clock                 # None: the C monotonic clock; else a callable (tests)
     cdef public object _after_wait_hook   # tests: runs after a wait timed out, before it is settled
     # Policy hooks the façade sets (driver dialect); called outside mu, never per row.
-    cdef public object _stream_cursor     # (raw) -> an unbuffered cursor
+    cdef public object _stream_cursor     # (raw) -> (an unbuffered cursor, iterates in C?)
     cdef public object _classify          # (exc) -> ERR_OK / ERR_BROKEN / ERR_RETRY
     cdef public object _reset             # (raw) -> None: roll back, restore autocommit
     cdef public object _drain             # (cursor, budget) -> True if the result is now consumed
@@ -158,9 +158,11 @@ cdef class Rows:
     cdef object _columns
     cdef Py_ssize_t _batch
     cdef bint _streaming
+    cdef bint _direct                 # the cursor iterates in C: step it per row
     cdef bint _open                   # more rows may come from the cursor
     cdef object _site_code
     cdef int _site_lasti
     cdef int _fill(self) except -1
+    cdef int _fail(self, BaseException exc) except -1
     cdef int _finish(self, bint clean) except -1
     cdef int _reclaim(self) except -1

@@ -571,7 +571,7 @@ cdef class CorePool:
 
     cdef Rows _stream(self, ConnRecord rec, Conn owner, object sql, object params, int depth):
         cdef Rows rows = Rows.__new__(Rows)
-        cur = self._stream_cursor(rec.raw)
+        cur, rows._direct = self._stream_cursor(rec.raw)
         if params is None:
             cur.execute(sql)
         else:
@@ -1160,6 +1160,18 @@ cdef class Rows:
 
     def __next__(self):
         cdef object row
+        if self._direct:
+            # The driver's cursor iterates in C (sqlite3): step it per row, no batches.
+            if not self._open:
+                raise StopIteration
+            try:
+                return next(self._cursor)
+            except StopIteration:
+                self._finish(True)
+                raise
+            except BaseException as exc:
+                self._fail(exc)
+                raise
         while True:
             if self._i < PySequence_Fast_GET_SIZE(self._buf):
                 row = <object>PySequence_Fast_GET_ITEM(self._buf, self._i)
@@ -1169,24 +1181,29 @@ cdef class Rows:
                 raise StopIteration
             self._fill()
 
-    cdef int _fill(self) except -1:
+    cdef int _fail(self, BaseException exc) except -1:
+        # Reading failed: end the Rows; the connection goes back, closed if it broke.
         cdef CorePool pool = self._pool
+        cdef bint broken = pool._error_kind(exc) != ERR_OK
+        self._buf = ()
+        self._i = 0
+        self._open = False
+        if self._owner is not None:
+            if broken:
+                self._owner._broken = True
+            self._owner._rows = None
+            self._owner = None
+        elif self._rec is not None:
+            rec, self._rec = self._rec, None
+            pool._checkin(rec, True if broken else not _close_quietly(self._cursor))
+        self._cursor = None
+        return 0
+
+    cdef int _fill(self) except -1:
         try:
             batch = self._cursor.fetchmany(self._batch)
         except BaseException as exc:
-            broken = pool._error_kind(exc) != ERR_OK
-            self._buf = ()
-            self._i = 0
-            self._open = False
-            if self._owner is not None:
-                if broken:
-                    self._owner._broken = True
-                self._owner._rows = None
-                self._owner = None
-            elif self._rec is not None:
-                rec, self._rec = self._rec, None
-                pool._checkin(rec, True if broken else not _close_quietly(self._cursor))
-            self._cursor = None
+            self._fail(exc)
             raise
         self._i = 0
         if not batch:
