@@ -170,6 +170,8 @@ class PooledDB:
             f = self._failures_arg
             return f if isinstance(f, tuple) else (f,)
         for src in (getattr(self._creator, "dbapi", None), self._creator, raw):
+            if src is None:
+                continue
             try:
                 return (src.OperationalError, src.InterfaceError, src.InternalError)
             except AttributeError:
@@ -363,7 +365,8 @@ class PooledDedicatedDBConnection:
 class PooledCursor:
     """A cursor whose execute*() honour maxusage, ping mode 4 and safe failover."""
 
-    def __init__(self, con: PooledDedicatedDBConnection, args: tuple, kwargs: dict) -> None:
+    def __init__(self, con: PooledDedicatedDBConnection, args: tuple[Any, ...],
+                 kwargs: dict[str, Any]) -> None:
         self._con = con
         self._args, self._kwargs = args, kwargs
         self._cursor = con._raw().cursor(*args, **kwargs)

@@ -160,7 +160,7 @@ class Pool(CorePool):
 
     def _clean_interval(self) -> float:
         o = self._options
-        spans = [v for v in (o["max_lifetime"], o["max_idle_time"]) if v is not None]
+        spans = [float(v) for v in (o["max_lifetime"], o["max_idle_time"]) if v is not None]
         if not spans:
             return CLEAN_MAX_INTERVAL
         return min(max(min(spans), CLEAN_MIN_INTERVAL), CLEAN_MAX_INTERVAL)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,7 +23,7 @@ class Stats:
     waiting: int  # callers waiting right now
 
     @classmethod
-    def from_counts(cls, c: tuple) -> "Stats":
+    def from_counts(cls, c: tuple[Any, ...]) -> Stats:
         (max_open, open_, in_use, idle, waiting, wait_count, wait_duration, mic, mitc,
          mlc, timeouts, bad, leaks, _opening) = c
         return cls(

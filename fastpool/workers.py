@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import weakref
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .pool import Pool
@@ -30,7 +30,7 @@ class _Worker:
     name = "worker"
 
     def __init__(self, pool: Pool) -> None:
-        self._pool_ref = weakref.ref(pool)
+        self._pool_ref: weakref.ref[Pool] = weakref.ref(pool)
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(
@@ -78,7 +78,7 @@ class Opener(_Worker):
         super().__init__(pool)
 
     def _step(self) -> float | None:
-        pool: Any = self._pool_ref()
+        pool = self._pool_ref()
         if pool is None:
             return None
         while not self._stop.is_set() and pool._reserve_open():
@@ -104,7 +104,7 @@ class Cleaner(_Worker):
     name = "cleaner"
 
     def _step(self) -> float | None:
-        pool: Any = self._pool_ref()
+        pool = self._pool_ref()
         if pool is None:
             return None
         pool._collect_expired()
@@ -118,10 +118,10 @@ class LeakWatcher(_Worker):
     name = "leak-watcher"
 
     def _step(self) -> float | None:
-        pool: Any = self._pool_ref()
+        pool = self._pool_ref()
         if pool is None:
             return None
-        limit = pool.leak_timeout
+        limit: float | None = pool.leak_timeout
         if limit is None:
             return None
         pool._report_long_holds(limit)

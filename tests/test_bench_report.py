@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent.parent))
+sys.path.append(str(Path(__file__).parent.parent))  # after site-packages: fastpool stays the installed one
 
 from bench.__main__ import report  # noqa: E402
 

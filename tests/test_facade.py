@@ -110,15 +110,39 @@ def test_mask_url():
     assert mask_url("mysql://u@h/d") == "mysql://u@h/d"
 
 
-def test_password_never_in_repr_stats_or_timeout_errors(caplog):
-    db = fastpool.open(f"sqlite:///{os.devnull}?timeout=1", max_open=1, timeout=0)
-    masked_db = fastpool.Pool(sqlite3.connect.__call__, max_open=1)  # no URL at all
-    masked_db.close()
-    db2 = fastpool.open(f"mysql://app:{SECRET}@127.0.0.1:1/x", timeout=0.01)
-    assert SECRET not in repr(db2) and "***" in repr(db2)
-    assert SECRET not in repr(db2.stats())
+def test_password_never_in_repr_stats_or_timeout_errors():
+    pytest.importorskip("MySQLdb", reason="mysql:// needs mysqlclient")
+    db = fastpool.open(f"mysql://app:{SECRET}@127.0.0.1:1/x?connect_timeout=1", max_open=1,
+                       timeout=0.01)
+    assert SECRET not in repr(db) and "app:***@" in repr(db)
+    assert SECRET not in repr(db.stats())
+    import MySQLdb
+
+    with pytest.raises(MySQLdb.OperationalError) as ei:  # the driver's own error: refused
+        db.ping()
+    assert SECRET not in str(ei.value)
     db.close()
-    db2.close()
+
+
+def test_timeout_error_never_carries_the_password():
+    db = fastpool.Pool(lambda: sqlite3.connect(":memory:", check_same_thread=False),
+                       _display=mask_url(f"sqlite://u:{SECRET}@/x"), max_open=1,
+                       timeout=0)
+    held = db.getconn()
+    with pytest.raises(fastpool.PoolTimeout) as ei:
+        db.getconn()
+    assert SECRET not in str(ei.value) and SECRET not in repr(db)
+    held.close()
+    db.close()
+
+
+def test_mysql_url_without_mysqlclient_is_a_clear_config_error(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "MySQLdb", None)  # as if it were not installed
+    with pytest.raises(ConfigError, match=r"needs mysqlclient") as ei:
+        fastpool.open(f"mysql://app:{SECRET}@db/x")
+    assert SECRET not in str(ei.value)
 
 
 def test_sqlite_memory_database_is_shared_by_the_pools_connections():
@@ -184,7 +208,7 @@ def test_with_pool_closes_it():
 
 
 def test_opener_failure_is_logged_without_password(caplog):
-    import MySQLdb  # noqa: F401  (skip cleanly below if missing)
+    pytest.importorskip("MySQLdb", reason="mysqlclient is not installed")
 
     db = fastpool.open(f"mysql://app:{SECRET}@127.0.0.1:1/x?connect_timeout=1", max_open=1,
                        min_idle=1, timeout=0.01)
