@@ -13,46 +13,15 @@ from __future__ import annotations
 
 import argparse
 import queue
+import sys
 import tempfile
-import threading
 import warnings
 from pathlib import Path
 
 import fastpool
 
-
-class GoStylePool:
-    """A minimal pool with Go's Rows semantics: release on EOF or close(), never on drop."""
-
-    def __init__(self, connect, max_open: int, timeout: float) -> None:  # type: ignore[no-untyped-def]
-        self._connect, self._max_open, self._timeout = connect, max_open, timeout
-        self._idle: queue.LifoQueue = queue.LifoQueue()
-        self._open = 0
-        self._lock = threading.Lock()
-
-    def _get(self):  # type: ignore[no-untyped-def]
-        try:
-            return self._idle.get_nowait()
-        except queue.Empty:
-            pass
-        with self._lock:
-            if self._open < self._max_open:
-                self._open += 1
-                return self._connect()
-        return self._idle.get(timeout=self._timeout)  # queue.Empty after timeout: a "504"
-
-    def query_stream(self, sql: str, params: tuple):  # type: ignore[no-untyped-def]
-        conn = self._get()
-        cur = conn.cursor()
-        cur.execute(sql, params)
-        for row in cur:
-            yield row
-        cur.close()
-        self._idle.put(conn)  # only reached when the rows run out
-
-    @property
-    def open(self) -> int:
-        return self._open
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.support import GoStylePool  # noqa: E402  (the same pool the benchmark uses)
 
 
 def main() -> None:
@@ -77,7 +46,7 @@ def main() -> None:
     go = GoStylePool(connect, args.max_open, timeout=0.05)
 
     def get_user_list_go():  # type: ignore[no-untyped-def]
-        for row in go.query_stream(sql, (1,)):
+        for row in go.query(sql, (1,)):
             return row  # rows never closed
 
     def get_user_list_fastpool():  # type: ignore[no-untyped-def]
