@@ -9,18 +9,17 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
+import traceback
 import weakref
 from typing import Any, Callable
 
-from ._core import Conn, CorePool
+from ._core import POOL_DEFAULT, CorePool
 from .dialects import Dialect, get_dialect, guess_dialect
 from .errors import ConfigError, PoolClosed
 from .options import check_option, check_options
 from .stats import Stats
 from .url import parse_url
-import time
-import traceback
-
 from .workers import CLEAN_MAX_INTERVAL, CLEAN_MIN_INTERVAL, Cleaner, LeakWatcher, Opener
 
 log = logging.getLogger("fastpool")
@@ -82,12 +81,12 @@ class Pool(CorePool):
             max_idle_time=opts["max_idle_time"],
             timeout=opts["timeout"],
         )
-        dialect_of = self._dialect_of
+        # The core's policy hooks: each asks the dialect.
         self._stream_cursor = self._open_stream
         self._classify = self._classify_error
-        self._reset = lambda raw: dialect_of(raw).reset(raw)
-        self._drain = lambda cur, budget: dialect_of(None).drain(cur, budget)
-        self._begin = lambda raw: dialect_of(raw).begin(raw)
+        self._reset = self._reset_raw
+        self._drain = self._drain_cursor
+        self._begin = self._begin_raw
         self._drain_budget = DRAIN_BUDGET
         if opts["leak_timeout"] is not None:
             self._track_holders(True)
@@ -124,18 +123,26 @@ class Pool(CorePool):
     def _classify_error(self, exc: BaseException) -> int:
         return self._dialect_of(None).classify(exc)
 
+    def _reset_raw(self, raw: Any) -> None:
+        self._dialect_of(raw).reset(raw)
+
+    def _drain_cursor(self, cursor: Any, budget: int) -> bool:
+        return self._dialect_of(None).drain(cursor, budget)
+
+    def _begin_raw(self, raw: Any) -> None:
+        self._dialect_of(raw).begin(raw)
+
     def _fileno(self, raw: Any) -> int:
         return self._dialect_of(raw).fileno(raw)
 
     def _close_raw(self, raw: Any) -> None:
-        dialect = self._dialect or guess_dialect(raw)
         try:
-            dialect.close(raw)
+            self._dialect_of(raw).close(raw)
         except Exception as exc:
             log.debug("fastpool: closing a connection failed: %s: %s", type(exc).__name__, exc)
 
     def _orphaned(self, raw: Any) -> None:
-        _neutralise_inherited(self._dialect or guess_dialect(raw), raw)
+        _neutralise_inherited(self._dialect_of(raw), raw)
 
     # ---- background workers ---------------------------------------------------------
     def _need_open(self) -> None:
@@ -247,19 +254,26 @@ class Pool(CorePool):
         """A consistent snapshot of the pool's counters (no lock held longer than a copy)."""
         return Stats.from_counts(self._counts())
 
-    def ping(self, timeout: Any = None) -> None:
-        """Make sure a connection can be had (opening one if needed), like Go's db.Ping."""
-        with self.conn() if timeout is None else self.conn(timeout) as c:
-            ping = getattr(c.raw, "ping", None)
+    def ping(self, timeout: Any = POOL_DEFAULT) -> None:
+        """Make sure a connection can be had and answers (opening one if needed), like
+        Go's db.Ping. A connection that fails the ping is closed, and the error raised."""
+        rec = self._take(timeout)
+        raw = rec.raw
+        try:
+            ping = getattr(raw, "ping", None)
             if callable(ping):
                 ping()
             else:
-                cur = c.raw.cursor()
+                cur = raw.cursor()
                 try:
                     cur.execute("SELECT 1")
                     cur.fetchall()
                 finally:
                     cur.close()
+        except BaseException:
+            self._give(rec, True)
+            raise
+        self._give(rec)
 
     def close(self) -> None:
         """Close idle connections now and in-use ones as they come back; wake waiters
