@@ -36,7 +36,6 @@ cdef class ConnRecord:
     cdef RecState state
     cdef unsigned long fork_gen
     cdef readonly unsigned long long uses
-    cdef readonly double taken_at     # when its current holder took it
     cdef public object info           # free for the façade (e.g. who holds it)
 
 

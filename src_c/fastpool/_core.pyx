@@ -517,7 +517,6 @@ cdef class CorePool:
     # ---- checkout / checkin as the API objects see them ------------------------------
     cdef ConnRecord _checkout(self, double timeout, bint fresh):
         cdef ConnRecord rec = self._get(timeout, fresh)
-        rec.taken_at = self._now()
         if self._holder_hook is not None:
             try:
                 self._holder_hook(rec, True)
