@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 import time
 
@@ -11,6 +12,12 @@ from fakedb import FakeError
 
 import fastpool
 from fastpool import FastpoolError, PoolClosed, PoolTimeout
+
+
+needs_pthread_kill = pytest.mark.skipif(
+    not hasattr(signal, "pthread_kill"), reason="delivering SIGINT to a thread needs signal.pthread_kill")
+needs_socket_poll = pytest.mark.skipif(
+    sys.platform == "win32", reason="the liveness poll of idle sockets is POSIX-only (poll())")
 
 
 def wait_until(cond, timeout=5.0):  # type: ignore[no-untyped-def]
@@ -182,6 +189,7 @@ def _catch(fn):  # type: ignore[no-untyped-def]
         return exc
 
 
+@needs_pthread_kill
 def test_keyboard_interrupt_while_waiting_leaves_the_pool_intact(make_pool):
     pool = make_pool(max_open=1)
     held = pool.getconn()
@@ -205,6 +213,7 @@ def test_keyboard_interrupt_while_waiting_leaves_the_pool_intact(make_pool):
 
 # An interrupt that lands just after getconn() returned drops the Conn: it is reclaimed.
 @pytest.mark.filterwarnings("ignore::fastpool.ConnectionLeakWarning")
+@needs_pthread_kill
 def test_keyboard_interrupt_racing_a_hand_off_never_loses_the_connection(make_pool, driver):
     pool = make_pool(max_open=1)
     main = threading.get_ident()
@@ -378,6 +387,7 @@ def test_min_idle_is_kept_warm_by_the_opener(make_pool, driver):
     assert driver.opened == 4
 
 
+@needs_socket_poll
 def test_dead_socket_found_at_checkout_without_a_round_trip(make_pool):
     from fakedb import FakeDriver
 
@@ -395,6 +405,7 @@ def test_dead_socket_found_at_checkout_without_a_round_trip(make_pool):
     assert drv.conns[1].closed
 
 
+@needs_socket_poll
 def test_all_idle_dead_opens_fresh(make_pool):
     from fakedb import FakeDriver
 

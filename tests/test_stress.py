@@ -22,6 +22,7 @@ SECONDS = 3.0
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(not hasattr(signal, "pthread_kill"), reason="needs signal.pthread_kill")
 @pytest.mark.filterwarnings("ignore::fastpool.ConnectionLeakWarning")
 def test_threads_random_timeouts_discards_and_interrupts_lose_nothing():
     drv = FakeDriver(with_socket=True)
