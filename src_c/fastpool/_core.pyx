@@ -610,13 +610,17 @@ cdef class CorePool:
             return self._run(sql, params, MODE_STREAM)
         return _buffered_rows(self._run(sql, params, MODE_ALL))
 
-    def conn(self, timeout=_POOL_DEFAULT):
-        """Take a connection (a dedicated ``Conn``); give it back with ``close()`` or ``with``."""
+    cdef Conn _new_conn(self, object timeout):
+        # A cdef call pushes no Python frame: the captured site is still the caller's.
         cdef Conn c = Conn.__new__(Conn)
         c._rec = self._checkout(self._timeout_arg(timeout), False)
         c._pool = self
         c._site_code = fp_caller_code(0, &c._site_lasti)
         return c
+
+    def conn(self, timeout=_POOL_DEFAULT):
+        """Take a connection (a dedicated ``Conn``); give it back with ``close()`` or ``with``."""
+        return self._new_conn(timeout)
 
     def begin(self, timeout=_POOL_DEFAULT):
         """Start a transaction: a Tx holding one connection until commit() or rollback()."""
@@ -639,11 +643,7 @@ cdef class CorePool:
 
     def getconn(self, timeout=_POOL_DEFAULT):
         """Take a connection; return it with ``putconn()`` (psycopg_pool's pair)."""
-        cdef Conn c = Conn.__new__(Conn)
-        c._rec = self._checkout(self._timeout_arg(timeout), False)
-        c._pool = self
-        c._site_code = fp_caller_code(0, &c._site_lasti)
-        return c
+        return self._new_conn(timeout)
 
     def putconn(self, Conn conn not None):
         """Give back a connection from ``getconn()``.
