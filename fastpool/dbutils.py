@@ -196,7 +196,9 @@ class PooledDB:
         except PoolTimeout:
             raise TooManyConnectionsError from None
         con = PooledDedicatedDBConnection(self, rec)
-        if self._ping_mode & 1:
+        # Where the driver has a socket the core has just polled it at checkout; ping only
+        # the connections it cannot check.
+        if self._ping_mode & 1 and rec.fd < 0:
             con._ping_check()
         return con
 
