@@ -3,11 +3,17 @@
 All Cython compiler directives live here, in one place. Set FASTPOOL_DEBUG=1 for a
 debug build: line tracing (coverage/profilers see the .pyx lines), bounds checks and
 C asserts left in.
-"""
-import os
 
-from Cython.Build import cythonize
-from setuptools import Extension, setup
+The Project-URLs are not written down anywhere: they are read from the repository being
+built (see project_urls), so the metadata never names an address that is not real.
+"""
+from __future__ import annotations
+
+import email.parser
+import os
+import re
+import subprocess
+from collections.abc import Mapping
 
 DEBUG = os.environ.get("FASTPOOL_DEBUG", "") not in ("", "0")
 
@@ -30,22 +36,108 @@ if DEBUG:
     macros += [("CYTHON_TRACE", "1"), ("CYTHON_TRACE_NOGIL", "1"), ("FASTPOOL_DEBUG", "1")]
     compile_args += ["-O0", "-g", "-UNDEBUG"] if os.name != "nt" else []
 
-extensions = [
-    Extension(
-        "fastpool._core",
-        sources=["src_c/fastpool/_core.pyx"],
-        include_dirs=["src_c/fastpool"],
-        define_macros=macros,
-        extra_compile_args=compile_args,
-        depends=["src_c/fastpool/_core.pxd", "src_c/fastpool/fp_sys.h"],
-    )
-]
 
-setup(
-    ext_modules=cythonize(
+# git@host:owner/name(.git), ssh://git@host[:port]/owner/name(.git), https://host/owner/name(.git)
+_REMOTE = re.compile(
+    r"^(?:git@(?P<scp_host>[^:/]+):|(?:ssh|https?)://(?:[^@/]+@)?(?P<host>[^:/]+)(?::\d+)?/)"
+    r"(?P<path>[^\s]+?)(?:\.git)?/?$"
+)
+# Hosts known to serve an issue tracker at <repository>/issues.
+_ISSUES_AT_SLASH_ISSUES = {"github.com", "gitlab.com", "codeberg.org"}
+
+
+def repository_url_from_remote(remote: str) -> str | None:
+    """The https address of a repository, from a git remote in any usual form; None when
+    the remote is not a network address (a local path, say)."""
+    m = _REMOTE.match(remote.strip())
+    if m is None:
+        return None
+    host = m.group("scp_host") or m.group("host")
+    return f"https://{host}/{m.group('path')}"
+
+
+def urls_for_repository(repo: str) -> dict[str, str]:
+    urls = {"Homepage": repo, "Source": repo}
+    if repo.split("/")[2] in _ISSUES_AT_SLASH_ISSUES:
+        urls["Issues"] = f"{repo}/issues"
+    return urls
+
+
+def project_urls(root: str, env: Mapping[str, str] = os.environ) -> dict[str, str]:
+    """Project-URLs for the metadata, from the first of these that is known:
+
+    1. FASTPOOL_REPOSITORY_URL (an explicit override);
+    2. the PKG-INFO of the sdist being built (a wheel built from an sdist has no .git, so
+       it takes the sdist's URLs as they were);
+    3. GitHub Actions' GITHUB_SERVER_URL and GITHUB_REPOSITORY;
+    4. the git remote "origin" of the checkout.
+
+    Empty when none is: a clone with no remote publishes no address rather than a made-up one.
+    """
+    explicit = env.get("FASTPOOL_REPOSITORY_URL")
+    if explicit:
+        repo = repository_url_from_remote(explicit)
+        if repo is None:
+            raise SystemExit(
+                # The value is not echoed: a remote address may carry a token.
+                "FASTPOOL_REPOSITORY_URL is not a repository address; expected one such as "
+                "https://host/owner/name or git@host:owner/name.git"
+            )
+        return urls_for_repository(repo)
+    pkg_info = os.path.join(root, "PKG-INFO")
+    if os.path.exists(pkg_info):
+        with open(pkg_info, encoding="utf-8") as f:
+            headers = email.parser.Parser().parse(f, headersonly=True)
+        found = {}
+        for value in headers.get_all("Project-URL", []):  # "Label, https://..."
+            label, _, url = value.partition(",")
+            found[label.strip()] = url.strip()
+        if found:
+            return found
+    if env.get("GITHUB_SERVER_URL") and env.get("GITHUB_REPOSITORY"):
+        return urls_for_repository(f"{env['GITHUB_SERVER_URL']}/{env['GITHUB_REPOSITORY']}")
+    if not os.path.exists(os.path.join(root, ".git")):
+        # Not a checkout (an unpacked sdist, say). Asking git here would find the remote
+        # of whatever repository happens to enclose this directory.
+        return {}
+    try:
+        remote = subprocess.run(
+            ["git", "-C", root, "remote", "get-url", "origin"],
+            capture_output=True, text=True, check=True, timeout=10,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    repo = repository_url_from_remote(remote)
+    return urls_for_repository(repo) if repo else {}
+
+
+def _extensions() -> list:
+    from Cython.Build import cythonize
+    from setuptools import Extension
+
+    extensions = [
+        Extension(
+            "fastpool._core",
+            sources=["src_c/fastpool/_core.pyx"],
+            include_dirs=["src_c/fastpool"],
+            define_macros=macros,
+            extra_compile_args=compile_args,
+            depends=["src_c/fastpool/_core.pxd", "src_c/fastpool/fp_sys.h"],
+        )
+    ]
+    return cythonize(
         extensions,
         compiler_directives=directives,
         include_path=["src_c"],
         force=DEBUG,
     )
-)
+
+
+# Build back-ends run this file as __main__; the tests import it for project_urls().
+if __name__ == "__main__":
+    from setuptools import setup
+
+    setup(
+        ext_modules=_extensions(),
+        project_urls=project_urls(os.path.dirname(os.path.abspath(__file__))),
+    )
