@@ -1,0 +1,212 @@
+"""Instructions per operation, counted by callgrind: the noise-free view of the comparison.
+
+    python -m bench.instructions                 # every workload (needs valgrind)
+    python -m bench.instructions rows_raw_cursor rows_fastpool_streaming
+
+Wall-clock ratios on a shared machine swing by tens of percent between runs (the SQLite
+100k-row group has read anywhere from 0.7x to 1.3x). Callgrind counts the instructions a
+process executes, which agree to within 1% from run to run whatever else the machine is
+doing.
+Each workload runs in a child process twice, for a few and for many repetitions; the
+difference divided by the difference in repetitions is the cost of one operation, with
+start-up, imports and warm-up cancelled out. Cache misses and lock contention are not
+counted, so this complements the timed suites, it does not replace them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import queue
+import re
+import shutil
+import subprocess
+import sys
+import types
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from .support import ROWS, FakeConn, sqlite_backend
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Workload:
+    group: str
+    reps: tuple[int, int]  # (few, many); the difference is what gets counted
+    setup: Callable[[], Callable[[], Any]]  # builds the pools, returns one operation
+
+
+def _fastpool_with_conn() -> Callable[[], Any]:
+    import fastpool
+
+    db = fastpool.Pool(FakeConn, max_open=4)
+
+    def op() -> None:
+        with db.conn():
+            pass
+
+    return op
+
+
+def _fastpool_getconn_putconn() -> Callable[[], Any]:
+    import fastpool
+
+    db = fastpool.Pool(FakeConn, max_open=4)
+    return lambda: db.putconn(db.getconn())
+
+
+def _lifoqueue_get_put() -> Callable[[], Any]:
+    q: queue.LifoQueue[FakeConn] = queue.LifoQueue()
+    q.put(FakeConn())
+    return lambda: q.put(q.get())
+
+
+def _sqlalchemy_queuepool() -> Callable[[], Any]:
+    from sqlalchemy.pool import QueuePool
+
+    pool = QueuePool(FakeConn, pool_size=4, max_overflow=0)
+    return lambda: pool.connect().close()
+
+
+def _dbutils_pooleddb() -> Callable[[], Any]:
+    from dbutils.pooled_db import PooledDB
+
+    creator = types.SimpleNamespace(connect=FakeConn, threadsafety=1)
+    pool = PooledDB(creator, mincached=1, maxcached=4, maxconnections=4, ping=0,
+                    failures=(ConnectionError,))
+    return lambda: pool.connection().close()
+
+
+def _count(rows: Any) -> int:
+    n = 0
+    for _row in rows:
+        n += 1
+    return n
+
+
+def _sqlite_raw(sql: str, rows: bool) -> Callable[[], Any]:
+    backend = sqlite_backend()
+    conn = backend.connect()
+    sql = backend.rows_sql if rows else sql
+
+    def op() -> Any:
+        cur = conn.cursor()
+        cur.execute(sql)
+        result = _count(cur) if rows else cur.fetchone()
+        cur.close()
+        return result
+
+    return op
+
+
+def _sqlite_fastpool(kind: str) -> Callable[[], Any]:
+    import fastpool
+
+    backend = sqlite_backend()
+    db = fastpool.open(backend.dsn)
+    if kind == "query_row":
+        return lambda: db.query_row("SELECT 1")
+    return lambda: _count(db.query(backend.rows_sql, stream=kind == "streaming"))
+
+
+CHECKOUT = "checkout+checkin (no I/O)"
+SELECT1 = "SELECT 1 per request (SQLite)"
+ROWS_GROUP = f"iterate {ROWS // 1000}k rows (SQLite)"
+
+WORKLOADS: dict[str, Workload] = {
+    "lifoqueue_get_put": Workload(CHECKOUT, (1_000, 6_000), _lifoqueue_get_put),
+    "fastpool_getconn_putconn": Workload(CHECKOUT, (1_000, 6_000), _fastpool_getconn_putconn),
+    "fastpool_with_conn": Workload(CHECKOUT, (1_000, 6_000), _fastpool_with_conn),
+    "dbutils_pooleddb": Workload(CHECKOUT, (1_000, 6_000), _dbutils_pooleddb),
+    "sqlalchemy_queuepool": Workload(CHECKOUT, (1_000, 6_000), _sqlalchemy_queuepool),
+    "select1_raw_cursor": Workload(SELECT1, (500, 2_000), lambda: _sqlite_raw("SELECT 1", rows=False)),
+    "select1_fastpool_query_row": Workload(SELECT1, (500, 2_000), lambda: _sqlite_fastpool("query_row")),
+    "rows_raw_cursor": Workload(ROWS_GROUP, (1, 2), lambda: _sqlite_raw("", rows=True)),
+    "rows_fastpool_streaming": Workload(ROWS_GROUP, (1, 2), lambda: _sqlite_fastpool("streaming")),
+    "rows_fastpool_buffered": Workload(ROWS_GROUP, (1, 2), lambda: _sqlite_fastpool("buffered")),
+}
+# Each group's first workload is the reference its ratios are taken to.
+
+
+def run_child(name: str, reps: int) -> None:
+    """The measured process: build, warm up (caches, lazy imports), then repeat."""
+    op = WORKLOADS[name].setup()
+    op()
+    op()
+    for _ in range(reps):
+        op()
+
+
+_COLLECTED = re.compile(r"Collected\s*:\s*(\d+)")
+
+
+def count_instructions(name: str, reps: int, valgrind: str) -> int:
+    cmd = [valgrind, "--tool=callgrind", "--callgrind-out-file=/dev/null",
+           sys.executable, "-m", "bench.instructions", "--child", name, str(reps)]
+    env = dict(os.environ, PYTHONHASHSEED="0")  # string hashing the same in every run
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    found = _COLLECTED.search(proc.stderr)
+    if proc.returncode != 0 or found is None:
+        raise SystemExit(f"{name}: callgrind run failed (exit {proc.returncode}):\n{proc.stderr[-2000:]}")
+    return int(found.group(1))
+
+
+def per_operation(names: list[str], valgrind: str) -> dict[str, float]:
+    """Instructions per operation of each workload. The children run side by side, one per
+    core: what callgrind counts hardly depends on what else the machine is doing."""
+    runs = [(name, reps) for name in names for reps in WORKLOADS[name].reps]
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        counted = dict(zip(runs, pool.map(lambda run: count_instructions(*run, valgrind), runs)))
+    result = {}
+    for name in names:
+        few, many = WORKLOADS[name].reps
+        result[name] = (counted[name, many] - counted[name, few]) / (many - few)
+    return result
+
+
+def report(counts: dict[str, float]) -> str:
+    lines = ["instructions per operation, counted by callgrind"]
+    groups: dict[str, list[str]] = {}
+    for name in WORKLOADS:
+        if name in counts:
+            groups.setdefault(WORKLOADS[name].group, []).append(name)
+    for group, names in groups.items():
+        reference = next(n for n in WORKLOADS if WORKLOADS[n].group == group)
+        base = counts.get(reference)
+        lines.append("")
+        lines.append(f"{group} (ratio to {reference})" if base else group)
+        for name in names:
+            ratio = f"   {counts[name] / base:5.2f}x" if base else ""
+            lines.append(f"  {name:<34}{counts[name]:>14,.0f}{ratio}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.instructions",
+        description=__doc__.split("\n\n")[0] if __doc__ else None,
+    )
+    parser.add_argument("workloads", nargs="*", metavar="WORKLOAD",
+                        help=f"which to count (default: all): {', '.join(WORKLOADS)}")
+    parser.add_argument("--child", nargs=2, metavar=("WORKLOAD", "REPS"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        run_child(args.child[0], int(args.child[1]))
+        return 0
+    unknown = [n for n in args.workloads if n not in WORKLOADS]
+    if unknown:
+        parser.error(f"unknown workload {', '.join(unknown)}; choose from {', '.join(WORKLOADS)}")
+    valgrind = shutil.which("valgrind")
+    if valgrind is None:
+        parser.error("valgrind is not installed (apt-get install valgrind)")
+    print("counting under callgrind, one child per core (a few minutes) ...", file=sys.stderr)
+    print(report(per_operation(args.workloads or list(WORKLOADS), valgrind)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,60 @@
+"""bench.instructions, the callgrind-counted comparison: its workloads do what they claim,
+and its report gives each group's ratios to the group's first workload."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.append(str(Path(__file__).parent.parent))  # after site-packages: fastpool stays the installed one
+
+from bench.instructions import ROWS, WORKLOADS, count_instructions, main, report  # noqa: E402
+
+
+@pytest.mark.parametrize("name", list(WORKLOADS))
+def test_each_workload_does_the_work_it_is_named_for(name: str) -> None:
+    op = WORKLOADS[name].setup()
+    result = op()
+    if name.startswith("rows_"):
+        assert result == ROWS
+    elif name.startswith("select1_"):
+        assert tuple(result) == (1,)
+    op()  # and again: the pool (or cursor) is back in the state it started from
+
+
+def test_report_gives_ratios_to_each_groups_first_workload() -> None:
+    counts = {"lifoqueue_get_put": 15_000.0, "fastpool_with_conn": 3_000.0,
+              "rows_raw_cursor": 600_000_000.0, "rows_fastpool_streaming": 612_000_000.0}
+    lines = report(counts).splitlines()
+    line = next(ln for ln in lines if "fastpool_with_conn" in ln)
+    assert line.split()[-2:] == ["3,000", "0.20x"]
+    line = next(ln for ln in lines if "rows_fastpool_streaming" in ln)
+    assert line.split()[-2:] == ["612,000,000", "1.02x"]
+    assert not any("select1" in ln for ln in lines), "workloads not counted are not reported"
+
+
+def test_a_group_without_its_reference_gives_counts_without_ratios() -> None:
+    lines = report({"fastpool_with_conn": 3_000.0}).splitlines()
+    line = next(ln for ln in lines if "fastpool_with_conn" in ln)
+    assert line.split()[-1] == "3,000"
+
+
+def test_an_unknown_workload_is_refused_by_name(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as raised:
+        main(["no_such_workload"])
+    assert raised.value.code == 2
+    assert "unknown workload no_such_workload" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind is not installed")
+def test_callgrind_counts_grow_with_the_repetitions() -> None:
+    valgrind = shutil.which("valgrind")
+    assert valgrind is not None
+    few = count_instructions("lifoqueue_get_put", 100, valgrind)
+    many = count_instructions("lifoqueue_get_put", 1_100, valgrind)
+    # A LifoQueue get+put is thousands of instructions; start-up is the same in both runs.
+    assert 1_000_000 < many - few < 100_000_000
