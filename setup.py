@@ -95,17 +95,18 @@ def project_urls(root: str, env: Mapping[str, str] = os.environ) -> dict[str, st
         if found:
             return found
     if env.get("GITHUB_SERVER_URL") and env.get("GITHUB_REPOSITORY"):
-        return urls_for_repository(f"{env['GITHUB_SERVER_URL']}/{env['GITHUB_REPOSITORY']}")
-    if not os.path.exists(os.path.join(root, ".git")):
+        remote = f"{env['GITHUB_SERVER_URL']}/{env['GITHUB_REPOSITORY']}"
+    elif os.path.exists(os.path.join(root, ".git")):
+        try:
+            remote = subprocess.run(
+                ["git", "-C", root, "remote", "get-url", "origin"],
+                capture_output=True, text=True, check=True, timeout=10,
+            ).stdout
+        except (OSError, subprocess.SubprocessError):  # no git, or no origin
+            return {}
+    else:
         # Not a checkout (an unpacked sdist, say). Asking git here would find the remote
         # of whatever repository happens to enclose this directory.
-        return {}
-    try:
-        remote = subprocess.run(
-            ["git", "-C", root, "remote", "get-url", "origin"],
-            capture_output=True, text=True, check=True, timeout=10,
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
         return {}
     repo = repository_url_from_remote(remote)
     return urls_for_repository(repo) if repo else {}

@@ -88,19 +88,25 @@ def _count(rows: Any) -> int:
     return n
 
 
-def _sqlite_raw(sql: str, rows: bool) -> Callable[[], Any]:
+def _sqlite_raw(kind: str) -> Callable[[], Any]:
     backend = sqlite_backend()
     conn = backend.connect()
-    sql = backend.rows_sql if rows else sql
 
-    def op() -> Any:
+    def select1() -> Any:
         cur = conn.cursor()
-        cur.execute(sql)
-        result = _count(cur) if rows else cur.fetchone()
+        cur.execute("SELECT 1")
+        row = cur.fetchone()
         cur.close()
-        return result
+        return row
 
-    return op
+    def rows() -> int:
+        cur = conn.cursor()
+        cur.execute(backend.rows_sql)
+        n = _count(cur)
+        cur.close()
+        return n
+
+    return select1 if kind == "select1" else rows
 
 
 def _sqlite_fastpool(kind: str) -> Callable[[], Any]:
@@ -108,7 +114,7 @@ def _sqlite_fastpool(kind: str) -> Callable[[], Any]:
 
     backend = sqlite_backend()
     db = fastpool.open(backend.dsn)
-    if kind == "query_row":
+    if kind == "select1":
         return lambda: db.query_row("SELECT 1")
     return lambda: _count(db.query(backend.rows_sql, stream=kind == "streaming"))
 
@@ -123,9 +129,9 @@ WORKLOADS: dict[str, Workload] = {
     "fastpool_with_conn": Workload(CHECKOUT, (1_000, 6_000), _fastpool_with_conn),
     "dbutils_pooleddb": Workload(CHECKOUT, (1_000, 6_000), _dbutils_pooleddb),
     "sqlalchemy_queuepool": Workload(CHECKOUT, (1_000, 6_000), _sqlalchemy_queuepool),
-    "select1_raw_cursor": Workload(SELECT1, (500, 2_000), lambda: _sqlite_raw("SELECT 1", rows=False)),
-    "select1_fastpool_query_row": Workload(SELECT1, (500, 2_000), lambda: _sqlite_fastpool("query_row")),
-    "rows_raw_cursor": Workload(ROWS_GROUP, (1, 2), lambda: _sqlite_raw("", rows=True)),
+    "select1_raw_cursor": Workload(SELECT1, (500, 2_000), lambda: _sqlite_raw("select1")),
+    "select1_fastpool_query_row": Workload(SELECT1, (500, 2_000), lambda: _sqlite_fastpool("select1")),
+    "rows_raw_cursor": Workload(ROWS_GROUP, (1, 2), lambda: _sqlite_raw("rows")),
     "rows_fastpool_streaming": Workload(ROWS_GROUP, (1, 2), lambda: _sqlite_fastpool("streaming")),
     "rows_fastpool_buffered": Workload(ROWS_GROUP, (1, 2), lambda: _sqlite_fastpool("buffered")),
 }
