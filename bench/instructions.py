@@ -33,14 +33,17 @@ from .support import ROWS, FakeConn, sqlite_backend
 ROOT = Path(__file__).resolve().parent.parent
 
 
+Setup = tuple[Callable[[], Any], Callable[[], Any]]  # (one operation, close)
+
+
 @dataclass(frozen=True)
 class Workload:
     group: str
     reps: tuple[int, int]  # (few, many); the difference is what gets counted
-    setup: Callable[[], Callable[[], Any]]  # builds the pools, returns one operation
+    setup: Callable[[], Setup]  # builds the pools
 
 
-def _fastpool_with_conn() -> Callable[[], Any]:
+def _fastpool_with_conn() -> Setup:
     import fastpool
 
     db = fastpool.Pool(FakeConn, max_open=4)
@@ -49,36 +52,36 @@ def _fastpool_with_conn() -> Callable[[], Any]:
         with db.conn():
             pass
 
-    return op
+    return op, db.close
 
 
-def _fastpool_getconn_putconn() -> Callable[[], Any]:
+def _fastpool_getconn_putconn() -> Setup:
     import fastpool
 
     db = fastpool.Pool(FakeConn, max_open=4)
-    return lambda: db.putconn(db.getconn())
+    return (lambda: db.putconn(db.getconn())), db.close
 
 
-def _lifoqueue_get_put() -> Callable[[], Any]:
+def _lifoqueue_get_put() -> Setup:
     q: queue.LifoQueue[FakeConn] = queue.LifoQueue()
     q.put(FakeConn())
-    return lambda: q.put(q.get())
+    return (lambda: q.put(q.get())), (lambda: None)
 
 
-def _sqlalchemy_queuepool() -> Callable[[], Any]:
+def _sqlalchemy_queuepool() -> Setup:
     from sqlalchemy.pool import QueuePool
 
     pool = QueuePool(FakeConn, pool_size=4, max_overflow=0)
-    return lambda: pool.connect().close()
+    return (lambda: pool.connect().close()), pool.dispose
 
 
-def _dbutils_pooleddb() -> Callable[[], Any]:
+def _dbutils_pooleddb() -> Setup:
     from dbutils.pooled_db import PooledDB
 
     creator = types.SimpleNamespace(connect=FakeConn, threadsafety=1)
     pool = PooledDB(creator, mincached=1, maxcached=4, maxconnections=4, ping=0,
                     failures=(ConnectionError,))
-    return lambda: pool.connection().close()
+    return (lambda: pool.connection().close()), pool.close
 
 
 def _count(rows: Any) -> int:
@@ -88,7 +91,7 @@ def _count(rows: Any) -> int:
     return n
 
 
-def _sqlite_raw(kind: str) -> Callable[[], Any]:
+def _sqlite_raw(kind: str) -> Setup:
     backend = sqlite_backend()
     conn = backend.connect()
 
@@ -106,17 +109,17 @@ def _sqlite_raw(kind: str) -> Callable[[], Any]:
         cur.close()
         return n
 
-    return select1 if kind == "select1" else rows
+    return (select1 if kind == "select1" else rows), conn.close
 
 
-def _sqlite_fastpool(kind: str) -> Callable[[], Any]:
+def _sqlite_fastpool(kind: str) -> Setup:
     import fastpool
 
     backend = sqlite_backend()
     db = fastpool.open(backend.dsn)
     if kind == "select1":
-        return lambda: db.query_row("SELECT 1")
-    return lambda: _count(db.query(backend.rows_sql, stream=kind == "streaming"))
+        return (lambda: db.query_row("SELECT 1")), db.close
+    return (lambda: _count(db.query(backend.rows_sql, stream=kind == "streaming"))), db.close
 
 
 CHECKOUT = "checkout+checkin (no I/O)"
@@ -140,11 +143,12 @@ WORKLOADS: dict[str, Workload] = {
 
 def run_child(name: str, reps: int) -> None:
     """The measured process: build, warm up (caches, lazy imports), then repeat."""
-    op = WORKLOADS[name].setup()
+    op, close = WORKLOADS[name].setup()
     op()
     op()
     for _ in range(reps):
         op()
+    close()
 
 
 _COLLECTED = re.compile(r"Collected\s*:\s*(\d+)")

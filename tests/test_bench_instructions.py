@@ -16,13 +16,16 @@ from bench.instructions import ROWS, WORKLOADS, count_instructions, main, report
 
 @pytest.mark.parametrize("name", list(WORKLOADS))
 def test_each_workload_does_the_work_it_is_named_for(name: str) -> None:
-    op = WORKLOADS[name].setup()
-    result = op()
-    if name.startswith("rows_"):
-        assert result == ROWS
-    elif name.startswith("select1_"):
-        assert tuple(result) == (1,)
-    op()  # and again: the pool (or cursor) is back in the state it started from
+    op, close = WORKLOADS[name].setup()
+    try:
+        result = op()
+        if name.startswith("rows_"):
+            assert result == ROWS
+        elif name.startswith("select1_"):
+            assert tuple(result) == (1,)
+        op()  # and again: the pool (or cursor) is back in the state it started from
+    finally:
+        close()
 
 
 def test_report_gives_ratios_to_each_groups_first_workload() -> None:

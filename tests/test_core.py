@@ -195,15 +195,30 @@ def test_keyboard_interrupt_while_waiting_leaves_the_pool_intact(make_pool):
     held = pool.getconn()
     main = threading.get_ident()
 
+    sent: list[float] = []
+
     def interrupt() -> None:
         wait_until(lambda: pool.stats().waiting == 1)
-        signal.pthread_kill(main, signal.SIGINT)
+        # The waiter is queued before it blocks. A signal landing in between only trips
+        # the handler's flag and cannot cut short a wait that has not begun (the same holds
+        # for threading.Lock), so send again for as long as the waiter is still queued.
+        while pool.stats().waiting == 1:
+            signal.pthread_kill(main, signal.SIGINT)
+            sent.append(time.monotonic())
+            time.sleep(0.5)
 
     t = threading.Thread(target=interrupt)
     t.start()
-    with pytest.raises(KeyboardInterrupt):
-        pool.getconn(timeout=10)
-    t.join()
+    start = time.monotonic()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            try:
+                pool.getconn(timeout=10)
+            except PoolTimeout:
+                pytest.fail(f"the wait was not interrupted: {len(sent)} SIGINTs sent, at "
+                            f"{[round(x - start, 2) for x in sent]} s into it")
+    finally:
+        t.join()
     s = pool.stats()
     assert (s.waiting, s.in_use, s.open) == (0, 1, 1)
     held.close()
