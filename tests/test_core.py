@@ -189,8 +189,18 @@ def _catch(fn):  # type: ignore[no-untyped-def]
         return exc
 
 
+@pytest.fixture
+def sigint_raises():  # type: ignore[no-untyped-def]
+    """SIGINT raises KeyboardInterrupt in the main thread, whatever the process inherited:
+    a shell without job control starts background jobs with SIGINT ignored, and Python then
+    leaves it ignored, so the signals these tests send would never arrive."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 @needs_pthread_kill
-def test_keyboard_interrupt_while_waiting_leaves_the_pool_intact(make_pool):
+def test_keyboard_interrupt_while_waiting_leaves_the_pool_intact(make_pool, sigint_raises):
     pool = make_pool(max_open=1)
     held = pool.getconn()
     main = threading.get_ident()
@@ -229,7 +239,7 @@ def test_keyboard_interrupt_while_waiting_leaves_the_pool_intact(make_pool):
 # An interrupt that lands just after getconn() returned drops the Conn: it is reclaimed.
 @pytest.mark.filterwarnings("ignore::fastpool.ConnectionLeakWarning")
 @needs_pthread_kill
-def test_keyboard_interrupt_racing_a_hand_off_never_loses_the_connection(make_pool, driver):
+def test_keyboard_interrupt_racing_a_hand_off_never_loses_the_connection(make_pool, driver, sigint_raises):
     pool = make_pool(max_open=1)
     main = threading.get_ident()
     outcomes = {"got": 0, "interrupted": 0}
