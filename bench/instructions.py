@@ -25,10 +25,11 @@ import sys
 import types
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
-from .support import ROWS, FakeConn, sqlite_backend
+from .support import ROWS, FakeConn, count_rows, read_rows, run_select1, sqlite_backend
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -84,32 +85,13 @@ def _dbutils_pooleddb() -> Setup:
     return (lambda: pool.connection().close()), pool.close
 
 
-def _count(rows: Any) -> int:
-    n = 0
-    for _row in rows:
-        n += 1
-    return n
-
-
 def _sqlite_raw(kind: str) -> Setup:
     backend = sqlite_backend()
     conn = backend.connect()
-
-    def select1() -> Any:
-        cur = conn.cursor()
-        cur.execute("SELECT 1")
-        row = cur.fetchone()
-        cur.close()
-        return row
-
-    def rows() -> int:
-        cur = conn.cursor()
-        cur.execute(backend.rows_sql)
-        n = _count(cur)
-        cur.close()
-        return n
-
-    return (select1 if kind == "select1" else rows), conn.close
+    # partial, not a lambda: one Python frame per operation, as for fastpool's lambdas.
+    if kind == "select1":
+        return partial(run_select1, conn), conn.close
+    return partial(read_rows, conn, backend.rows_sql), conn.close
 
 
 def _sqlite_fastpool(kind: str) -> Setup:
@@ -119,7 +101,7 @@ def _sqlite_fastpool(kind: str) -> Setup:
     db = fastpool.open(backend.dsn)
     if kind == "select1":
         return (lambda: db.query_row("SELECT 1")), db.close
-    return (lambda: _count(db.query(backend.rows_sql, stream=kind == "streaming"))), db.close
+    return (lambda: count_rows(db.query(backend.rows_sql, stream=kind == "streaming"))), db.close
 
 
 CHECKOUT = "checkout+checkin (no I/O)"

@@ -29,6 +29,32 @@ def measure(benchmark: Any, fn: Callable[[], Any], iterations: int = 2000, round
     return benchmark.pedantic(fn, iterations=iterations, rounds=rounds, warmup_rounds=2)
 
 
+# ---- one request, the same for every contender ------------------------------------------
+def run_select1(conn: Any) -> Any:
+    """SELECT 1 through a DB-API connection, as a request handler would; the row."""
+    cur = conn.cursor()
+    cur.execute("SELECT 1")
+    row = cur.fetchone()
+    cur.close()
+    return row
+
+
+def count_rows(rows: Any) -> int:
+    n = 0
+    for _row in rows:
+        n += 1
+    return n
+
+
+def read_rows(conn: Any, sql: str, *cursor_class: Any) -> int:
+    """Iterate a query's rows through a raw cursor (of cursor_class, if given)."""
+    cur = conn.cursor(*cursor_class)
+    cur.execute(sql)
+    n = count_rows(cur)
+    cur.close()
+    return n
+
+
 # ---- the database the comparison runs on ------------------------------------------------
 import os  # noqa: E402
 import queue  # noqa: E402

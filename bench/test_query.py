@@ -12,7 +12,7 @@ import pytest
 
 import fastpool
 
-from .support import LifoQueuePool, measure, need_mysql
+from .support import LifoQueuePool, count_rows, measure, need_mysql, read_rows, run_select1
 
 # DBUtils pings with ping(False), which mysqlclient deprecates: under the project's strict
 # warning filter that warning would be an error, DBUtils would take every connection for
@@ -22,14 +22,6 @@ pytestmark = pytest.mark.filterwarnings("ignore:The reconnect parameter of ping:
 SELECT1 = "SELECT 1 per request"
 ROWS = "iterate 100k rows"
 N = 200  # requests per round
-
-
-def run_select1(conn) -> tuple:  # type: ignore[no-untyped-def]
-    cur = conn.cursor()
-    cur.execute("SELECT 1")
-    row = cur.fetchone()
-    cur.close()
-    return row
 
 
 @pytest.fixture(scope="module")
@@ -149,21 +141,10 @@ def test_select1_connect_per_request(benchmark, backend):
 
 
 # ---- 100k rows --------------------------------------------------------------------------
-def count_rows(rows) -> int:  # type: ignore[no-untyped-def]
-    n = 0
-    for _row in rows:
-        n += 1
-    return n
-
-
 @pytest.mark.benchmark(group=ROWS)
 def test_rows_raw_cursor(benchmark, raw, backend):
     def run() -> int:
-        cur = raw.cursor()
-        cur.execute(backend.rows_sql)
-        n = count_rows(cur)
-        cur.close()
-        return n
+        return read_rows(raw, backend.rows_sql)
 
     measure(benchmark, run, iterations=1, rounds=10)
     assert run() == 100_000
@@ -175,11 +156,7 @@ def test_rows_raw_sscursor(benchmark, raw, backend):
     from MySQLdb.cursors import SSCursor
 
     def run() -> int:
-        cur = raw.cursor(SSCursor)
-        cur.execute(backend.rows_sql)
-        n = count_rows(cur)
-        cur.close()
-        return n
+        return read_rows(raw, backend.rows_sql, SSCursor)
 
     measure(benchmark, run, iterations=1, rounds=10)
 
