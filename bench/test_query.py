@@ -8,6 +8,8 @@ through Rows <= 1.0x a raw cursor (aim 0.7x).
 
 from __future__ import annotations
 
+from typing import Any, Callable
+
 import pytest
 
 import fastpool
@@ -22,6 +24,20 @@ pytestmark = pytest.mark.filterwarnings("ignore:The reconnect parameter of ping:
 SELECT1 = "SELECT 1 per request"
 ROWS = "iterate 100k rows"
 N = 200  # requests per round
+
+
+def select1_via(connect: Callable[[], Any]) -> Callable[[], Any]:
+    """One request through a pool whose connections go back on close(): take one, SELECT 1,
+    close it."""
+
+    def request() -> Any:
+        conn = connect()
+        try:
+            return run_select1(conn)
+        finally:
+            conn.close()
+
+    return request
 
 
 @pytest.fixture(scope="module")
@@ -80,15 +96,7 @@ def test_select1_sqlalchemy_engine(benchmark, backend):
 def test_select1_sqlalchemy_raw_connection(benchmark, backend):
     sa = pytest.importorskip("sqlalchemy", reason="SQLAlchemy is not installed")
     engine = sa.create_engine(backend.sa_url, pool_size=4)
-
-    def request():  # type: ignore[no-untyped-def]
-        conn = engine.raw_connection()
-        try:
-            return run_select1(conn)
-        finally:
-            conn.close()
-
-    measure(benchmark, request, iterations=N, rounds=30)
+    measure(benchmark, select1_via(engine.raw_connection), iterations=N, rounds=30)
     engine.dispose()
 
 
@@ -96,15 +104,7 @@ def test_select1_sqlalchemy_raw_connection(benchmark, backend):
 def test_select1_dbutils_pooleddb(benchmark, backend):
     pooled_db = pytest.importorskip("dbutils.pooled_db", reason="DBUtils is not installed")
     pool = pooled_db.PooledDB(backend.module, maxconnections=4, **backend.kwargs)  # its defaults
-
-    def request():  # type: ignore[no-untyped-def]
-        conn = pool.connection()
-        try:
-            return run_select1(conn)
-        finally:
-            conn.close()
-
-    measure(benchmark, request, iterations=N, rounds=30)
+    measure(benchmark, select1_via(pool.connection), iterations=N, rounds=30)
     pool.close()
 
 
@@ -117,27 +117,12 @@ def test_select1_mysql_connector_pool(benchmark, backend):
         pool_size=4, host=kw.get("host"), port=kw.get("port", 3306), user=kw.get("user"),
         password=kw.get("password"), database=kw.get("database"), autocommit=True,
     )
-
-    def request():  # type: ignore[no-untyped-def]
-        conn = pool.get_connection()
-        try:
-            return run_select1(conn)
-        finally:
-            conn.close()
-
-    measure(benchmark, request, iterations=N, rounds=30)
+    measure(benchmark, select1_via(pool.get_connection), iterations=N, rounds=30)
 
 
 @pytest.mark.benchmark(group=SELECT1)
 def test_select1_connect_per_request(benchmark, backend):
-    def request():  # type: ignore[no-untyped-def]
-        conn = backend.connect()
-        try:
-            return run_select1(conn)
-        finally:
-            conn.close()
-
-    measure(benchmark, request, iterations=20, rounds=20)
+    measure(benchmark, select1_via(backend.connect), iterations=20, rounds=20)
 
 
 # ---- 100k rows --------------------------------------------------------------------------
