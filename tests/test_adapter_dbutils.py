@@ -8,6 +8,7 @@ import threading
 import time
 
 import pytest
+from threads import run_threads
 
 dbutils_pooled = pytest.importorskip("dbutils.pooled_db", reason="DBUtils is not installed")
 import fastpool.dbutils as fp_pooled  # noqa: E402
@@ -225,23 +226,15 @@ def test_threads_exhausting_the_pool_all_finish(impl, mysql):
     MySQLdb, kw = mysql
     pool = impl.PooledDB(MySQLdb, maxconnections=2, blocking=True, **kw)
     done = []
-    errors: list[BaseException] = []
 
-    def worker() -> None:
-        try:
-            for _ in range(15):
-                c = pool.connection()
-                assert one(c, "SELECT 1") == (1,)
-                c.close()
-            done.append(1)
-        except BaseException as exc:
-            errors.append(exc)
+    def worker(_n: int) -> None:
+        for _ in range(15):
+            c = pool.connection()
+            assert one(c, "SELECT 1") == (1,)
+            c.close()
+        done.append(1)
 
-    threads = [threading.Thread(target=worker) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
+    errors = run_threads(worker, 8, timeout=30)
     assert not errors and len(done) == 8
     pool.close()
 

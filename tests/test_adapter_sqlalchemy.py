@@ -3,10 +3,10 @@ same assertions, on the real MariaDB and on SQLite."""
 
 from __future__ import annotations
 
-import threading
 import time
 
 import pytest
+from threads import run_threads
 
 sa = pytest.importorskip("sqlalchemy", reason="SQLAlchemy is not installed")
 from sqlalchemy import event, text  # noqa: E402
@@ -201,21 +201,12 @@ def test_raw_connection(poolclass, engines, mysql_url):
 
 def test_threads_exhausting_the_pool_all_finish(poolclass, engines, mysql_url):
     e = engines(mysql_url, poolclass=poolclass, pool_size=2, max_overflow=0, pool_timeout=30)
-    errors: list[BaseException] = []
+    def worker(_n: int) -> None:
+        for _ in range(20):
+            with e.connect() as c:
+                assert c.execute(text("SELECT 1")).scalar_one() == 1
 
-    def worker() -> None:
-        try:
-            for _ in range(20):
-                with e.connect() as c:
-                    assert c.execute(text("SELECT 1")).scalar_one() == 1
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=worker) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
+    errors = run_threads(worker, 8, timeout=60)
     assert not errors
     assert e.pool.checkedout() == 0 and e.pool.checkedin() == 2
 

@@ -9,6 +9,7 @@ import time
 import pytest
 
 import fastpool
+from threads import run_threads
 
 MySQLdb = pytest.importorskip("MySQLdb", reason="mysqlclient is not installed")
 
@@ -108,24 +109,16 @@ def test_wait_timeout_expiry_is_invisible(mysql_pool):
 def test_max_open_holds_on_the_server_under_many_threads(mariadb, mysql_pool):
     db = mysql_pool(max_open=4, timeout=20)
     peak = [0]
-    errors: list[BaseException] = []
     start = threading.Barrier(24)
 
-    def worker() -> None:
-        try:
-            start.wait()
-            for _ in range(25):
-                with db.conn() as c:
-                    query(c, "SELECT SLEEP(0.001)")
-                    peak[0] = max(peak[0], db.stats().in_use)
-        except BaseException as exc:
-            errors.append(exc)
+    def worker(_n: int) -> None:
+        start.wait()
+        for _ in range(25):
+            with db.conn() as c:
+                query(c, "SELECT SLEEP(0.001)")
+                peak[0] = max(peak[0], db.stats().in_use)
 
-    threads = [threading.Thread(target=worker) for _ in range(24)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    errors = run_threads(worker, 24)
     assert not errors
     s = db.stats()
     assert s.open <= 4 and s.in_use == 0 and peak[0] <= 4

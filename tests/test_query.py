@@ -5,13 +5,13 @@ from __future__ import annotations
 import gc
 import logging
 import sqlite3
-import threading
 import time
 import warnings
 
 import pytest
 from conftest import FakeDialect
 from fakedb import FakeDriver, FakeError
+from threads import run_threads
 
 import fastpool
 from fastpool import ConnectionLeakWarning, FastpoolError
@@ -224,35 +224,26 @@ def test_sql_errors_reach_the_caller_unchanged_and_the_pool_stays_whole(db):
 
 
 def test_threads_mixing_everything_end_with_nothing_in_use(db):
-    errors: list[BaseException] = []
-
     def worker(n: int) -> None:
-        try:
-            for i in range(50):
-                k = (n + i) % 5
-                if k == 0:
-                    db.query_row("SELECT name FROM user WHERE id = ?", (i % 20 + 1,))
-                elif k == 1:
-                    for _ in db.query("SELECT id FROM user", stream=True):
-                        break  # dropped: reclaimed
-                elif k == 2:
-                    with db.transaction() as tx:
-                        tx.execute("UPDATE user SET name = name WHERE id = ?", (1,))
-                elif k == 3:
-                    with db.conn() as c:
-                        c.query_row("SELECT 1")
-                else:
-                    list(db.query("SELECT id FROM user WHERE id < 5"))
-        except BaseException as exc:
-            errors.append(exc)
+        for i in range(50):
+            k = (n + i) % 5
+            if k == 0:
+                db.query_row("SELECT name FROM user WHERE id = ?", (i % 20 + 1,))
+            elif k == 1:
+                for _ in db.query("SELECT id FROM user", stream=True):
+                    break  # dropped: reclaimed
+            elif k == 2:
+                with db.transaction() as tx:
+                    tx.execute("UPDATE user SET name = name WHERE id = ?", (1,))
+            elif k == 3:
+                with db.conn() as c:
+                    c.query_row("SELECT 1")
+            else:
+                list(db.query("SELECT id FROM user WHERE id < 5"))
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConnectionLeakWarning)
-        threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        errors = run_threads(worker, 8)
         gc.collect()
     assert not errors, errors[:3]
     s = db.stats()

@@ -15,6 +15,7 @@ import pytest
 import fastpool
 from fastpool import ConnectionLeakWarning
 from fastpool.dialects import MySQLDialect
+from threads import run_threads
 
 MySQLdb = pytest.importorskip("MySQLdb", reason="mysqlclient is not installed")
 
@@ -229,41 +230,32 @@ def test_restart_mid_run_threads_recover_nothing_hangs(db, mariadb):
 
 
 def test_threads_mixing_everything(db):
-    errors: list[BaseException] = []
-
     def worker(n: int) -> None:
-        try:
-            for i in range(40):
-                k = (n + i) % 6
-                if k == 0:
-                    db.query_row("SELECT name FROM ranger_user WHERE id = %s", (i % 50 + 1,))
-                elif k == 1:
-                    for _ in db.query("SELECT id FROM ranger_user", stream=True):
-                        break
-                elif k == 2:
-                    with db.transaction() as tx:
-                        tx.execute("UPDATE ranger_user SET name = name WHERE id = %s", (n + 1,))
-                elif k == 3:
-                    with db.conn() as c:
-                        c.execute("SET @v = %s", (i,))
-                        assert c.query_row("SELECT @v") == (i,)
-                elif k == 4:
-                    try:
-                        db.execute("SELEC broken")
-                    except MySQLdb.ProgrammingError:
-                        pass
-                else:
-                    assert len(db.query("SELECT id FROM ranger_user").fetchall()) == 50
-        except BaseException as exc:
-            errors.append(exc)
+        for i in range(40):
+            k = (n + i) % 6
+            if k == 0:
+                db.query_row("SELECT name FROM ranger_user WHERE id = %s", (i % 50 + 1,))
+            elif k == 1:
+                for _ in db.query("SELECT id FROM ranger_user", stream=True):
+                    break
+            elif k == 2:
+                with db.transaction() as tx:
+                    tx.execute("UPDATE ranger_user SET name = name WHERE id = %s", (n + 1,))
+            elif k == 3:
+                with db.conn() as c:
+                    c.execute("SET @v = %s", (i,))
+                    assert c.query_row("SELECT @v") == (i,)
+            elif k == 4:
+                try:
+                    db.execute("SELEC broken")
+                except MySQLdb.ProgrammingError:
+                    pass
+            else:
+                assert len(db.query("SELECT id FROM ranger_user").fetchall()) == 50
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConnectionLeakWarning)
-        threads = [threading.Thread(target=worker, args=(n,)) for n in range(12)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        errors = run_threads(worker, 12)
         gc.collect()
     assert not errors, errors[:3]
     s = db.stats()
