@@ -174,19 +174,23 @@ class Pool(CorePool):
 
     # ---- options, live-settable -----------------------------------------------------
     def _set_option(self, name: str, value: Any) -> None:
+        # Validate first, apply to the core, and only then record it: a refused value
+        # leaves both what the pool reports and what the core enforces as they were.
         value = check_option(name, value)
-        self._options[name] = value
-        o = self._options
+        o = dict(self._options)
+        o[name] = value
         if name in ("max_open", "max_idle", "min_idle"):
             self._set_limits(o["max_open"], o["max_idle"], o["min_idle"])
         elif name in ("max_lifetime", "max_idle_time"):
             self._set_lifetimes(o["max_lifetime"], o["max_idle_time"])
+        elif name == "timeout":
+            self._set_timeout(value)
+        self._options = o
+        if name in ("max_lifetime", "max_idle_time"):
             if self._cleaner is not None:
                 self._cleaner.wake()  # re-read the interval now
             elif self.stats().open and self._needs_cleaner():
                 self._start_cleaner()
-        elif name == "timeout":
-            self._set_timeout(value)
         elif name == "leak_timeout":
             self._track_holders(value is not None)
 

@@ -1,7 +1,10 @@
 """Database URLs: ``mysql://user:pw@host:port/db?charset=utf8mb4``, ``sqlite:///file.db``.
 
-Parsed with the standard library. The password is kept only in the connect arguments;
-everything printable (``masked``) shows it as ``***``.
+One parse (the standard library's ``urlsplit``) gives both the connect arguments and the
+printable form, so the password that is used and the part that is masked cannot disagree.
+A URL that cannot be read without guessing where the password ends (an ``@``, ``/``,
+``?`` or ``#`` left unencoded in it) is refused, and no error ever echoes the URL as given:
+errors show the masked form, or, when even that cannot be built, only the scheme.
 """
 
 from __future__ import annotations
@@ -9,16 +12,19 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import SplitResult, parse_qsl, unquote, urlsplit
 
 from .errors import ConfigError
 
-_USERINFO_PASSWORD = re.compile(r"(//[^:/@]*:)[^@/]*@")
-
-
-def mask_url(url: str) -> str:
-    """The URL with any password replaced by ``***`` (works on unparsable URLs too)."""
-    return _USERINFO_PASSWORD.sub(r"\1***@", url)
+MASK = "***"
+# Query parameters whose values are secrets (mysqlclient takes password= and passwd=).
+_SECRET_PARAM = re.compile(r"pass|pwd|secret|token|credential|auth", re.IGNORECASE)
+# Driver parameters longer than this many digits are refused, not turned into huge ints.
+_MAX_INT_DIGITS = 18
+_ENCODE_HINT = (
+    "percent-encode '@', '/', ':', '?' and '#' in the user name and password"
+    " (%40 %2F %3A %3F %23)"
+)
 
 
 @dataclass(frozen=True)
@@ -31,10 +37,67 @@ class DatabaseURL:
         return f"DatabaseURL({self.masked!r})"
 
 
-def _coerce(value: str) -> Any:
-    # Driver parameters come as strings; integers (connect_timeout, port, ...) are
-    # passed as ints since mysqlclient rejects a str there.
-    if re.fullmatch(r"-?\d+", value):
+def mask_url(url: str) -> str:
+    """The URL with its password (and secret query parameters) replaced by ``***``.
+
+    Goes through the same parse as :func:`parse_url`; a URL that does not parse is masked
+    wholesale: everything between ``://`` and its last ``@`` is hidden.
+    """
+    try:
+        return parse_url(url).masked
+    except ConfigError as exc:
+        shown = getattr(exc, "masked_url", None)
+        return shown if shown is not None else _mask_unparsed(url)
+
+
+def _mask_unparsed(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return f"{MASK}"
+    if "@" in rest:
+        rest = MASK + "@" + rest.rpartition("@")[2]
+    return f"{scheme}://{rest}"
+
+
+def _refuse(reason: str, shown: str) -> ConfigError:
+    err = ConfigError(f"unparsable database URL {shown[:197] + '...' if len(shown) > 200 else shown!r}: {reason}")
+    err.masked_url = shown  # type: ignore[attr-defined]  # what mask_url() shows for it
+    return err
+
+
+def _masked_query(query: str) -> str:
+    if not query:
+        return ""
+    pairs = []
+    for key, value in parse_qsl(query, keep_blank_values=True):
+        pairs.append(f"{key}={MASK if _SECRET_PARAM.search(key) else value}")
+    return "?" + "&".join(pairs)
+
+
+def _render(parts: SplitResult, *, port_ok: bool = True) -> str:
+    """scheme://user:***@host:port/path?query, built from the parsed parts."""
+    netloc = parts.netloc
+    userinfo, at, hostport = netloc.rpartition("@")
+    if at:
+        user = userinfo.split(":", 1)[0]
+        shown_user = f"{user}:{MASK}@" if ":" in userinfo else f"{user}@"
+    else:
+        shown_user = ""
+    if not port_ok:
+        # The text after the last ':' is not a port, so it may be a password that lost
+        # its '@host': never show it.
+        host = hostport.rpartition(":")[0] if ":" in hostport else hostport
+        hostport = f"{host}:{MASK}"
+    return f"{parts.scheme}://{shown_user}{hostport}{parts.path}{_masked_query(parts.query)}"
+
+
+def _coerce(key: str, value: str, shown: str) -> Any:
+    # Driver parameters come as strings; integers (connect_timeout, port, ...) are passed
+    # as ints since mysqlclient rejects a str there. ASCII digits only: int() would also
+    # take other scripts' digits.
+    if re.fullmatch(r"-?[0-9]+", value):
+        if len(value.lstrip("-")) > _MAX_INT_DIGITS:
+            raise _refuse(f"parameter {key!r} is out of range ({len(value)} digits)", shown)
         return int(value)
     return value
 
@@ -42,30 +105,42 @@ def _coerce(value: str) -> Any:
 def parse_url(url: str) -> DatabaseURL:
     if not isinstance(url, str):
         raise ConfigError(f"database URL must be a str, got {type(url).__name__}")
-    masked = mask_url(url)
+    scheme, sep, _rest = url.partition("://")
+    if not sep or not scheme:
+        raise ConfigError("unparsable database URL: expected scheme://... (the URL is not shown:"
+                          " it may hold a password)")
     try:
         parts = urlsplit(url)
-    except ValueError as exc:
-        raise ConfigError(f"unparsable database URL {masked!r}: {exc}") from None
+    except ValueError:
+        # urlsplit's own message can quote the host part, credentials included.
+        raise _refuse(f"the host part is malformed: {_ENCODE_HINT}", _mask_unparsed(url)) from None
     scheme = parts.scheme.lower()
-    if not scheme or "://" not in url:
-        raise ConfigError(f"unparsable database URL {masked!r}: expected scheme://...")
-    params = {k: _coerce(v) for k, v in parse_qsl(parts.query, keep_blank_values=True)}
     if scheme in ("mysql", "mariadb", "mysql+mysqldb"):
-        return DatabaseURL("mysql", masked, _mysql_kwargs(parts, params, masked))
+        return _mysql_url(parts, url)
     if scheme == "sqlite":
-        return DatabaseURL("sqlite", masked, _sqlite_kwargs(url, parts, params))
+        return _sqlite_url(parts, url)
     raise ConfigError(
-        f"unknown URL scheme {parts.scheme!r} in {masked!r} (supported: mysql://, sqlite://)"
+        f"unknown URL scheme {parts.scheme!r} in {_mask_unparsed(url)!r}"
+        " (supported: mysql://, sqlite://)"
     )
 
 
-def _mysql_kwargs(parts: Any, params: dict[str, Any], masked: str) -> dict[str, Any]:
-    kwargs: dict[str, Any] = {}
+def _params(parts: SplitResult, shown: str) -> dict[str, Any]:
+    return {k: _coerce(k, v, shown) for k, v in parse_qsl(parts.query, keep_blank_values=True)}
+
+
+def _mysql_url(parts: SplitResult, url: str) -> DatabaseURL:
+    # urlsplit ends the host part at the first '/', '?' or '#'. If an '@' comes after that,
+    # a password held one of those characters unencoded: where it ends is a guess, and a
+    # guess could connect with one password while printing another. Refuse instead.
+    if "@" in parts.path or "@" in parts.query or "@" in parts.fragment:
+        raise _refuse(f"'@' after the host: {_ENCODE_HINT}", _mask_unparsed(url))
     try:
         port = parts.port
     except ValueError:
-        raise ConfigError(f"unparsable database URL {masked!r}: bad port") from None
+        raise _refuse(f"the port is not a number: {_ENCODE_HINT}", _render(parts, port_ok=False)) from None
+    masked = _render(parts)
+    kwargs: dict[str, Any] = {}
     if parts.hostname:
         kwargs["host"] = parts.hostname
     if port is not None:
@@ -77,11 +152,11 @@ def _mysql_kwargs(parts: Any, params: dict[str, Any], masked: str) -> dict[str, 
     database = unquote(parts.path.lstrip("/"))
     if database:
         kwargs["database"] = database
-    kwargs.update(params)
-    return kwargs
+    kwargs.update(_params(parts, masked))
+    return DatabaseURL("mysql", masked, kwargs)
 
 
-def _sqlite_kwargs(url: str, parts: Any, params: dict[str, Any]) -> dict[str, Any]:
+def _sqlite_url(parts: SplitResult, url: str) -> DatabaseURL:
     # sqlite://:memory: and sqlite:///:memory: are one in-memory database shared by all
     # of the pool's connections (each plain ":memory:" connection would have its own).
     # sqlite:///rel/path.db is relative, sqlite:////abs/path.db absolute (SQLAlchemy's rule).
@@ -90,8 +165,11 @@ def _sqlite_kwargs(url: str, parts: Any, params: dict[str, Any]) -> dict[str, An
         database = ":memory:"
     else:
         if parts.netloc:
+            # Whatever stands there (credentials, a host) is not shown.
             raise ConfigError(
-                f"sqlite URL takes no host: use sqlite:///relative.db or sqlite:////abs.db, got {url!r}"
+                "sqlite URL takes no host or credentials: use sqlite:///relative.db or"
+                f" sqlite:////abs.db, got 'sqlite://{MASK}/...'"
             )
         database = unquote(parts.path[1:])
-    return {"database": database, **params}
+    masked = f"sqlite://{rest}{_masked_query(parts.query)}"
+    return DatabaseURL("sqlite", masked, {"database": database, **_params(parts, masked)})

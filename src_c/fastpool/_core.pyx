@@ -23,7 +23,7 @@ from random import random as _random
 
 import warnings
 
-from fastpool.errors import ConnectionLeakWarning, FastpoolError, PoolClosed, PoolTimeout
+from fastpool.errors import ConfigError, ConnectionLeakWarning, FastpoolError, PoolClosed, PoolTimeout
 
 cdef enum:
     # What a Waiter was given.
@@ -65,6 +65,9 @@ cdef tuple _TX_CONTROL = ("BEGIN", "START", "SET", "COMMIT", "ROLLBACK", "SAVEPO
 # Each connection's max_lifetime is shortened by up to this share, so that connections
 # opened together (a burst, a restart) do not all expire together (psycopg#1100).
 cdef double LIFETIME_JITTER = 0.1
+
+# The longest finite duration accepted (the façade's options.MAX_SECONDS).
+cdef double MAX_SECONDS = 1e9
 
 cdef object _POOL_DEFAULT = object()   # "use the pool's timeout"
 POOL_DEFAULT = _POOL_DEFAULT
@@ -270,13 +273,24 @@ cdef class CorePool:
         return 0
 
     cdef double _timeout_arg(self, object timeout) except? -2.0:
+        # A per-call timeout, validated as the pool option is (ConfigError naming it).
+        cdef double t
         if timeout is _POOL_DEFAULT:
             return self.timeout_
         if timeout is None:
             return -1.0
-        t = float(timeout)
-        if t < 0 or t != t:
-            raise ValueError(f"timeout must be >= 0 or None, got {timeout!r}")
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+            raise ConfigError(f"timeout must be a number of seconds or None, got {type(timeout).__name__}")
+        try:
+            t = float(timeout)
+        except OverflowError:
+            raise ConfigError("timeout must be at most 1e9 seconds, or None for forever") from None
+        if t != t or t < 0:
+            raise ConfigError(f"timeout must be >= 0 seconds or None, got {t!r}")
+        if isinf(t):
+            return -1.0
+        if t > MAX_SECONDS:
+            raise ConfigError(f"timeout must be at most 1e9 seconds, or None for forever, got {t!r}")
         return t
 
     # ---- checkout ----------------------------------------------------------------------
@@ -363,9 +377,14 @@ cdef class CorePool:
                 us = -1
             else:
                 remaining = deadline - self._now_fine()
-                us = <long long>(remaining * 1e6) if remaining > 0 else 0
-                if us > FP_TIMEOUT_MAX_US:
+                # Compare as doubles before converting: a cast of a double past the range
+                # of long long is undefined behaviour in C.
+                if remaining <= 0:
+                    us = 0
+                elif remaining * 1e6 >= <double>FP_TIMEOUT_MAX_US:
                     us = FP_TIMEOUT_MAX_US
+                else:
+                    us = <long long>(remaining * 1e6)
             with nogil:
                 r = fp_lock_acquire_timed(w.sem, us, 1)
             if r == PY_LOCK_ACQUIRED:
@@ -880,6 +899,17 @@ cdef class CorePool:
     @property
     def closed(self):
         return self.closed_
+
+    def _settings(self):
+        """(max_open, max_idle, min_idle, max_lifetime, max_idle_time, timeout) as the core
+        enforces them: None for unlimited / forever."""
+        fp_mutex_lock(&self.mu)
+        t = (self.max_open_, self.max_idle_, self.min_idle_, self.max_lifetime_,
+             self.max_idle_time_)
+        fp_mutex_unlock(&self.mu)
+        mo, mi, mn, ml, mit = t
+        return (mo, None if mi < 0 else mi, mn, None if isinf(ml) else ml,
+                None if isinf(mit) else mit, None if self.timeout_ < 0 else self.timeout_)
 
     def _limits(self):
         fp_mutex_lock(&self.mu)

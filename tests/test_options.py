@@ -1,0 +1,161 @@
+"""Every value of every option, at open(), Pool() and on a live assignment, either takes
+effect (what the pool reports is what the core enforces) or raises ConfigError naming the
+option and leaves the pool exactly as it was."""
+
+from __future__ import annotations
+
+import decimal
+import math
+import sqlite3
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import fastpool
+from fastpool import ConfigError
+from fastpool.options import DEFAULTS, MAX_SECONDS, MAX_SIZE
+
+SIZES = ("max_open", "max_idle", "min_idle")
+DURATIONS = ("max_lifetime", "max_idle_time", "timeout", "leak_timeout")
+
+absurd_ints = st.sampled_from(
+    [10**30, 2**63, 2**63 - 1, 2**64, 2**31, 2**31 - 1, 2**31 + 1, 10**400, -(10**400), -(2**63)]
+)
+values = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    absurd_ints,
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from([float("nan"), float("inf"), float("-inf"), 1e9, 1e9 + 1, 1e300, 0.0, -0.0]),
+    st.text(max_size=4),
+    st.sampled_from([[], (), {}, object(), decimal.Decimal("1.5"), b"3", 3j]),
+)
+
+
+def accepted_form(name: str, value: object) -> object:
+    """The oracle: what a valid value must read back as, or ConfigError if it is invalid."""
+    if name in SIZES:
+        if value is None and name == "max_idle":
+            return None
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SIZE:
+            return ConfigError
+        return value
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return ConfigError
+    if isinstance(value, int) and abs(value) > 10**308:
+        return ConfigError
+    f = float(value)
+    if math.isnan(f) or f < 0 or (f == 0 and name != "timeout"):
+        return ConfigError
+    if math.isinf(f):
+        return None
+    if f > MAX_SECONDS:
+        return ConfigError
+    return f
+
+
+def reported(db: fastpool.Pool) -> tuple[object, ...]:
+    return tuple(getattr(db, name) for name in DEFAULTS)
+
+
+def enforced(db: fastpool.Pool) -> tuple[object, ...]:
+    return db._settings()
+
+
+def check_consistent(db: fastpool.Pool) -> None:
+    """What the pool reports is what its core enforces."""
+    mo, mi, mn, ml, mit, t = enforced(db)
+    assert db.max_open == mo
+    assert db.max_idle == mi
+    assert db.min_idle == mn
+    assert (db.max_lifetime, db.max_idle_time, db.timeout) == (ml, mit, t)
+
+
+def check_refusal(exc: ConfigError, name: str) -> None:
+    msg = str(exc)
+    assert name in msg
+    assert len(msg) < 400  # a huge value is described, never printed whole
+
+
+@settings(max_examples=400, deadline=None)
+@given(name=st.sampled_from(sorted(DEFAULTS)), value=values)
+def test_open_takes_effect_or_refuses_with_config_error(name, value):
+    want = accepted_form(name, value)
+    for make in (lambda **o: fastpool.open("sqlite://:memory:", **o),
+                 lambda **o: fastpool.Pool(lambda: sqlite3.connect(":memory:"), **o)):
+        if want is ConfigError:
+            with pytest.raises(ConfigError) as ei:
+                make(**{name: value})
+            check_refusal(ei.value, name)
+            continue
+        db = make(**{name: value})
+        try:
+            got = getattr(db, name)
+            if name == "max_idle":
+                # None follows max_open; a value above it is clamped (Go's rule).
+                cap = db.max_open or None
+                want_idle = cap if value is None else (min(value, cap) if cap else value)
+                assert got == want_idle
+            elif name == "min_idle":
+                assert got == (min(value, db.max_open) if db.max_open else value)
+            else:
+                assert got == want
+            check_consistent(db)
+        finally:
+            db.close()
+
+
+@pytest.fixture(scope="module")
+def live_db():  # type: ignore[no-untyped-def]
+    db = fastpool.open("sqlite://:memory:", max_open=4, max_idle=3, timeout=5)
+    yield db
+    db.close()
+
+
+@settings(max_examples=400, deadline=None)
+@given(name=st.sampled_from(sorted(DEFAULTS)), value=values)
+def test_live_assignment_takes_effect_or_leaves_the_pool_as_it_was(live_db, name, value):
+    db = live_db
+    # Known starting point, with connections in use and idle so resizes have work to do.
+    db.max_open, db.max_idle, db.min_idle = 4, 3, 0
+    db.max_lifetime, db.max_idle_time, db.timeout, db.leak_timeout = 3600.0, 300.0, 5.0, None
+    held = [db.conn(), db.conn()]
+    held[1].close()
+    before = (reported(db), enforced(db), db._counts())
+    want = accepted_form(name, value)
+    try:
+        if want is ConfigError:
+            with pytest.raises(ConfigError) as ei:
+                setattr(db, name, value)
+            check_refusal(ei.value, name)
+            assert (reported(db), enforced(db), db._counts()) == before
+        else:
+            setattr(db, name, value)
+            check_consistent(db)
+            if name in ("max_open", "timeout", "max_lifetime", "max_idle_time", "leak_timeout"):
+                assert getattr(db, name) == want
+        # Whatever happened, the pool still works and still takes valid settings.
+        db.max_open = 4
+        db.max_idle = 2
+        assert enforced(db)[:2] == (4, 2)
+        with db.conn(timeout=1) as c:
+            assert c.query_row("SELECT 7") == (7,)
+    finally:
+        held[0].close()
+
+
+@pytest.mark.parametrize("timeout", [True, "1", -1, float("nan"), 10**400, 2e9, [1]])
+def test_per_call_timeout_is_validated_like_the_option(live_db, timeout):
+    before = live_db._counts()
+    with pytest.raises(ConfigError, match="timeout"):
+        live_db.conn(timeout=timeout)
+    assert live_db._counts() == before
+
+
+def test_per_call_timeout_infinity_means_forever(live_db):
+    with live_db.conn(timeout=float("inf")) as c:
+        assert c.query_row("SELECT 1") == (1,)
