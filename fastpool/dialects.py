@@ -30,9 +30,6 @@ class Dialect:
     def connect_factory(self, kwargs: dict[str, Any]) -> Connect:
         raise ConfigError(f"the {self.name!r} dialect cannot open URLs; use fastpool.Pool(connect)")
 
-    def prepare(self, raw: Any) -> None:
-        """Make a fresh connection ready for pooling (e.g. autocommit on)."""
-
     def fileno(self, raw: Any) -> int:
         """The connection's socket, polled for liveness at checkout; -1 when unknown."""
         return -1
@@ -44,10 +41,26 @@ class Dialect:
         """A cursor that fetches rows from the server as they are read."""
         return raw.cursor()
 
+    # The driver's DB-API ``Error`` class, found from its first connection (None: unknown).
+    error_class: type[BaseException] | None = None
+
+    def prepare(self, raw: Any) -> None:
+        """Make a fresh connection ready for pooling (e.g. autocommit on)."""
+        if self.error_class is None:
+            self.error_class = driver_error_class(raw)
+
     def classify(self, exc: BaseException) -> int:
-        """ERR_OK, ERR_BROKEN or ERR_RETRY for an error raised by a statement."""
+        """ERR_OK, ERR_BROKEN or ERR_RETRY for an error raised by a statement.
+
+        Only the driver's own report of a failed statement can leave the connection in a
+        known state. Anything else that escaped from the middle of a statement (an
+        interrupt, an exception raised by a signal handler or a timeout library) may have
+        cut the protocol anywhere: the connection is closed, never pooled.
+        """
         if not isinstance(exc, Exception):
-            return ERR_BROKEN  # interrupted mid-protocol: the session's state is unknown
+            return ERR_BROKEN
+        if self.error_class is not None and not isinstance(exc, self.error_class):
+            return ERR_BROKEN
         if type(exc).__name__ in ("InterfaceError", "OperationalError"):
             return ERR_BROKEN  # DB-API's "connection trouble" classes: reconnecting is cheap
         return ERR_OK
@@ -97,12 +110,6 @@ class MySQLDialect(Dialect):
 
         return connect
 
-    def prepare(self, raw: Any) -> None:
-        # Statements outside a transaction run in autocommit, so giving a connection back
-        # needs no round trip. The driver never reconnects by itself under the pool
-        # (mysqlclient's default), which would silently lose session settings.
-        raw.autocommit(True)
-
     def fileno(self, raw: Any) -> int:
         return int(raw.fileno())
 
@@ -111,7 +118,10 @@ class MySQLDialect(Dialect):
 
         return raw.cursor(SSCursor)
 
-    # Client error codes (libmariadb/libmysqlclient errmsg.h) and server codes.
+    # Error codes that leave the connection unusable, whatever exception class mysqlclient
+    # raises them with (it raises 2014 as ProgrammingError, for one). Every client-side
+    # code (2000-2999, libmariadb's errmsg.h) counts as broken too: they report trouble
+    # on the client's side of the protocol, and reconnecting is cheaper than guessing.
     CR_SERVER_GONE_ERROR = 2006  # sending the command failed: it never reached the server
     BROKEN_CODES = frozenset({
         2006, 2013,  # server gone (send failed) / lost connection during the query
@@ -122,19 +132,26 @@ class MySQLDialect(Dialect):
         1053,  # ER_SERVER_SHUTDOWN
     })
 
+    def prepare(self, raw: Any) -> None:
+        # Statements outside a transaction run in autocommit, so giving a connection back
+        # needs no round trip. The driver never reconnects by itself under the pool
+        # (mysqlclient's default), which would silently lose session settings.
+        raw.autocommit(True)
+
     def classify(self, exc: BaseException) -> int:
         import MySQLdb
 
-        if not isinstance(exc, Exception):
-            return ERR_BROKEN
+        if not isinstance(exc, MySQLdb.Error):
+            return ERR_BROKEN  # not the driver's report: the protocol state is unknown
         if isinstance(exc, MySQLdb.InterfaceError):
             return ERR_BROKEN  # the connection object is closed
-        if isinstance(exc, MySQLdb.OperationalError) and exc.args:
-            code = exc.args[0]
-            if code == self.CR_SERVER_GONE_ERROR:
-                return ERR_RETRY
-            if code in self.BROKEN_CODES:
-                return ERR_BROKEN
+        code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
+        if code is None:
+            return ERR_OK  # raised by mysqlclient's Python side before sending anything
+        if code == self.CR_SERVER_GONE_ERROR:
+            return ERR_RETRY
+        if code in self.BROKEN_CODES or 2000 <= code < 3000:
+            return ERR_BROKEN
         return ERR_OK
 
     def reset(self, raw: Any) -> None:
@@ -219,6 +236,22 @@ def get_dialect(name: str | Dialect) -> Dialect:
         raise ConfigError(
             f"unknown driver {name!r} (known: {', '.join(sorted(DIALECTS))})"
         ) from None
+
+
+def driver_error_class(raw: Any) -> type[BaseException] | None:
+    """The DB-API ``Error`` class of a connection's driver: looked up in the connection's
+    module and then in each package above it (``mysql.connector.connection`` ->
+    ``mysql.connector`` -> ``mysql``), as DBUtils does."""
+    import sys
+
+    path = type(raw).__module__.split(".")
+    while path:
+        module = sys.modules.get(".".join(path))
+        err = getattr(module, "Error", None)
+        if isinstance(err, type) and issubclass(err, Exception):
+            return err
+        path.pop()
+    return None
 
 
 def guess_dialect(raw: Any) -> Dialect:

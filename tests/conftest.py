@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -50,6 +51,16 @@ def make_pool(driver):  # type: ignore[no-untyped-def]
     yield make
     for p in pools:
         p.close()
+
+
+@pytest.fixture
+def sigint_raises():  # type: ignore[no-untyped-def]
+    """SIGINT raises KeyboardInterrupt in the main thread, whatever the process inherited:
+    a shell without job control starts background jobs with SIGINT ignored, and Python then
+    leaves it ignored, so the signals these tests send would never arrive."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
 
 
 # ---- the real MariaDB ------------------------------------------------------------------

@@ -189,16 +189,6 @@ def _catch(fn):  # type: ignore[no-untyped-def]
         return exc
 
 
-@pytest.fixture
-def sigint_raises():  # type: ignore[no-untyped-def]
-    """SIGINT raises KeyboardInterrupt in the main thread, whatever the process inherited:
-    a shell without job control starts background jobs with SIGINT ignored, and Python then
-    leaves it ignored, so the signals these tests send would never arrive."""
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    yield
-    signal.signal(signal.SIGINT, previous)
-
-
 @needs_pthread_kill
 def test_keyboard_interrupt_while_waiting_leaves_the_pool_intact(make_pool, sigint_raises):
     pool = make_pool(max_open=1)

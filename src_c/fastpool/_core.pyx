@@ -551,7 +551,14 @@ cdef class CorePool:
 
     cdef int _error_kind(self, BaseException exc) except -1:
         if self._classify is not None:
-            return self._classify(exc)
+            try:
+                return self._classify(exc)
+            except BaseException:
+                # The classifier failed, or a second signal landed in it. Every caller
+                # settles the connection right after asking, and a connection whose state
+                # nobody could judge must not be pooled: broken. (An exception is already
+                # on its way to the caller; losing the connection's slot would be worse.)
+                return ERR_BROKEN
         # Without a dialect: an interrupt mid-statement leaves the protocol state unknown.
         return ERR_OK if isinstance(exc, Exception) else ERR_BROKEN
 
@@ -929,17 +936,25 @@ cdef object _execute_on(object raw, object sql, object params, int mode):
         else:
             cur.execute(sql, params)
         if mode == MODE_ROW:
-            return cur.fetchone() if cur.description is not None else None
-        if mode == MODE_EXEC:
+            result = cur.fetchone() if cur.description is not None else None
+        elif mode == MODE_EXEC:
             r = Result.__new__(Result)
             r.rowcount = cur.rowcount
             r.lastrowid = cur.lastrowid
-            return r
-        if cur.description is None:
-            return (None, ())
-        return (cur.description, cur.fetchall())
-    finally:
-        cur.close()
+            result = r
+        elif cur.description is None:
+            result = (None, ())
+        else:
+            result = (cur.description, cur.fetchall())
+    except BaseException:
+        # The caller must see its own exception, not one from closing the cursor: after
+        # an interrupt, mysqlclient's close() reads the unread result and raises 2014
+        # ("commands out of sync"), which would replace a KeyboardInterrupt. Whether the
+        # connection is still usable is the pool's decision, from the original error.
+        _close_quietly(cur)
+        raise
+    cur.close()
+    return result
 
 
 cdef bint _is_tx_control(object sql):
@@ -1254,12 +1269,18 @@ cdef class Rows:
         self._cursor = None
         self._rec = None
         self._owner = None
+        cdef object interrupt = None
         if cur is not None:
             if not clean:
                 try:
                     bad = not self._pool._drain(cur, self._pool._drain_budget)
                 except Exception:
                     bad = True
+                except BaseException as exc:
+                    # Interrupted while reading off the rest: the connection is
+                    # mid-result. Settle it (closed, never pooled), then re-raise.
+                    bad = True
+                    interrupt = exc
             if not bad:
                 bad = not _close_quietly(cur)
         if owner is not None:
@@ -1268,6 +1289,8 @@ cdef class Rows:
                 owner._broken = True
         elif rec is not None:
             self._pool._checkin(rec, bad)
+        if interrupt is not None:
+            raise interrupt
         return 0
 
     cdef int _reclaim(self) except -1:
