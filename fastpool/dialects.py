@@ -18,6 +18,9 @@ ERR_OK = 0  # the statement failed; the connection is fine
 ERR_BROKEN = 1  # the connection is unusable: close it, never pool it
 ERR_RETRY = 2  # broken, and the statement provably never reached the server: retry it
 
+# Seconds a mysql:// connect may take when the URL sets no connect_timeout.
+DEFAULT_CONNECT_TIMEOUT = 10
+
 
 class Dialect:
     """The generic DB-API 2 dialect: no socket to poll, close() to close."""
@@ -104,6 +107,10 @@ class MySQLDialect(Dialect):
             raise ConfigError(
                 "mysql:// needs mysqlclient: pip install 'fastpool[mysql]'"
             ) from None
+
+        # A connect that never returns must not hold a pool slot forever: without a
+        # connect_timeout, libmariadb waits on a half-open network for as long as TCP does.
+        kwargs = {"connect_timeout": DEFAULT_CONNECT_TIMEOUT, **kwargs}
 
         def connect() -> Any:
             return MySQLdb.connect(**kwargs)

@@ -10,7 +10,7 @@ from typing import Any
 class Stats:
     max_open: int  # the limit; 0 = unlimited
     open: int  # open connections, in use or idle (including ones being opened)
-    in_use: int
+    in_use: int  # held by callers (not counting connects still in flight)
     idle: int
     wait_count: int  # callers that had to wait
     wait_duration: float  # seconds, summed over those waits

@@ -1,14 +1,16 @@
 """Background workers of a pool: the opener and the cleaner.
 
-Each is one daemon thread, started the first time it is needed and stopped by
-``Pool.close()``. They hold the pool only through a weak reference, so a pool that is
+Each runs on daemon threads (the opener on up to MAX_CONCURRENT_CONNECTS of them, the
+others on one), started the first time they are needed and stopped by ``Pool.close()``. They hold the pool only through a weak reference, so a pool that is
 dropped without ``close()`` can still be collected.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import threading
+import time
 import weakref
 from typing import TYPE_CHECKING
 
@@ -17,9 +19,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("fastpool")
 
-# Opener back-off after a failed connect: doubles from the first to the last value.
+# Opener back-off after a failed connect nobody waited for: doubles from first to last.
 BACKOFF_FIRST = 0.05
 BACKOFF_MAX = 2.0
+# Connects the opener runs at once: a burst of callers on an empty pool is not served one
+# connect after another, and one connect hung on a dead network holds up no other.
+MAX_CONCURRENT_CONNECTS = 4
 # The cleaner runs every min(max_lifetime, max_idle_time) seconds, but not more often than
 # this (Go uses 1 s) nor less often than the longest value.
 CLEAN_MIN_INTERVAL = 1.0
@@ -68,34 +73,124 @@ class _Worker:
         raise NotImplementedError
 
 
-class Opener(_Worker):
-    """Opens connections the core asks for: for waiters after a discard, and for min_idle."""
+def _detached(exc: BaseException) -> BaseException | None:
+    """A copy of a connect error without its traceback, to remember as the cause of later
+    PoolTimeouts: the original's frames would keep the pool (and more) alive."""
+    try:
+        twin = copy.copy(exc)
+    except Exception:
+        return None
+    twin.__traceback__ = None
+    twin.__context__ = twin.__cause__ = None
+    return twin
+
+
+class Opener:
+    """Opens the connections the core asks for (for waiters, and for min_idle), on up to
+    MAX_CONCURRENT_CONNECTS threads at once, so that one hung connect holds up nobody.
+
+    Each thread opens connections while the core has a deficit, then ends. A failed
+    connect hands its error to the oldest waiter; when no one is waiting (only min_idle
+    wants it) the next try waits a back-off that doubles up to BACKOFF_MAX, so a database
+    that is down costs a few connects a second, not a spin. A caller arriving during the
+    back-off cuts it short: a waiter never waits for a back-off.
+    """
 
     name = "opener"
 
     def __init__(self, pool: Pool) -> None:
+        self._pool_ref: weakref.ref[Pool] = weakref.ref(pool)
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        # _lock protects the following fields.
+        self._threads: set[threading.Thread] = set()
+        self._stopped = False
         self._backoff = 0.0
-        super().__init__(pool)
+        self._retry_at = 0.0
 
-    def _step(self) -> float | None:
+    def wake(self) -> None:
         pool = self._pool_ref()
         if pool is None:
-            return None
-        while not self._stop.is_set() and pool._reserve_open():
-            try:
-                raw = pool._connect_raw()
-            except Exception as exc:
-                pool._open_failed()
+            return
+        with self._lock:
+            if self._stopped:
+                return
+            self._cond.notify_all()  # a thread in back-off re-checks: a waiter may be here
+            while len(self._threads) < MAX_CONCURRENT_CONNECTS and self._may_open_locked(pool):
+                if not pool._reserve_open():
+                    break
+                t = threading.Thread(target=self._run, name="fastpool-opener", daemon=True)
+                self._threads.add(t)
+                t.start()
+
+    def _may_open_locked(self, pool: Pool) -> bool:
+        # During a back-off only waiters may start a connect; min_idle waits it out.
+        return time.monotonic() >= self._retry_at or pool._counts()[4] > 0
+
+    def _run(self) -> None:
+        me = threading.current_thread()
+        try:
+            while True:
+                pool = self._pool_ref()
+                if pool is None:
+                    return
+                self._open_one(pool)  # a slot was reserved for this connect
+                with self._lock:
+                    # Decide and deregister under the lock, so a wake() that found every
+                    # thread busy cannot miss that this one is leaving.
+                    if self._stopped or not self._may_open_locked(pool) or not pool._reserve_open():
+                        self._threads.discard(me)
+                        return
+                del pool
+        except BaseException:  # a worker must never die silently
+            log.exception("fastpool opener thread crashed")
+            with self._lock:
+                self._threads.discard(me)
+
+    def _open_one(self, pool: Pool) -> None:
+        try:
+            raw = pool._connect_raw()
+        except BaseException as exc:
+            delivered = pool._open_failed(exc)
+            pool._last_connect_error = _detached(exc)
+            if delivered:
+                log.debug("fastpool: opening a connection failed (%s: %s); a waiter has the error",
+                          type(exc).__name__, exc)
+                return
+            with self._lock:
                 self._backoff = min(max(self._backoff * 2, BACKOFF_FIRST), BACKOFF_MAX)
-                log.warning(
-                    "fastpool: opening a connection failed (%s: %s); retrying in %.2fs",
-                    type(exc).__name__, exc, self._backoff,
-                )
-                # Try again after the back-off even if nobody wakes us: waiters still wait.
-                return self._backoff
+                self._retry_at = time.monotonic() + self._backoff
+                log.warning("fastpool: opening a connection failed (%s: %s); retrying in %.2fs",
+                            type(exc).__name__, exc, self._backoff)
+                # Sit out the back-off here (this thread is the one that will retry), unless
+                # stopped or a waiter arrives.
+                while not self._stopped and pool._counts()[4] == 0:
+                    left = self._retry_at - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._cond.wait(left)
+            return
+        with self._lock:
             self._backoff = 0.0
-            pool._opened(raw)
-        return None if self._stop.is_set() else CLEAN_MAX_INTERVAL
+            self._retry_at = 0.0
+        pool._opened(raw)
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopped = True
+            self._cond.notify_all()
+
+    def join(self, timeout: float | None = None) -> None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._lock:
+            threads = [t for t in self._threads if t is not threading.current_thread()]
+        for t in threads:
+            t.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+
+    @property
+    def alive(self) -> bool:
+        with self._lock:
+            return any(t.is_alive() for t in self._threads)
 
 
 class Cleaner(_Worker):

@@ -6,9 +6,11 @@ import signal
 import sys
 import threading
 import time
+import warnings
 
 import pytest
 from fakedb import FakeError
+from threads import run_threads
 
 import fastpool
 from fastpool import FastpoolError, PoolClosed, PoolTimeout
@@ -462,19 +464,115 @@ def test_discarded_connection_is_replaced_for_a_waiter_by_the_opener(make_pool, 
     results["w"].close()
 
 
-def test_opener_retries_with_backoff_and_waiters_time_out_while_db_is_down(make_pool, driver):
+def test_a_failed_connect_hands_its_error_to_the_oldest_waiter(make_pool, driver):
+    # Go's putConnDBLocked(nil, err): a waiter learns the database is down at once
+    # instead of waiting out its timeout for nothing.
     pool = make_pool(max_open=1)
     held = pool.getconn()
     driver.fail_connect = 10**6  # the database is down
     results: dict = {}
-    t = start_waiter(pool, results, "w", timeout=0.3)
+    t = start_waiter(pool, results, "w", timeout=30)
     held.discard()
     t.join(5)
-    assert isinstance(results["w"], PoolTimeout)
-    assert pool.stats().open == 0
-    driver.fail_connect = 0  # back up: the next caller opens for itself
+    assert not t.is_alive()
+    assert isinstance(results["w"], FakeError)
+    s = pool.stats()
+    assert (s.open, s.in_use, s.waiting) == (0, 0, 0)
+    driver.fail_connect = 0  # back up
     with pool.conn(timeout=1):
         pass
+
+
+def test_opener_backs_off_while_the_database_is_down_and_nobody_waits(make_pool, driver):
+    driver.fail_connect = 10**6
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pool = make_pool(max_open=4, min_idle=2)
+        time.sleep(1.0)
+        tries = driver.fail_connect
+    attempts = 10**6 - tries
+    # 0.05 + 0.1 + 0.2 + 0.4 s of back-off fit in one second: a handful of tries, no spin.
+    assert 1 <= attempts <= 12, attempts
+    s = pool.stats()
+    assert (s.open, s.in_use) == (0, 0)
+    # A caller arriving during the back-off is not made to wait for it.
+    driver.fail_connect = 0
+    with pool.conn(timeout=1):
+        pass
+    wait_until(lambda: pool.stats().idle >= 2)
+
+
+def test_timeout_bounds_a_checkout_whose_connect_hangs(make_pool, driver):
+    driver.connect_gate = threading.Event()  # every connect hangs until set
+    pool = make_pool(max_open=2)
+    start = time.monotonic()
+    with pytest.raises(PoolTimeout, match="opening=1"):
+        pool.getconn(timeout=0.2)
+    assert time.monotonic() - start < 2.0  # the caller is not held by connect()
+    s = pool.stats()
+    assert (s.open, s.in_use, s.idle) == (1, 0, 0)  # the slot is the hung connect's
+    driver.connect_gate.set()
+    # The late connection is not lost: it waits in the free list for the next caller.
+    wait_until(lambda: pool.stats().idle == 1)
+    with pool.conn(timeout=0) as c:
+        assert c.raw is driver.conns[0]
+    assert driver.opened == 1
+
+
+def test_a_late_connection_goes_to_the_next_waiter(make_pool, driver):
+    driver.connect_gate = threading.Event()
+    pool = make_pool(max_open=1)
+    with pytest.raises(PoolTimeout):
+        pool.getconn(timeout=0.1)  # its connect is still running
+    results: dict = {}
+    t = start_waiter(pool, results, "next", timeout=10)
+    wait_until(lambda: pool.stats().waiting == 1)
+    driver.connect_gate.set()
+    t.join(5)
+    assert isinstance(results["next"], fastpool.Conn)
+    assert results["next"].raw is driver.conns[0] and driver.opened == 1
+    results["next"].close()
+
+
+def test_hung_connects_never_push_open_past_max_open(make_pool, driver):
+    driver.connect_gate = threading.Event()
+    pool = make_pool(max_open=2)
+    seen: list[tuple[int, int]] = []
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            c = pool._counts()
+            seen.append((c[1], c[13]))
+            time.sleep(0.002)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    errors = run_threads(lambda i: pytest.raises(PoolTimeout, pool.getconn, timeout=0.2), 6)
+    driver.connect_gate.set()
+    wait_until(lambda: pool.stats().idle == 2)
+    stop.set()
+    sampler.join()
+    assert not errors, errors
+    assert max(o for o, _ in seen) <= 2 and max(n for _, n in seen) <= 2
+    assert driver.opened == 2 and pool.stats().open == 2
+
+
+def test_timeout_zero_still_connects_in_the_callers_thread(make_pool, driver):
+    # "Never wait": no queue, no opener; the connect itself is bounded by the driver.
+    pool = make_pool(max_open=1)
+    seen = []
+    real = driver.connect
+
+    def connect():  # type: ignore[no-untyped-def]
+        seen.append(threading.get_ident())
+        return real()
+
+    pool2 = make_pool(max_open=1, connect=connect)
+    with pool2.conn(timeout=0):
+        pass
+    assert seen == [threading.get_ident()]
+    assert pool.stats().open == 0
 
 
 def test_close_wakes_waiters_and_closes_connections(make_pool, driver):

@@ -47,6 +47,9 @@ cdef class Waiter:
     cdef ConnRecord rec
     cdef int outcome
     cdef bint queued
+    cdef bint fresh                   # wants a new connection, not an idle one (last retry)
+    cdef bint counted                 # waits because the pool is full (wait_count/duration)
+    cdef object err                   # a connect error handed to it (outcome W_ERROR)
 
 
 cdef class CorePool:
@@ -58,6 +61,7 @@ cdef class CorePool:
     cdef Waiter wait_head             # FIFO: served from the head, queued at the tail
     cdef Waiter wait_tail
     cdef Py_ssize_t n_waiters
+    cdef Py_ssize_t n_fresh_waiters   # of n_waiters: those that want a new connection
     cdef Py_ssize_t num_open          # open + being opened; never above max_open
     cdef Py_ssize_t num_opening
     cdef Py_ssize_t pending_opens     # of num_opening: the background opener's
@@ -83,6 +87,7 @@ cdef class CorePool:
     cdef object fileno_fn             # (raw) -> int, -1 when unknown
     cdef object need_open_fn          # () -> None: wake the background opener
     cdef object clock                 # None: the C monotonic clock; else a callable (tests)
+    cdef public object _last_connect_error  # the opener's latest failure, chained to PoolTimeout
     cdef public object _after_wait_hook   # tests: runs after a wait timed out, before it is settled
     # Policy hooks the façade sets (driver dialect); called outside mu, never per row.
     cdef public object _stream_cursor     # (raw) -> (an unbuffered cursor, iterates in C?)
@@ -112,6 +117,7 @@ cdef class CorePool:
     cdef ConnRecord _open_new(self)
     cdef ConnRecord _get(self, double timeout, bint fresh=*)
     cdef ConnRecord _wait(self, Waiter w, double timeout, double t0)
+    cdef object _timeout_error(self, double waited)
     cdef int _put(self, ConnRecord rec, bint bad) except -1
     cdef int _discard_dead(self, ConnRecord rec) except -1
     cdef int _close_rec(self, ConnRecord rec) except -1

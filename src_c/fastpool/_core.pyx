@@ -31,6 +31,7 @@ cdef enum:
     W_GOT = 1
     W_CLOSED = 2
     W_TIMEOUT = 3
+    W_ERROR = 4      # handed the error of a connect that failed (Go's putConnDBLocked(nil, err))
 
 cdef enum:
     # What _get decided under the lock.
@@ -41,6 +42,7 @@ cdef enum:
     A_DISCARD = 4
     A_CLOSED = 5
     A_TIMEOUT = 6
+    A_WAIT_OPEN = 7  # queued, and a connect asked of the opener (room under max_open)
 
 cdef enum:
     # What a statement's result is turned into.
@@ -177,6 +179,8 @@ cdef class CorePool:
         return False
 
     cdef void _enqueue_locked(self, Waiter w):
+        if w.fresh:
+            self.n_fresh_waiters += 1
         w.queued = True
         w.next = None
         w.prev = self.wait_tail
@@ -201,14 +205,21 @@ cdef class CorePool:
         w.prev = None
         w.queued = False
         self.n_waiters -= 1
+        if w.fresh:
+            self.n_fresh_waiters -= 1
 
     cdef Py_ssize_t _open_deficit_locked(self):
         # How many connections the background opener should open now: one for each waiter
-        # nobody is opening for yet, plus what min_idle lacks; never past max_open.
+        # nobody is opening for yet, plus what min_idle lacks; never past max_open. Idle
+        # connections cover plain waiters and min_idle, but not a waiter that wants a new
+        # connection (the last retry after bad ones).
         cdef Py_ssize_t n
         if self.closed_:
             return 0
-        n = self.n_waiters + self.min_idle_ - self.n_free - self.pending_opens
+        n = self.n_waiters - self.n_fresh_waiters + self.min_idle_ - self.n_free
+        if n < 0:
+            n = 0
+        n += self.n_fresh_waiters - self.pending_opens
         if self.max_open_ > 0 and n > self.max_open_ - self.num_open:
             n = self.max_open_ - self.num_open
         return n if n > 0 else 0
@@ -297,19 +308,28 @@ cdef class CorePool:
     cdef ConnRecord _get(self, double timeout, bint fresh=False):
         # timeout < 0 waits forever; 0 never waits. fresh: open a new connection rather
         # than reuse an idle one (the last retry, as Go's alwaysNewConn), room permitting.
+        #
+        # A caller that finds room under max_open does not connect in its own thread: a
+        # connect can hang (a half-open network) far past the caller's timeout. It queues
+        # like any waiter and the opener connects for the queue; whatever comes first, a
+        # connection given back or the new one, is handed to the oldest waiter, and a
+        # connection that arrives after its caller gave up goes to the next waiter or the
+        # free list. Only timeout=0 ("never wait") still connects in the caller's thread.
         cdef ConnRecord rec = None
         cdef Waiter w = None
         cdef int action
         cdef bint wake
+        cdef bint room
         cdef double now
         cdef double t0 = 0.0
         while True:
             now = self._now()
             wake = False
             fp_mutex_lock(&self.mu)
+            room = self.max_open_ <= 0 or self.num_open < self.max_open_
             if self.closed_:
                 action = A_CLOSED
-            elif self.n_free > 0 and not (fresh and (self.max_open_ <= 0 or self.num_open < self.max_open_)):
+            elif self.n_free > 0 and not (fresh and room):
                 self.n_free -= 1
                 rec = <ConnRecord>self.free_conns[self.n_free]   # takes a reference
                 Py_DECREF(rec)                                     # the list's, not ours
@@ -323,7 +343,7 @@ cdef class CorePool:
                     action = A_GOT
                 if self.min_idle_ > 0:
                     wake = self._open_deficit_locked() > 0
-            elif self.max_open_ <= 0 or self.num_open < self.max_open_:
+            elif room and timeout == 0:
                 self.num_open += 1
                 self.num_opening += 1
                 action = A_OPEN
@@ -333,13 +353,27 @@ cdef class CorePool:
             elif w is None:
                 action = A_NEED_WAITER
             else:
+                w.fresh = fresh and room
+                w.counted = not room
                 self._enqueue_locked(w)
-                self.wait_count += 1
-                action = A_WAIT
+                if room:
+                    wake = self._open_deficit_locked() > 0
+                    action = A_WAIT_OPEN
+                else:
+                    self.wait_count += 1
+                    action = A_WAIT
             fp_mutex_unlock(&self.mu)
 
             if wake and self.need_open_fn is not None:
-                self.need_open_fn()
+                # Python code: a signal can land in it. Settle what we hold first.
+                try:
+                    self.need_open_fn()
+                except BaseException:
+                    if action == A_GOT:
+                        self._put(rec, False)
+                    elif action == A_WAIT_OPEN:
+                        self._abandon_wait(w)
+                    raise
             if action == A_GOT:
                 # An idle connection whose socket turned readable was closed by the server
                 # (wait_timeout, KILL, restart): replace it, the caller never sees it.
@@ -358,11 +392,11 @@ cdef class CorePool:
                 t0 = self._now_fine()
                 w = Waiter.__new__(Waiter)   # allocated outside the lock, then try again
                 continue
-            if action == A_WAIT:
+            if action == A_WAIT or action == A_WAIT_OPEN:
                 return self._wait(w, timeout, t0)
             if action == A_CLOSED:
                 raise PoolClosed("pool is closed")
-            raise PoolTimeout(self._timeout_message(0.0))
+            raise self._timeout_error(0.0)
 
     cdef ConnRecord _wait(self, Waiter w, double timeout, double t0):
         cdef long long us
@@ -408,17 +442,19 @@ cdef class CorePool:
                 self._unlink_locked(w)
                 w.outcome = W_TIMEOUT
                 self.timeouts += 1
-                self.wait_duration += waited
+                if w.counted:
+                    self.wait_duration += waited
             fp_mutex_unlock(&self.mu)
             if w.outcome == W_TIMEOUT:
-                raise PoolTimeout(self._timeout_message(timeout))
-            # A giver handed us a connection between our timeout and our taking the lock.
+                raise self._timeout_error(timeout)
+            # A giver handed us something between our timeout and our taking the lock.
             late = True
             break
-        waited = self._now_fine() - t0
-        fp_mutex_lock(&self.mu)
-        self.wait_duration += waited
-        fp_mutex_unlock(&self.mu)
+        if w.counted:
+            waited = self._now_fine() - t0
+            fp_mutex_lock(&self.mu)
+            self.wait_duration += waited
+            fp_mutex_unlock(&self.mu)
         if w.outcome == W_GOT:
             rec = w.rec
             w.rec = None
@@ -429,9 +465,19 @@ cdef class CorePool:
                 fp_mutex_lock(&self.mu)
                 self.timeouts += 1
                 fp_mutex_unlock(&self.mu)
-                raise PoolTimeout(self._timeout_message(timeout))
+                raise self._timeout_error(timeout)
             return rec
+        if w.outcome == W_ERROR:
+            err, w.err = w.err, None
+            raise err
         raise PoolClosed("pool is closed")
+
+    cdef object _timeout_error(self, double waited):
+        # PoolTimeout with the counts; a recent connect failure is its cause (as HikariCP
+        # does), so a pool that cannot reach its database says why.
+        exc = PoolTimeout(self._timeout_message(waited))
+        exc.__cause__ = self._last_connect_error
+        return exc
 
     def _abandon_wait(self, Waiter w):
         cdef ConnRecord rec = None
@@ -443,6 +489,7 @@ cdef class CorePool:
             rec = w.rec
             w.rec = None
         fp_mutex_unlock(&self.mu)
+        w.err = None
         if rec is not None:
             self._put(rec, False)
 
@@ -450,7 +497,7 @@ cdef class CorePool:
         s = self._counts()
         return (f"timed out after {waited:.3f}s waiting for a connection "
                 f"(max_open={s[0]}, open={s[1]}, in_use={s[2]}, idle={s[3]}, "
-                f"waiting={s[4]}, timeouts={s[10]})")
+                f"waiting={s[4]}, opening={s[13]}, timeouts={s[10]})")
 
     # ---- put-back (Go's putConn / putConnDBLocked) -----------------------------------
     cdef int _put(self, ConnRecord rec, bint bad) except -1:
@@ -701,15 +748,28 @@ cdef class CorePool:
         self.num_opening -= 1
         self.pending_opens -= 1
         fp_mutex_unlock(&self.mu)
+        self._last_connect_error = None
         self._put(rec, False)
 
-    def _open_failed(self):
-        """Background opener: a reserved connection could not be opened."""
+    def _open_failed(self, error=None):
+        """Background opener: a reserved connection could not be opened. The error goes to
+        the oldest waiter, which would otherwise wait out its timeout for nothing (Go's
+        putConnDBLocked(nil, err)). Returns True if a waiter took it."""
+        cdef Waiter w = None
         fp_mutex_lock(&self.mu)
         self.num_open -= 1
         self.num_opening -= 1
         self.pending_opens -= 1
+        if error is not None and self.wait_head is not None:
+            w = self.wait_head
+            self._unlink_locked(w)
+            w.outcome = W_ERROR
+            w.err = error               # the reference we drop is None's: frees nothing
         fp_mutex_unlock(&self.mu)
+        if w is not None:
+            PyThread_release_lock(w.sem)
+            return True
+        return False
 
     def _open_deficit(self):
         cdef Py_ssize_t n
@@ -883,6 +943,7 @@ cdef class CorePool:
         # Waiters were threads of the parent; they do not exist here.
         self.wait_head = self.wait_tail = None
         self.n_waiters = 0
+        self.n_fresh_waiters = 0
         self.num_open = self.num_opening = self.pending_opens = 0
         return inherited
 
@@ -891,7 +952,7 @@ cdef class CorePool:
         max_idle_closed, max_idle_time_closed, max_lifetime_closed, timeouts,
         bad_conns_discarded, leaks_reclaimed, opening) - one consistent snapshot."""
         fp_mutex_lock(&self.mu)
-        t = (self.max_open_, self.num_open, self.num_open - self.n_free, self.n_free,
+        t = (self.max_open_, self.num_open, self.num_open - self.n_free - self.num_opening, self.n_free,
              self.n_waiters, self.wait_count, self.wait_duration, self.max_idle_closed,
              self.max_idle_time_closed, self.max_lifetime_closed, self.timeouts,
              self.bad_conns_discarded, self.leaks_reclaimed, self.num_opening)
