@@ -89,11 +89,13 @@ class Opener:
     """Opens the connections the core asks for (for waiters, and for min_idle), on up to
     MAX_CONCURRENT_CONNECTS threads at once, so that one hung connect holds up nobody.
 
-    Each thread opens connections while the core has a deficit, then ends. A failed
-    connect hands its error to the oldest waiter; when no one is waiting (only min_idle
-    wants it) the next try waits a back-off that doubles up to BACKOFF_MAX, so a database
-    that is down costs a few connects a second, not a spin. A caller arriving during the
-    back-off cuts it short: a waiter never waits for a back-off.
+    Each thread opens connections while the core has a deficit, then ends. After a failed
+    connect the next try waits a back-off that doubles up to BACKOFF_MAX, so a database
+    that is down, or refuses more connections, costs a few connects a second, not a spin.
+    A starved pool (callers waiting, nothing open or opening that could serve them) is the
+    exception: the error goes straight to the oldest waiter, and a starved caller arriving
+    during the back-off cuts it short, so nobody waits out a timeout for a database that
+    is plainly down.
     """
 
     name = "opener"
@@ -124,8 +126,10 @@ class Opener:
                 t.start()
 
     def _may_open_locked(self, pool: Pool) -> bool:
-        # During a back-off only waiters may start a connect; min_idle waits it out.
-        return time.monotonic() >= self._retry_at or pool._counts()[4] > 0
+        # During a back-off only a starved waiter (nothing open or opening that could
+        # serve it) may start a connect early; waiters with connections circulating, and
+        # min_idle, wait the back-off out.
+        return time.monotonic() >= self._retry_at or pool._starving()
 
     def _run(self) -> None:
         me = threading.current_thread()
@@ -153,18 +157,18 @@ class Opener:
         except BaseException as exc:
             delivered = pool._open_failed(exc)
             pool._last_connect_error = _detached(exc)
-            if delivered:
-                log.debug("fastpool: opening a connection failed (%s: %s); a waiter has the error",
-                          type(exc).__name__, exc)
-                return
             with self._lock:
                 self._backoff = min(max(self._backoff * 2, BACKOFF_FIRST), BACKOFF_MAX)
                 self._retry_at = time.monotonic() + self._backoff
+                if delivered:
+                    log.debug("fastpool: opening a connection failed (%s: %s); a waiter has the error",
+                              type(exc).__name__, exc)
+                    return
                 log.warning("fastpool: opening a connection failed (%s: %s); retrying in %.2fs",
                             type(exc).__name__, exc, self._backoff)
                 # Sit out the back-off here (this thread is the one that will retry), unless
-                # stopped or a waiter arrives.
-                while not self._stopped and pool._counts()[4] == 0:
+                # stopped or a caller is left with nothing.
+                while not self._stopped and not pool._starving():
                     left = self._retry_at - time.monotonic()
                     if left <= 0:
                         break

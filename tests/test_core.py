@@ -483,6 +483,32 @@ def test_a_failed_connect_hands_its_error_to_the_oldest_waiter(make_pool, driver
         pass
 
 
+def test_connect_errors_while_connections_circulate_keep_waiters_waiting(make_pool, driver):
+    # "Too many connections": the server refuses extra connections but the pool's live
+    # one still serves. A waiter waits for it; the opener backs off instead of storming.
+    pool = make_pool(max_open=2)
+    held = pool.getconn()
+    driver.fail_connect = 10**6
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(PoolTimeout) as ei:
+            pool.getconn(timeout=0.3)
+        assert isinstance(ei.value.__cause__, FakeError)  # the timeout says why
+        assert ei.value.__cause__.__traceback__ is None  # remembered detached: no cycles
+        results: dict = {}
+        t = start_waiter(pool, results, "w", timeout=10)
+        wait_until(lambda: pool.stats().waiting == 1)
+        time.sleep(0.3)
+        assert "w" not in results  # still waiting: the live connection can come back
+        held.close()
+        t.join(5)
+    assert isinstance(results["w"], fastpool.Conn)
+    results["w"].close()
+    attempts = 10**6 - driver.fail_connect
+    assert 1 <= attempts <= 10, attempts
+    assert pool.stats().open == 1
+
+
 def test_opener_backs_off_while_the_database_is_down_and_nobody_waits(make_pool, driver):
     driver.fail_connect = 10**6
     with warnings.catch_warnings():

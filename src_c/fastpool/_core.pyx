@@ -752,15 +752,20 @@ cdef class CorePool:
         self._put(rec, False)
 
     def _open_failed(self, error=None):
-        """Background opener: a reserved connection could not be opened. The error goes to
-        the oldest waiter, which would otherwise wait out its timeout for nothing (Go's
-        putConnDBLocked(nil, err)). Returns True if a waiter took it."""
+        """Background opener: a reserved connection could not be opened.
+
+        When the pool is starved (waiters, and not one live connection or connect in
+        flight that could serve them) the error goes to the oldest waiter, which would otherwise wait out
+        its timeout for nothing: the database is down, say so now (Go's
+        putConnDBLocked(nil, err)). While connections still circulate (the server refuses
+        only extra ones: "Too many connections") waiters keep waiting for those. Returns
+        True if a waiter took the error."""
         cdef Waiter w = None
         fp_mutex_lock(&self.mu)
         self.num_open -= 1
         self.num_opening -= 1
         self.pending_opens -= 1
-        if error is not None and self.wait_head is not None:
+        if error is not None and self.wait_head is not None and self.num_open == 0:
             w = self.wait_head
             self._unlink_locked(w)
             w.outcome = W_ERROR
@@ -770,6 +775,15 @@ cdef class CorePool:
             PyThread_release_lock(w.sem)
             return True
         return False
+
+    def _starving(self):
+        """True while callers wait and neither a live connection nor a connect in flight
+        could serve them."""
+        cdef bint starving
+        fp_mutex_lock(&self.mu)
+        starving = self.n_waiters > 0 and self.num_open == 0
+        fp_mutex_unlock(&self.mu)
+        return starving
 
     def _open_deficit(self):
         cdef Py_ssize_t n
