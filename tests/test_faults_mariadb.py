@@ -125,6 +125,17 @@ def hammer(db: fastpool.Pool, calls: Calls, threads: int, seconds: float) -> lis
     return run_threads(worker, threads, timeout=seconds + 30)
 
 
+def hammer_during(db: fastpool.Pool, calls: Calls, threads: int, seconds: float,
+                  fault: Callable[[], None]) -> tuple[list[BaseException], Sampler]:
+    """hammer() while fault() runs in a thread of its own, sampling the pool's counts."""
+    t = threading.Thread(target=fault)
+    with Sampler(db) as sampler:
+        t.start()
+        errors = hammer(db, calls, threads, seconds)
+        t.join(60)
+    return errors, sampler
+
+
 def test_cut_while_16_threads_share_4_connections(proxied, proxy):
     db = proxied(max_open=4, timeout=3)
     calls = Calls()
@@ -136,11 +147,7 @@ def test_cut_while_16_threads_share_4_connections(proxied, proxy):
             proxy.cut()
             cut_at.append(time.monotonic())
 
-    t = threading.Thread(target=cutter)
-    with Sampler(db) as sampler:
-        t.start()
-        errors = hammer(db, calls, 16, 3.0)
-        t.join()
+    errors, sampler = hammer_during(db, calls, 16, 3.0, cutter)
     print(f"\ncut x3, 16 threads on 4 connections: {calls}; max open {sampler.max_open}")
     assert not errors, errors[:3]  # every call returned a row or a clear error
     assert calls.longest < 5.0
@@ -272,11 +279,7 @@ def test_server_restart_under_load(mariadb, mysql_pool):
         mariadb.restart()
         restarted.append(time.monotonic())
 
-    t = threading.Thread(target=restarter)
-    with Sampler(db) as sampler:
-        t.start()
-        errors = hammer(db, calls, 16, 6.0)
-        t.join(60)
+    errors, sampler = hammer_during(db, calls, 16, 6.0, restarter)
     print(f"\nserver restart, 16 threads on 4 connections: {calls}; max open {sampler.max_open}")
     assert not errors, errors[:3]
     assert restarted, "the restart did not finish"
