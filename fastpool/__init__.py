@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from . import _core
 from ._core import Conn, Result, Rows, Tx
+from .deadlines import deadline, remaining
 from .errors import (
     ConfigError,
     ConnectionLeakWarning,
+    DeadlineExceeded,
     FastpoolError,
     PoolClosed,
     PoolTimeout,
@@ -24,6 +26,7 @@ __all__ = [
     "Conn",
     "ConfigError",
     "ConnectionLeakWarning",
+    "DeadlineExceeded",
     "FastpoolError",
     "Pool",
     "PoolClosed",
@@ -32,7 +35,9 @@ __all__ = [
     "Tx",
     "PoolTimeout",
     "Stats",
+    "deadline",
     "open",
+    "remaining",
     "__version__",
 ]
 

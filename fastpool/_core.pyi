@@ -1,10 +1,13 @@
 """Type stubs for fastpool._core, the compiled core (source: src_c/fastpool/_core.pyx)."""
 
+from contextvars import ContextVar
 from typing import Any, Callable, Iterator, Sequence, final
 
 Params = Sequence[Any] | dict[str, Any] | None
 
 POOL_DEFAULT: object
+DEADLINE: ContextVar[float | None]
+CANCEL_STATES: dict[str, int]
 
 def fd_dead(fd: int) -> bool: ...
 
@@ -22,6 +25,12 @@ class ConnRecord:
     def uses(self) -> int: ...
     @property
     def state_name(self) -> str: ...
+    @property
+    def watched(self) -> bool: ...
+    @property
+    def stmt_deadline(self) -> float: ...
+    @property
+    def cancel_state(self) -> int: ...
     info: Any
 
 @final
@@ -36,6 +45,8 @@ class CorePool:
     _begin: Callable[[Any], None] | None
     _holder_hook: Callable[[ConnRecord, bool], None] | None
     _drain_budget: int
+    _wake_watcher: Callable[[], None] | None
+    _await_cancel: Callable[[ConnRecord], None] | None
     def __init__(
         self,
         connect: Callable[[], Any],
@@ -84,7 +95,11 @@ class CorePool:
     def _limits(self) -> tuple[int, int, int]: ...
     def _settings(
         self,
-    ) -> tuple[int, int | None, int, float | None, float | None, float | None]: ...
+    ) -> tuple[int, int | None, int, float | None, float | None, float | None, float | None]: ...
+    def _set_statement_timeout(self, timeout: float | None) -> None: ...
+    def _claim_expired(self, now: float) -> tuple[list[ConnRecord], float]: ...
+    def _settle_cancel(self, rec: ConnRecord, state: int) -> bool: ...
+    def _watching(self) -> list[ConnRecord]: ...
 
 @final
 class Result:

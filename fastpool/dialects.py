@@ -46,6 +46,21 @@ class Dialect:
 
     # The driver's DB-API ``Error`` class, found from its first connection (None: unknown).
     error_class: type[BaseException] | None = None
+    # How a statement past its deadline is cancelled: "kill" (kill_statement() over a side
+    # connection), "interrupt" (interrupt() from another thread), None (it is not).
+    cancel_method: str | None = None
+
+    def kill_statement(self, raw: Any) -> str:
+        """The SQL that cancels the statement running on ``raw`` (cancel_method "kill")."""
+        raise NotImplementedError
+
+    def interrupt(self, raw: Any) -> None:
+        """Cancel the statement running on ``raw`` from another thread ("interrupt")."""
+        raise NotImplementedError
+
+    def side_connect(self, timeout: float) -> Any:
+        """A connection for KILL QUERY, outside the pool; None: use the pool's connect()."""
+        return None
 
     def prepare(self, raw: Any) -> None:
         """Make a fresh connection ready for pooling (e.g. autocommit on)."""
@@ -111,6 +126,7 @@ class MySQLDialect(Dialect):
         # A connect that never returns must not hold a pool slot forever: without a
         # connect_timeout, libmariadb waits on a half-open network for as long as TCP does.
         kwargs = {"connect_timeout": DEFAULT_CONNECT_TIMEOUT, **kwargs}
+        self._kwargs = kwargs
 
         def connect() -> Any:
             return MySQLdb.connect(**kwargs)
@@ -119,6 +135,24 @@ class MySQLDialect(Dialect):
 
     def fileno(self, raw: Any) -> int:
         return int(raw.fileno())
+
+    cancel_method = "kill"
+    _kwargs: dict[str, Any] | None = None
+
+    def kill_statement(self, raw: Any) -> str:
+        # KILL QUERY ends the statement with error 1317 and leaves the session usable.
+        return f"KILL QUERY {int(raw._fastpool_server_id)}"
+
+    def side_connect(self, timeout: float) -> Any:
+        if self._kwargs is None:
+            return None
+        import MySQLdb
+
+        t = max(1, int(timeout))
+        conn = MySQLdb.connect(**{**self._kwargs, "connect_timeout": t, "read_timeout": t,
+                                  "write_timeout": t})
+        conn.autocommit(True)
+        return conn
 
     def stream_cursor(self, raw: Any) -> Any:
         from MySQLdb.cursors import SSCursor
@@ -144,6 +178,9 @@ class MySQLDialect(Dialect):
         # needs no round trip. The driver never reconnects by itself under the pool
         # (mysqlclient's default), which would silently lose session settings.
         raw.autocommit(True)
+        # The server's id for KILL QUERY, read now: mysqlclient refuses any call on a
+        # connection while another thread is inside a statement on it.
+        raw._fastpool_server_id = int(raw.thread_id())
 
     def classify(self, exc: BaseException) -> int:
         import MySQLdb
@@ -187,6 +224,10 @@ class SQLiteDialect(Dialect):
 
     name = "sqlite"
     cursor_iterates_in_c = True
+    cancel_method = "interrupt"
+
+    def interrupt(self, raw: Any) -> None:
+        raw.interrupt()
 
     def connect_factory(self, kwargs: dict[str, Any]) -> Connect:
         import sqlite3

@@ -12,6 +12,7 @@ __all__ = [
     "ConfigError",
     "PoolTimeout",
     "PoolClosed",
+    "DeadlineExceeded",
     "ConnectionLeakWarning",
 ]
 
@@ -32,10 +33,17 @@ class PoolClosed(FastpoolError):
     """The pool was used after ``close()``."""
 
 
+class DeadlineExceeded(FastpoolError, TimeoutError):
+    """A ``fastpool.deadline`` block's deadline, or ``statement_timeout``, passed: while
+    waiting for a connection, or while a statement ran (it was then cancelled on the
+    server, or its connection closed). The driver's error, if any, is ``__cause__``."""
+
+
 class ConnectionLeakWarning(ResourceWarning):
     """A connection was dropped without being given back (reclaimed), or held too long."""
 
 
-for _cls in (FastpoolError, ConfigError, PoolTimeout, PoolClosed, ConnectionLeakWarning):
+for _cls in (FastpoolError, ConfigError, PoolTimeout, PoolClosed, DeadlineExceeded,
+             ConnectionLeakWarning):
     _cls.__module__ = "fastpool"
 del _cls

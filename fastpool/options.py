@@ -22,11 +22,12 @@ DEFAULTS: dict[str, Any] = {
     "max_idle_time": 300.0,
     "timeout": 30.0,
     "leak_timeout": None,
+    "statement_timeout": None,
 }
 
 _SIZES = ("max_open", "max_idle", "min_idle")
 # Durations that must be > 0 when given (None = forever / off).
-_POSITIVE_SECONDS = ("max_lifetime", "max_idle_time", "leak_timeout")
+_POSITIVE_SECONDS = ("max_lifetime", "max_idle_time", "leak_timeout", "statement_timeout")
 
 # The largest size the core accepts: far beyond any database's connection limit, and small
 # enough that the core's counts (C integers) can never overflow adding them up.

@@ -20,6 +20,7 @@ from .errors import ConfigError, PoolClosed
 from .options import check_option, check_options
 from .stats import Stats
 from .url import parse_url
+from .deadlines import Watcher
 from .workers import CLEAN_MAX_INTERVAL, CLEAN_MIN_INTERVAL, Cleaner, LeakWatcher, Opener
 
 log = logging.getLogger("fastpool")
@@ -43,7 +44,7 @@ class Pool(CorePool):
 
     __slots__ = (
         "_connect", "_options", "_dialect", "_display", "_workers_lock", "_opener", "_cleaner",
-        "_held", "_leak_watcher",
+        "_held", "_leak_watcher", "_deadline_watcher",
         "__weakref__",
     )
 
@@ -68,6 +69,7 @@ class Pool(CorePool):
         self._cleaner: Cleaner | None = None
         self._held: dict[Any, list[Any]] = {}
         self._leak_watcher: LeakWatcher | None = None
+        self._deadline_watcher: Watcher | None = None
         super().__init__(
             self._connect_raw,
             close=self._close_raw,
@@ -88,6 +90,9 @@ class Pool(CorePool):
         self._drain = self._drain_cursor
         self._begin = self._begin_raw
         self._drain_budget = DRAIN_BUDGET
+        self._wake_watcher = self._wake_deadline_watcher
+        self._await_cancel = self._await_cancel_settled
+        self._set_statement_timeout(opts["statement_timeout"])
         if opts["leak_timeout"] is not None:
             self._track_holders(True)
         _live_pools.add(self)
@@ -172,6 +177,35 @@ class Pool(CorePool):
             return CLEAN_MAX_INTERVAL
         return min(max(min(spans), CLEAN_MIN_INTERVAL), CLEAN_MAX_INTERVAL)
 
+    # ---- deadlines (fastpool/deadlines.py) --------------------------------------------
+    def _wake_deadline_watcher(self) -> None:
+        # Called by the core when a statement's deadline is the earliest; the watcher
+        # thread exists only once a deadline has been used.
+        watcher = self._deadline_watcher
+        if watcher is None:
+            with self._workers_lock:
+                if self.closed:
+                    return
+                if self._deadline_watcher is None:
+                    self._deadline_watcher = Watcher(self)
+                watcher = self._deadline_watcher
+        watcher.wake()
+
+    def _await_cancel_settled(self, rec: Any) -> None:
+        watcher = self._deadline_watcher
+        if watcher is not None:
+            watcher.await_cancel(rec)
+
+    def _side_connection(self, timeout: float) -> Any:
+        """A connection outside the pool for KILL QUERY (its own short timeouts when the
+        dialect can set them)."""
+        dialect = self._dialect_of(None)
+        raw = dialect.side_connect(timeout)
+        if raw is None:
+            raw = self._connect()
+            dialect.prepare(raw)
+        return raw
+
     # ---- options, live-settable -----------------------------------------------------
     def _set_option(self, name: str, value: Any) -> None:
         # Validate first, apply to the core, and only then record it: a refused value
@@ -185,6 +219,8 @@ class Pool(CorePool):
             self._set_lifetimes(o["max_lifetime"], o["max_idle_time"])
         elif name == "timeout":
             self._set_timeout(value)
+        elif name == "statement_timeout":
+            self._set_statement_timeout(value)
         self._options = o
         if name in ("max_lifetime", "max_idle_time"):
             if self._cleaner is not None:
@@ -244,6 +280,9 @@ class Pool(CorePool):
     timeout = property(lambda self: self._options["timeout"],
                        lambda self, v: self._set_option("timeout", v),
                        doc="Seconds a caller waits for a connection (None = forever).")
+    statement_timeout = property(lambda self: self._options["statement_timeout"],
+                                 lambda self, v: self._set_option("statement_timeout", v),
+                                 doc="Seconds a statement may run before it is cancelled (None = no limit).")
     leak_timeout = property(lambda self: self._options["leak_timeout"],
                             lambda self, v: self._set_option("leak_timeout", v),
                             doc="Seconds a connection may be held before a warning (None = off).")
@@ -288,7 +327,8 @@ class Pool(CorePool):
         """
         self._close_core()
         with self._workers_lock:
-            workers = [w for w in (self._opener, self._cleaner, self._leak_watcher) if w is not None]
+            workers = [w for w in (self._opener, self._cleaner, self._leak_watcher,
+                                   self._deadline_watcher) if w is not None]
         for w in workers:
             w.stop()
         for w in workers:
@@ -318,6 +358,7 @@ class Pool(CorePool):
         self._opener = None
         self._cleaner = None
         self._leak_watcher = None
+        self._deadline_watcher = None
         self._held.clear()
         if self._options["leak_timeout"] is not None:
             self._track_holders(True)

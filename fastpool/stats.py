@@ -21,14 +21,17 @@ class Stats:
     bad_conns_discarded: int  # dead or broken connections closed instead of reused
     timeouts: int  # checkouts that ended in PoolTimeout
     waiting: int  # callers waiting right now
+    deadlines_exceeded: int  # DeadlineExceeded raised (fastpool.deadline, statement_timeout)
+    statements_cancelled: int  # statements cancelled for a deadline (KILL QUERY, interrupt, socket)
 
     @classmethod
     def from_counts(cls, c: tuple[Any, ...]) -> Stats:
         (max_open, open_, in_use, idle, waiting, wait_count, wait_duration, mic, mitc,
-         mlc, timeouts, bad, leaks, _opening) = c
+         mlc, timeouts, bad, leaks, _opening, deadlines, cancelled) = c
         return cls(
             max_open=max_open, open=open_, in_use=in_use, idle=idle, wait_count=wait_count,
             wait_duration=wait_duration, max_idle_closed=mic, max_idle_time_closed=mitc,
             max_lifetime_closed=mlc, leaks_reclaimed=leaks, bad_conns_discarded=bad,
-            timeouts=timeouts, waiting=waiting,
+            timeouts=timeouts, waiting=waiting, deadlines_exceeded=deadlines,
+            statements_cancelled=cancelled,
         )

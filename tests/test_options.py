@@ -17,7 +17,7 @@ from fastpool import ConfigError
 from fastpool.options import DEFAULTS, MAX_SECONDS, MAX_SIZE
 
 SIZES = ("max_open", "max_idle", "min_idle")
-DURATIONS = ("max_lifetime", "max_idle_time", "timeout", "leak_timeout")
+DURATIONS = ("max_lifetime", "max_idle_time", "timeout", "leak_timeout", "statement_timeout")
 
 absurd_ints = st.sampled_from(
     [10**30, 2**63, 2**63 - 1, 2**64, 2**31, 2**31 - 1, 2**31 + 1, 10**400, -(10**400), -(2**63)]
@@ -68,11 +68,11 @@ def enforced(db: fastpool.Pool) -> tuple[object, ...]:
 
 def check_consistent(db: fastpool.Pool) -> None:
     """What the pool reports is what its core enforces."""
-    mo, mi, mn, ml, mit, t = enforced(db)
+    mo, mi, mn, ml, mit, t, st = enforced(db)
     assert db.max_open == mo
     assert db.max_idle == mi
     assert db.min_idle == mn
-    assert (db.max_lifetime, db.max_idle_time, db.timeout) == (ml, mit, t)
+    assert (db.max_lifetime, db.max_idle_time, db.timeout, db.statement_timeout) == (ml, mit, t, st)
 
 
 def check_refusal(exc: ConfigError, name: str) -> None:
@@ -123,6 +123,7 @@ def test_live_assignment_takes_effect_or_leaves_the_pool_as_it_was(live_db, name
     # Known starting point, with connections in use and idle so resizes have work to do.
     db.max_open, db.max_idle, db.min_idle = 4, 3, 0
     db.max_lifetime, db.max_idle_time, db.timeout, db.leak_timeout = 3600.0, 300.0, 5.0, None
+    db.statement_timeout = None
     held = [db.conn(), db.conn()]
     held[1].close()
     before = (reported(db), enforced(db), db._counts())
@@ -136,9 +137,11 @@ def test_live_assignment_takes_effect_or_leaves_the_pool_as_it_was(live_db, name
         else:
             setattr(db, name, value)
             check_consistent(db)
-            if name in ("max_open", "timeout", "max_lifetime", "max_idle_time", "leak_timeout"):
+            if name in ("max_open", "timeout", "max_lifetime", "max_idle_time", "leak_timeout",
+                        "statement_timeout"):
                 assert getattr(db, name) == want
         # Whatever happened, the pool still works and still takes valid settings.
+        db.statement_timeout = None  # a drawn 1e-300 would cancel the check itself
         db.max_open = 4
         db.max_idle = 2
         assert enforced(db)[:2] == (4, 2)

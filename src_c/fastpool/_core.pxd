@@ -37,6 +37,13 @@ cdef class ConnRecord:
     cdef unsigned long fork_gen
     cdef readonly unsigned long long uses
     cdef public object info           # free for the façade (e.g. who holds it)
+    # A statement on it under a deadline (fastpool.deadline / statement_timeout): linked
+    # into its pool's list of watched statements, protected by the pool's mu.
+    cdef readonly bint watched
+    cdef readonly double stmt_deadline
+    cdef readonly int cancel_state    # CANCEL_* in _core.pyx
+    cdef ConnRecord w_next
+    cdef ConnRecord w_prev
 
 
 cdef class Waiter:
@@ -80,8 +87,13 @@ cdef class CorePool:
     cdef unsigned long long bad_conns_discarded
     cdef unsigned long long timeouts
     cdef unsigned long long leaks_reclaimed
+    cdef unsigned long long deadlines_exceeded
+    cdef unsigned long long statements_cancelled
+    cdef ConnRecord watch_head        # statements under a deadline, in no order
+    cdef double watch_at              # when the watcher will look next; INFINITY: idle
     # --- end of fields protected by mu ------------------------------------------------
     cdef double timeout_              # default wait for conn()/getconn(); < 0: forever
+    cdef double statement_timeout_    # ceiling for each statement; < 0: none
     cdef object connect_fn            # () -> raw driver connection
     cdef object close_fn              # (raw) -> None, must not raise
     cdef object fileno_fn             # (raw) -> int, -1 when unknown
@@ -97,14 +109,22 @@ cdef class CorePool:
     cdef public object _begin             # (raw) -> None
     cdef public object _holder_hook       # (rec, taken) -> None, only while leak_timeout is set
     cdef public Py_ssize_t _drain_budget  # rows read to clean a dropped stream before closing instead
+    # Deadlines (fastpool/deadlines.py): the watcher, started on first use.
+    cdef public object _wake_watcher      # () -> None: a statement's deadline is the earliest
+    cdef public object _await_cancel      # (rec) -> None: wait until a claimed cancel is settled
 
     cdef Py_ssize_t _take_oldest_idle_locked(self, Py_ssize_t k, list out)
     cdef ConnRecord _checkout(self, double timeout, bint fresh)
     cdef Conn _new_conn(self, object timeout)
     cdef int _checkin(self, ConnRecord rec, bint bad) except -1
     cdef object _run(self, object sql, object params, int mode)
-    cdef Rows _stream(self, ConnRecord rec, Conn owner, object sql, object params, int depth)
+    cdef Rows _stream(self, ConnRecord rec, Conn owner, object sql, object params, int depth,
+                      double deadline)
     cdef int _error_kind(self, BaseException exc) except -1
+    cdef double _stmt_deadline(self)
+    cdef int _watch_begin(self, ConnRecord rec, double deadline) except -1
+    cdef int _watch_end(self, ConnRecord rec) except -1
+    cdef object _deadline_error(self, object cause, str during)
 
     cdef inline double _now(self)
     cdef inline double _now_fine(self)
@@ -166,9 +186,10 @@ cdef class Rows:
     cdef bint _streaming
     cdef bint _direct                 # the cursor iterates in C: step it per row
     cdef bint _open                   # more rows may come from the cursor
+    cdef bint _watched                # its statement is registered under a deadline
     cdef object _site_code
     cdef int _site_lasti
     cdef int _fill(self) except -1
-    cdef int _fail(self, BaseException exc) except -1
+    cdef object _fail(self, BaseException exc)
     cdef int _finish(self, bint clean) except -1
     cdef int _reclaim(self) except -1

@@ -8,6 +8,7 @@
 #    pool), no decref that could free an object; everything else happens after unlock;
 #  * a caller that must wait sleeps on its own Waiter lock with the GIL released.
 cimport cython
+from cpython.contextvars cimport get_value
 from cpython.exc cimport PyErr_CheckSignals
 from cpython.mem cimport PyMem_RawFree, PyMem_RawRealloc
 from cpython.pythread cimport (
@@ -19,11 +20,14 @@ from cpython.sequence cimport PySequence_Fast_GET_ITEM, PySequence_Fast_GET_SIZE
 from libc.math cimport INFINITY, isinf
 from libc.string cimport memmove
 
+from contextvars import ContextVar
 from random import random as _random
 
 import warnings
 
-from fastpool.errors import ConfigError, ConnectionLeakWarning, FastpoolError, PoolClosed, PoolTimeout
+from fastpool.errors import (
+    ConfigError, ConnectionLeakWarning, DeadlineExceeded, FastpoolError, PoolClosed, PoolTimeout,
+)
 
 cdef enum:
     # What a Waiter was given.
@@ -50,6 +54,23 @@ cdef enum:
     MODE_ROW = 1       # the first row or None
     MODE_ALL = 2       # (description, all rows)
     MODE_STREAM = 3    # a streaming Rows that keeps the connection
+
+cdef enum:
+    # Where a statement under a deadline stands with the watcher (ConnRecord.cancel_state).
+    CANCEL_NONE = 0
+    CANCEL_CLAIMED = 1   # past its deadline: the watcher is cancelling it
+    CANCEL_KILLED = 2    # cancelled on the server (KILL QUERY, sqlite interrupt): in sync
+    CANCEL_SHUT = 3      # its socket was shut down: the connection is gone
+    CANCEL_UNSAFE = 4    # not settled in time: a KILL may still land, never pool it
+    CANCEL_IGNORED = 5   # the driver cannot cancel: the statement runs on, as if unwatched
+
+CANCEL_STATES = {"claimed": CANCEL_CLAIMED, "killed": CANCEL_KILLED, "shut": CANCEL_SHUT,
+                 "ignored": CANCEL_IGNORED}
+
+# The deadline of the current block (fastpool.deadline): an absolute time on the
+# monotonic clock, or None. A ContextVar, so it follows a thread's own context,
+# copy_context() and asyncio tasks.
+DEADLINE = ContextVar("fastpool.deadline", default=None)
 
 # How a driver error bears on the connection (the dialect decides; see dialects.py).
 ERR_OK = 0           # the statement failed, the connection is fine
@@ -119,6 +140,8 @@ cdef class CorePool:
         self.max_lifetime_ = INFINITY
         self.max_idle_time_ = INFINITY
         self.timeout_ = 30.0
+        self.statement_timeout_ = -1.0
+        self.watch_at = INFINITY
 
     def __init__(self, connect, *, close=None, fileno=None, need_open=None, clock=None,
                  max_open=10, max_idle=None, min_idle=0, max_lifetime=None,
@@ -582,7 +605,27 @@ cdef class CorePool:
     # ---- public mechanism ------------------------------------------------------------
     # ---- checkout / checkin as the API objects see them ------------------------------
     cdef ConnRecord _checkout(self, double timeout, bint fresh):
-        cdef ConnRecord rec = self._get(timeout, fresh)
+        cdef ConnRecord rec
+        cdef double left
+        cdef bint by_deadline = False
+        v = get_value(DEADLINE)
+        if v is not None:
+            # A deadline bounds the wait (and so the connect made for it) like a timeout
+            # that ends in DeadlineExceeded; timeout=0 stays "never wait".
+            left = <double>v - fp_now()
+            if left <= 0:
+                raise self._deadline_error(None, "before a connection could be had")
+            if timeout < 0 or left < timeout:
+                if timeout != 0:
+                    timeout = left
+                    by_deadline = True
+        if by_deadline:
+            try:
+                rec = self._get(timeout, fresh)
+            except PoolTimeout as exc:
+                raise self._deadline_error(exc, f"waiting {timeout:.3f}s for a connection") from exc
+        else:
+            rec = self._get(timeout, fresh)
         if self._holder_hook is not None:
             try:
                 self._holder_hook(rec, True)
@@ -609,6 +652,149 @@ cdef class CorePool:
         # Without a dialect: an interrupt mid-statement leaves the protocol state unknown.
         return ERR_OK if isinstance(exc, Exception) else ERR_BROKEN
 
+    # ---- deadlines (fastpool.deadline, statement_timeout) ---------------------------
+    # Free when unused: one ContextVar read and one comparison per statement. Under a
+    # deadline a statement links its record into watch_head (one lock round) and unlinks
+    # it when done; the watcher thread (fastpool/deadlines.py) cancels what runs past it.
+    cdef double _stmt_deadline(self):
+        # The deadline of a statement starting now: the block's, shortened by
+        # statement_timeout. INFINITY when neither is set.
+        cdef double d = INFINITY
+        cdef double t
+        v = get_value(DEADLINE)
+        if v is not None:
+            d = <double>v
+        if self.statement_timeout_ >= 0:
+            t = fp_now() + self.statement_timeout_
+            if t < d:
+                d = t
+        return d
+
+    cdef int _watch_begin(self, ConnRecord rec, double deadline) except -1:
+        # Register rec's statement; 0 if its deadline has already passed (nothing sent).
+        cdef bint wake = False
+        if fp_now() >= deadline:
+            return 0
+        fp_mutex_lock(&self.mu)
+        rec.watched = True
+        rec.stmt_deadline = deadline
+        rec.cancel_state = CANCEL_NONE
+        rec.w_prev = None
+        rec.w_next = self.watch_head
+        if self.watch_head is not None:
+            self.watch_head.w_prev = rec
+        self.watch_head = rec
+        if deadline < self.watch_at:
+            self.watch_at = deadline      # so the next registrations do not wake it again
+            wake = True
+        fp_mutex_unlock(&self.mu)
+        if wake and self._wake_watcher is not None:
+            self._wake_watcher()
+        return 1
+
+    cdef int _watch_end(self, ConnRecord rec) except -1:
+        # Unregister; return the cancel state. A cancel the watcher has claimed is waited
+        # for: a KILL QUERY still on its way must not land on the next holder's statement.
+        cdef int state
+        fp_mutex_lock(&self.mu)
+        if rec.watched:
+            if rec.w_prev is None:
+                self.watch_head = rec.w_next
+            else:
+                rec.w_prev.w_next = rec.w_next
+            if rec.w_next is not None:
+                rec.w_next.w_prev = rec.w_prev
+            rec.w_next = rec.w_prev = None   # the caller's reference keeps rec alive
+            rec.watched = False
+        state = rec.cancel_state
+        fp_mutex_unlock(&self.mu)
+        if state == CANCEL_CLAIMED and self._await_cancel is not None:
+            self._await_cancel(rec)
+            fp_mutex_lock(&self.mu)
+            state = rec.cancel_state
+            if state == CANCEL_CLAIMED:
+                state = CANCEL_UNSAFE
+            fp_mutex_unlock(&self.mu)
+        rec.cancel_state = CANCEL_NONE
+        return CANCEL_NONE if state == CANCEL_IGNORED else state
+
+    cdef object _deadline_error(self, object cause, str during):
+        fp_mutex_lock(&self.mu)
+        self.deadlines_exceeded += 1
+        fp_mutex_unlock(&self.mu)
+        exc = DeadlineExceeded(f"deadline exceeded {during}")
+        exc.__cause__ = cause
+        return exc
+
+    def _claim_expired(self, double now):
+        """Watcher: claim the statements past their deadline (each is then the watcher's to
+        cancel) and say when to look next. Returns (claimed records, next deadline)."""
+        cdef list claimed = []
+        cdef ConnRecord rec
+        cdef double nxt = INFINITY
+        cdef Py_ssize_t n = 0
+        # Count first, allocate outside the lock (a list append may allocate).
+        fp_mutex_lock(&self.mu)
+        rec = self.watch_head
+        while rec is not None:
+            if rec.cancel_state == CANCEL_NONE and rec.stmt_deadline <= now:
+                n += 1
+            rec = rec.w_next
+        fp_mutex_unlock(&self.mu)
+        claimed = [None] * (n + 8)
+        n = 0
+        fp_mutex_lock(&self.mu)
+        rec = self.watch_head
+        while rec is not None:
+            if rec.cancel_state == CANCEL_NONE:
+                if rec.stmt_deadline <= now and n < len(claimed):
+                    rec.cancel_state = CANCEL_CLAIMED
+                    claimed[n] = rec          # replaces None: frees nothing
+                    n += 1
+                elif rec.stmt_deadline < nxt:
+                    nxt = rec.stmt_deadline
+            rec = rec.w_next
+        self.watch_at = nxt
+        fp_mutex_unlock(&self.mu)
+        return claimed[:n], nxt
+
+    def _settle_cancel(self, ConnRecord rec not None, int state):
+        """Watcher: a claimed cancel is done (CANCEL_KILLED or CANCEL_SHUT). Returns False
+        if it was no longer claimed (settled already)."""
+        cdef bint ok
+        fp_mutex_lock(&self.mu)
+        ok = rec.cancel_state == CANCEL_CLAIMED
+        if ok:
+            rec.cancel_state = state
+            if state != CANCEL_IGNORED:
+                self.statements_cancelled += 1
+        fp_mutex_unlock(&self.mu)
+        return ok
+
+    def _watching(self):
+        """Records of the statements under a deadline right now (tests, the watcher)."""
+        cdef list out = []
+        cdef ConnRecord rec
+        cdef Py_ssize_t n = 0, i = 0
+        fp_mutex_lock(&self.mu)
+        rec = self.watch_head
+        while rec is not None:
+            n += 1
+            rec = rec.w_next
+        fp_mutex_unlock(&self.mu)
+        out = [None] * n
+        fp_mutex_lock(&self.mu)
+        rec = self.watch_head
+        while rec is not None and i < n:
+            out[i] = rec
+            i += 1
+            rec = rec.w_next
+        fp_mutex_unlock(&self.mu)
+        return out[:i]
+
+    def _set_statement_timeout(self, timeout):
+        self.statement_timeout_ = -1.0 if timeout is None else float(timeout)
+
     cdef object _run(self, object sql, object params, int mode):
         # One statement on a pooled connection, given back before returning. A failure that
         # proves the statement never reached the server is retried on another connection:
@@ -617,19 +803,37 @@ cdef class CorePool:
         cdef ConnRecord rec
         cdef int attempt = 0
         cdef int kind
+        cdef int cancel
+        cdef double deadline
         while True:
+            # A retry checks out again, so a deadline that has passed ends it there.
             rec = self._checkout(self.timeout_, attempt >= MAX_BAD_CONN_RETRIES)
+            deadline = self._stmt_deadline()
+            if deadline != INFINITY and not self._watch_begin(rec, deadline):
+                self._checkin(rec, False)
+                raise self._deadline_error(None, "before the statement was sent")
             try:
                 if mode == MODE_STREAM:
-                    return self._stream(rec, None, sql, params, 0)   # it holds rec now
+                    # The Rows holds rec and its deadline registration from here on.
+                    return self._stream(rec, None, sql, params, 0, deadline)
                 result = _execute_on(rec.raw, sql, params, mode)
             except BaseException as exc:
+                cancel = self._watch_end(rec) if deadline != INFINITY else CANCEL_NONE
                 kind = self._error_kind(exc)
+                if cancel != CANCEL_NONE:
+                    # Cancelled for its deadline: never retried, whatever the error says.
+                    self._checkin(rec, kind != ERR_OK or cancel != CANCEL_KILLED)
+                    raise self._deadline_error(exc, "while the statement ran; it was cancelled") from exc
                 self._checkin(rec, kind != ERR_OK)
                 if kind == ERR_RETRY and attempt < MAX_BAD_CONN_RETRIES:
                     attempt += 1
                     continue
                 raise
+            cancel = self._watch_end(rec) if deadline != INFINITY else CANCEL_NONE
+            if cancel != CANCEL_NONE and cancel != CANCEL_KILLED:
+                # It finished, but its connection may still be hit by the cancel.
+                self._checkin(rec, True)
+                return result
             if mode == MODE_EXEC and _is_tx_control(sql):
                 # Someone ran BEGIN / SET autocommit through the pool itself: never hand
                 # that session state to the next caller.
@@ -641,7 +845,10 @@ cdef class CorePool:
             self._checkin(rec, False)
             return result
 
-    cdef Rows _stream(self, ConnRecord rec, Conn owner, object sql, object params, int depth):
+    cdef Rows _stream(self, ConnRecord rec, Conn owner, object sql, object params, int depth,
+                      double deadline):
+        # The caller registered rec under `deadline` (if finite); on success the Rows owns
+        # that registration until its last row, so it keeps the deadline of its block.
         cdef Rows rows = Rows.__new__(Rows)
         cur, rows._direct = self._stream_cursor(rec.raw)
         if params is None:
@@ -655,6 +862,7 @@ cdef class CorePool:
         rows._batch = STREAM_BATCH
         rows._streaming = True
         rows._open = True
+        rows._watched = deadline != INFINITY
         if owner is None:
             rows._rec = rec
             rows._site_code = fp_caller_code(depth, &rows._site_lasti)
@@ -699,11 +907,23 @@ cdef class CorePool:
         """Start a transaction: a Tx holding one connection until commit() or rollback()."""
         cdef Tx tx = Tx.__new__(Tx)
         cdef ConnRecord rec = self._checkout(self._timeout_arg(timeout), False)
+        cdef double deadline = self._stmt_deadline()
+        cdef int cancel = CANCEL_NONE
+        if deadline != INFINITY and not self._watch_begin(rec, deadline):
+            self._checkin(rec, False)
+            raise self._deadline_error(None, "before BEGIN was sent")
         try:
             self._begin(rec.raw)
         except BaseException as exc:
-            self._checkin(rec, self._error_kind(exc) != ERR_OK)
+            if deadline != INFINITY:
+                cancel = self._watch_end(rec)
+            self._checkin(rec, self._error_kind(exc) != ERR_OK or cancel != CANCEL_NONE)
+            if cancel != CANCEL_NONE:
+                raise self._deadline_error(exc, "during BEGIN; it was cancelled") from exc
             raise
+        if deadline != INFINITY and self._watch_end(rec) not in (CANCEL_NONE, CANCEL_KILLED):
+            self._checkin(rec, True)
+            raise self._deadline_error(None, "during BEGIN; its connection was closed")
         tx._rec = rec
         tx._pool = self
         tx._in_tx = True
@@ -964,12 +1184,14 @@ cdef class CorePool:
     def _counts(self):
         """(max_open, open, in_use, idle, waiting, wait_count, wait_duration,
         max_idle_closed, max_idle_time_closed, max_lifetime_closed, timeouts,
-        bad_conns_discarded, leaks_reclaimed, opening) - one consistent snapshot."""
+        bad_conns_discarded, leaks_reclaimed, opening, deadlines_exceeded,
+        statements_cancelled) - one consistent snapshot."""
         fp_mutex_lock(&self.mu)
         t = (self.max_open_, self.num_open, self.num_open - self.n_free - self.num_opening, self.n_free,
              self.n_waiters, self.wait_count, self.wait_duration, self.max_idle_closed,
              self.max_idle_time_closed, self.max_lifetime_closed, self.timeouts,
-             self.bad_conns_discarded, self.leaks_reclaimed, self.num_opening)
+             self.bad_conns_discarded, self.leaks_reclaimed, self.num_opening,
+             self.deadlines_exceeded, self.statements_cancelled)
         fp_mutex_unlock(&self.mu)
         return t
 
@@ -983,15 +1205,16 @@ cdef class CorePool:
         return self.closed_
 
     def _settings(self):
-        """(max_open, max_idle, min_idle, max_lifetime, max_idle_time, timeout) as the core
-        enforces them: None for unlimited / forever."""
+        """(max_open, max_idle, min_idle, max_lifetime, max_idle_time, timeout,
+        statement_timeout) as the core enforces them: None for unlimited / forever."""
         fp_mutex_lock(&self.mu)
         t = (self.max_open_, self.max_idle_, self.min_idle_, self.max_lifetime_,
              self.max_idle_time_)
         fp_mutex_unlock(&self.mu)
         mo, mi, mn, ml, mit = t
         return (mo, None if mi < 0 else mi, mn, None if isinf(ml) else ml,
-                None if isinf(mit) else mit, None if self.timeout_ < 0 else self.timeout_)
+                None if isinf(mit) else mit, None if self.timeout_ < 0 else self.timeout_,
+                None if self.statement_timeout_ < 0 else self.statement_timeout_)
 
     def _limits(self):
         fp_mutex_lock(&self.mu)
@@ -1126,12 +1349,25 @@ cdef class Conn:
 
     cdef object _run_here(self, object sql, object params, int mode):
         cdef ConnRecord rec = self._live()
+        cdef CorePool pool = self._pool
+        cdef double deadline = pool._stmt_deadline()
+        cdef int cancel = CANCEL_NONE
+        if deadline != INFINITY and not pool._watch_begin(rec, deadline):
+            raise pool._deadline_error(None, "before the statement was sent")
         try:
             result = _execute_on(rec.raw, sql, params, mode)
         except BaseException as exc:
-            if self._pool._error_kind(exc) != ERR_OK:
+            if deadline != INFINITY:
+                cancel = pool._watch_end(rec)
+            if pool._error_kind(exc) != ERR_OK or (cancel != CANCEL_NONE and cancel != CANCEL_KILLED):
                 self._broken = True
+            if cancel != CANCEL_NONE:
+                raise pool._deadline_error(exc, "while the statement ran; it was cancelled") from exc
             raise
+        if deadline != INFINITY:
+            cancel = pool._watch_end(rec)
+            if cancel != CANCEL_NONE and cancel != CANCEL_KILLED:
+                self._broken = True
         if mode == MODE_EXEC and not self._dirty and _is_tx_control(sql):
             self._dirty = True
         return result
@@ -1145,14 +1381,24 @@ cdef class Conn:
 
     def query(self, sql, params=None, *, bint stream=False):
         cdef ConnRecord rec
+        cdef CorePool pool
+        cdef double deadline
+        cdef int cancel
         if not stream:
             return _buffered_rows(self._run_here(sql, params, MODE_ALL))
         rec = self._live()
+        pool = self._pool
+        deadline = pool._stmt_deadline()
+        if deadline != INFINITY and not pool._watch_begin(rec, deadline):
+            raise pool._deadline_error(None, "before the statement was sent")
         try:
-            return self._pool._stream(rec, self, sql, params, 0)
+            return pool._stream(rec, self, sql, params, 0, deadline)
         except BaseException as exc:
-            if self._pool._error_kind(exc) != ERR_OK:
+            cancel = pool._watch_end(rec) if deadline != INFINITY else CANCEL_NONE
+            if pool._error_kind(exc) != ERR_OK or (cancel != CANCEL_NONE and cancel != CANCEL_KILLED):
                 self._broken = True
+            if cancel != CANCEL_NONE:
+                raise pool._deadline_error(exc, "while the statement ran; it was cancelled") from exc
             raise
 
     def __enter__(self):
@@ -1223,16 +1469,32 @@ cdef class Tx(Conn):
 
     cdef int _end(self, bint commit) except -1:
         cdef ConnRecord rec = self._live()
+        cdef CorePool pool = self._pool
+        cdef double deadline = pool._stmt_deadline()
+        cdef int cancel = CANCEL_NONE
+        if deadline != INFINITY and not pool._watch_begin(rec, deadline):
+            self._give_back(False)     # still in_tx: rolled back before it is pooled
+            raise pool._deadline_error(None, "before COMMIT was sent" if commit else "before ROLLBACK was sent")
         try:
             if commit:
                 rec.raw.commit()
             else:
                 rec.raw.rollback()
         except BaseException as exc:
-            if self._pool._error_kind(exc) != ERR_OK:
+            if deadline != INFINITY:
+                cancel = pool._watch_end(rec)
+            if pool._error_kind(exc) != ERR_OK or (cancel != CANCEL_NONE and cancel != CANCEL_KILLED):
                 self._broken = True
             self._give_back(False)     # still in_tx: rolled back before it is pooled
+            if cancel != CANCEL_NONE:
+                # A COMMIT cut short may or may not have happened (as in Go).
+                raise pool._deadline_error(exc, "during COMMIT; it was cancelled" if commit
+                                           else "during ROLLBACK; it was cancelled") from exc
             raise
+        if deadline != INFINITY:
+            cancel = pool._watch_end(rec)
+            if cancel != CANCEL_NONE and cancel != CANCEL_KILLED:
+                self._broken = True
         self._in_tx = False
         self._give_back(False)
         return 0
@@ -1289,7 +1551,9 @@ cdef class Rows:
                 self._finish(True)
                 raise
             except BaseException as exc:
-                self._fail(exc)
+                err = self._fail(exc)
+                if err is not exc:
+                    raise err from exc
                 raise
         while True:
             if self._i < PySequence_Fast_GET_SIZE(self._buf):
@@ -1300,10 +1564,20 @@ cdef class Rows:
                 raise StopIteration
             self._fill()
 
-    cdef int _fail(self, BaseException exc) except -1:
+    cdef object _fail(self, BaseException exc):
         # Reading failed: end the Rows; the connection goes back, closed if it broke.
+        # Returns the exception to raise: exc, or DeadlineExceeded if the watcher cancelled
+        # the statement for its deadline.
         cdef CorePool pool = self._pool
         cdef bint broken = pool._error_kind(exc) != ERR_OK
+        cdef int cancel = CANCEL_NONE
+        cdef object err = exc
+        if self._watched and (self._rec is not None or self._owner is not None):
+            self._watched = False
+            cancel = pool._watch_end(self._rec if self._rec is not None else self._owner._rec)
+            if cancel != CANCEL_NONE:
+                broken = broken or cancel != CANCEL_KILLED
+                err = pool._deadline_error(exc, "while reading rows; the statement was cancelled")
         self._buf = ()
         self._i = 0
         self._open = False
@@ -1316,13 +1590,15 @@ cdef class Rows:
             rec, self._rec = self._rec, None
             pool._checkin(rec, True if broken else not _close_quietly(self._cursor))
         self._cursor = None
-        return 0
+        return err
 
     cdef int _fill(self) except -1:
         try:
             batch = self._cursor.fetchmany(self._batch)
         except BaseException as exc:
-            self._fail(exc)
+            err = self._fail(exc)
+            if err is not exc:
+                raise err from exc
             raise
         self._i = 0
         if not batch:
@@ -1339,6 +1615,7 @@ cdef class Rows:
         cdef bint bad = False
         cdef ConnRecord rec = self._rec
         cdef Conn owner = self._owner
+        cdef int cancel
         cur = self._cursor
         self._open = False
         self._cursor = None
@@ -1358,6 +1635,12 @@ cdef class Rows:
                     interrupt = exc
             if not bad:
                 bad = not _close_quietly(cur)
+        if self._watched:
+            # The statement is over (read to the end, or drained): leave the watch.
+            self._watched = False
+            cancel = self._pool._watch_end(rec if rec is not None else owner._rec)
+            if cancel != CANCEL_NONE and cancel != CANCEL_KILLED:
+                bad = True
         if owner is not None:
             owner._rows = None
             if bad:

@@ -1,0 +1,382 @@
+"""Deadlines and cancellation: Go's context, for Python.
+
+``with fastpool.deadline(2.5):`` bounds everything the pool does inside the block: waiting
+for a connection (and so opening one), each statement and the reading of its rows, commit
+and rollback. The pool option ``statement_timeout`` is a ceiling for each statement, with
+or without a block. A statement still running at its deadline is cancelled:
+
+* mysqlclient: ``KILL QUERY <id>`` over a side connection (the statement ends with error
+  1317 and the connection stays usable, as Connector/J's query timeout does); if the
+  statement has not ended KILL_GRACE seconds later (the server does not answer: a hung
+  network), its socket is shut down, the caller gets its error at once and the connection
+  is discarded (go-sql-driver's cancel);
+* sqlite3: ``Connection.interrupt()``;
+* other drivers: not cancelled; only the wait for a connection and its opening are bounded.
+
+The core keeps the statements under a deadline in a list (one lock round to enter and one
+to leave); one watcher thread per pool, started the first time a deadline is used, sleeps
+until the earliest of them and claims what has run past it. A caller whose statement was
+claimed waits until the cancel is settled before its connection can be used again, so a
+KILL still on its way can never hit the next holder's statement.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import queue
+import socket
+import threading
+import time
+import weakref
+from contextvars import Token
+from typing import TYPE_CHECKING, Any, Callable, Iterable
+
+from ._core import CANCEL_STATES, DEADLINE
+from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from ._core import ConnRecord
+    from .pool import Pool
+
+__all__ = ["deadline", "remaining", "WSGIDeadline", "DjangoDeadlineMiddleware"]
+
+log = logging.getLogger("fastpool")
+
+# Seconds a KILL QUERY has to end its statement before the socket is shut down instead.
+KILL_GRACE = 0.05
+# The longest a caller waits for a claimed cancel to be settled before it gives up on the
+# connection (closes it): the watcher settles every claim within KILL_GRACE plus a poll.
+SETTLE_WAIT = 1.0
+# Timeouts of the side connection that sends KILL QUERY.
+SIDE_TIMEOUT = 2
+
+_CLAIMED = CANCEL_STATES["claimed"]
+_KILLED = CANCEL_STATES["killed"]
+_SHUT = CANCEL_STATES["shut"]
+_IGNORED = CANCEL_STATES["ignored"]
+
+
+class deadline:  # noqa: N801 - a context manager named like a function, as contextlib's are
+    """``with fastpool.deadline(seconds):`` bounds the pool's work in the block.
+
+    Nested blocks can only shorten the deadline. The deadline lives in a ContextVar, so
+    it follows the thread's own context, ``contextvars.copy_context()`` and asyncio
+    tasks. ``seconds`` may be 0 (already expired) but not negative, NaN or infinite.
+    """
+
+    __slots__ = ("seconds", "_token", "at")
+
+    def __init__(self, seconds: float) -> None:
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+            raise ConfigError(f"deadline seconds must be a number, got {type(seconds).__name__}")
+        try:
+            s = float(seconds)
+        except OverflowError:
+            raise ConfigError("deadline seconds must be at most 1e9") from None
+        if math.isnan(s) or s < 0 or s > 1e9:
+            raise ConfigError(f"deadline seconds must be between 0 and 1e9, got {s!r}")
+        self.seconds = s
+        self._token: Token[Any] | None = None
+        self.at: float | None = None
+
+    def __enter__(self) -> deadline:
+        at = time.monotonic() + self.seconds
+        outer = DEADLINE.get()
+        if outer is not None and outer < at:
+            at = outer  # an inner block can only shorten it
+        self.at = at
+        self._token = DEADLINE.set(at)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._token is not None:
+            DEADLINE.reset(self._token)
+            self._token = None
+
+    def remaining(self) -> float:
+        """Seconds left in this block (negative once past)."""
+        if self.at is None:
+            raise RuntimeError("the deadline block has not been entered")
+        return self.at - time.monotonic()
+
+
+def remaining() -> float | None:
+    """Seconds left before the current deadline, or None outside any deadline block."""
+    at = DEADLINE.get()
+    return None if at is None else at - time.monotonic()
+
+
+# ---- the watcher --------------------------------------------------------------------
+class Watcher:
+    """Cancels a pool's statements that run past their deadline. One per pool."""
+
+    def __init__(self, pool: Pool) -> None:
+        self._pool_ref: weakref.ref[Pool] = weakref.ref(pool)
+        self._cond = threading.Condition()
+        # _cond protects the following fields.
+        self._kicked = False
+        self._stopped = False
+        self._pending: dict[ConnRecord, float] = {}  # KILL sent, shut the socket at time
+        self._killer: Killer | None = None
+        self._thread = threading.Thread(target=self._run, name="fastpool-deadlines", daemon=True)
+        self._thread.start()
+
+    def wake(self) -> None:
+        with self._cond:
+            self._kicked = True
+            self._cond.notify_all()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopped = True
+            self._cond.notify_all()
+            killer = self._killer
+        if killer is not None:
+            killer.stop()
+
+    def join(self, timeout: float | None = None) -> None:
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def await_cancel(self, rec: ConnRecord) -> None:
+        """Called by the core, on the statement's thread, when the watcher has claimed its
+        statement: wait until the cancel is settled (bounded)."""
+        with self._cond:
+            self._cond.wait_for(lambda: rec.cancel_state != _CLAIMED or self._stopped, SETTLE_WAIT)
+
+    def _settle(self, pool: Pool, rec: ConnRecord, state: int) -> None:
+        with self._cond:
+            self._pending.pop(rec, None)
+            pool._settle_cancel(rec, state)
+            self._cond.notify_all()
+
+    def _run(self) -> None:
+        try:
+            while True:
+                with self._cond:
+                    if self._stopped:
+                        return
+                pool = self._pool_ref()
+                if pool is None:
+                    return
+                now = time.monotonic()
+                claimed, next_at = pool._claim_expired(now)
+                for rec in claimed:
+                    self._cancel(pool, rec)
+                next_at = min([next_at, *self._shutdowns_due(pool, now)])
+                del pool
+                with self._cond:
+                    if not self._kicked and not self._stopped:
+                        wait = None if math.isinf(next_at) else max(0.0, next_at - time.monotonic())
+                        self._cond.wait(wait)
+                    self._kicked = False
+        except BaseException:  # a worker must never die silently
+            log.exception("fastpool deadline watcher crashed")
+
+    def _cancel(self, pool: Pool, rec: ConnRecord) -> None:
+        dialect = pool._dialect_of(rec.raw)
+        how = dialect.cancel_method
+        try:
+            if how == "interrupt":
+                dialect.interrupt(rec.raw)
+                self._settle(pool, rec, _KILLED)
+                return
+            if how == "kill":
+                with self._cond:
+                    self._pending[rec] = time.monotonic() + KILL_GRACE
+                self._killer_for(pool).send(rec, dialect.kill_statement(rec.raw))
+                return
+        except Exception as exc:
+            log.debug("fastpool: cancelling a statement failed: %s: %s", type(exc).__name__, exc)
+            if how == "kill":
+                return  # the socket is shut at the grace time instead
+        # No way to cancel (a generic driver): the statement runs on; release the claim.
+        self._settle(pool, rec, _IGNORED)
+
+    def _shutdowns_due(self, pool: Pool, now: float) -> Iterable[float]:
+        """Shut the sockets of statements a KILL did not end in time; return the times
+        of those still pending."""
+        with self._cond:
+            pending = list(self._pending.items())
+        later = []
+        for rec, at in pending:
+            if rec.cancel_state != _CLAIMED:
+                with self._cond:
+                    self._pending.pop(rec, None)
+            elif at <= now:
+                if rec.fd >= 0:
+                    _shut_socket(rec.fd)
+                self._settle(pool, rec, _SHUT)
+            else:
+                later.append(at)
+        return later
+
+    def _killer_for(self, pool: Pool) -> Killer:
+        with self._cond:
+            if self._killer is None:
+                self._killer = Killer(pool, self)
+            return self._killer
+
+    def killed(self, rec: ConnRecord) -> None:
+        """Killer: the server acknowledged the KILL QUERY for rec's statement."""
+        pool = self._pool_ref()
+        if pool is not None:
+            self._settle(pool, rec, _KILLED)
+        with self._cond:
+            self._cond.notify_all()
+
+
+class Killer:
+    """Sends KILL QUERY over a side connection, on a thread of its own, so a server that
+    does not answer holds up neither the watcher nor any caller."""
+
+    def __init__(self, pool: Pool, watcher: Watcher) -> None:
+        self._pool_ref: weakref.ref[Pool] = weakref.ref(pool)
+        self._watcher = watcher
+        self._queue: queue.SimpleQueue[tuple[ConnRecord, str] | None] = queue.SimpleQueue()
+        self._side: Any = None
+        self._thread = threading.Thread(target=self._run, name="fastpool-killer", daemon=True)
+        self._thread.start()
+
+    def send(self, rec: ConnRecord, sql: str) -> None:
+        self._queue.put((rec, sql))
+
+    def stop(self) -> None:
+        self._queue.put(None)
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                break
+            rec, sql = item
+            if rec.cancel_state != _CLAIMED:
+                continue  # settled already (the socket was shut at the grace time)
+            try:
+                self._execute(sql)
+            except Exception as exc:
+                log.debug("fastpool: %s failed: %s: %s", sql, type(exc).__name__, exc)
+                self._close_side()
+                continue  # the watcher shuts the socket at the grace time
+            self._watcher.killed(rec)
+        self._close_side()
+
+    def _execute(self, sql: str) -> None:
+        if self._side is None:
+            pool = self._pool_ref()
+            if pool is None:
+                raise RuntimeError("pool is gone")
+            self._side = pool._side_connection(SIDE_TIMEOUT)
+        cur = self._side.cursor()
+        try:
+            cur.execute(sql)
+        finally:
+            cur.close()
+
+    def _close_side(self) -> None:
+        side, self._side = self._side, None
+        if side is not None:
+            try:
+                side.close()
+            except Exception:
+                pass
+
+
+def _shut_socket(fd: int) -> None:
+    """Shut a connection's socket down under the driver: its blocked read returns at once."""
+    try:
+        s = socket.socket(fileno=os.dup(fd))
+    except OSError:
+        return
+    try:
+        s.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    finally:
+        s.close()
+
+
+# ---- integrations ---------------------------------------------------------------------
+def _header_seconds(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None
+    return seconds if 0 <= seconds <= 1e9 else None
+
+
+class WSGIDeadline:
+    """WSGI middleware: each request runs inside ``fastpool.deadline(...)``.
+
+    ``seconds`` is the default budget per request (None: no deadline unless the header
+    gives one). ``header`` names a request header carrying the time left, in seconds or,
+    with ``header_unit="ms"``, milliseconds (Envoy sends ``x-envoy-expected-rq-timeout-ms``);
+    the shorter of the two wins. The request's body is produced inside the block, so a
+    streaming response is bounded too.
+    """
+
+    def __init__(self, app: Callable[..., Any], seconds: float | None = None, *,
+                 header: str | None = None, header_unit: str = "s") -> None:
+        if header_unit not in ("s", "ms"):
+            raise ConfigError(f"header_unit must be 's' or 'ms', got {header_unit!r}")
+        if seconds is not None:
+            deadline(seconds)  # validated now, not on the first request
+        self.app = app
+        self.seconds = seconds
+        self.environ_key = None if header is None else "HTTP_" + header.upper().replace("-", "_")
+        self.scale = 0.001 if header_unit == "ms" else 1.0
+
+    def budget(self, environ: dict[str, Any]) -> float | None:
+        seconds = self.seconds
+        if self.environ_key is not None:
+            given = _header_seconds(environ.get(self.environ_key))
+            if given is not None:
+                given *= self.scale
+                seconds = given if seconds is None else min(seconds, given)
+        return seconds
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        seconds = self.budget(environ)
+        if seconds is None:
+            return self.app(environ, start_response)
+        with deadline(seconds):
+            # Materialised inside the block: a lazy body would otherwise run outside it.
+            return list(self.app(environ, start_response))
+
+
+class DjangoDeadlineMiddleware:
+    """Django middleware: each request runs inside ``fastpool.deadline(...)``.
+
+    Settings: ``FASTPOOL_REQUEST_DEADLINE`` (seconds, default None) and
+    ``FASTPOOL_DEADLINE_HEADER`` (a request header with the time left in seconds, e.g. a
+    gateway's; the shorter wins). Add ``"fastpool.deadlines.DjangoDeadlineMiddleware"`` to
+    ``MIDDLEWARE``.
+    """
+
+    def __init__(self, get_response: Callable[[Any], Any]) -> None:
+        from django.conf import settings
+
+        self.get_response = get_response
+        self.seconds = getattr(settings, "FASTPOOL_REQUEST_DEADLINE", None)
+        if self.seconds is not None:
+            deadline(self.seconds)
+        self.header = getattr(settings, "FASTPOOL_DEADLINE_HEADER", None)
+
+    def __call__(self, request: Any) -> Any:
+        seconds = self.seconds
+        if self.header:
+            given = _header_seconds(request.headers.get(self.header))
+            if given is not None:
+                seconds = given if seconds is None else min(seconds, given)
+        if seconds is None:
+            return self.get_response(request)
+        with deadline(seconds):
+            return self.get_response(request)
