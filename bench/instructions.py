@@ -101,6 +101,19 @@ def _sqlite_fastpool(kind: str) -> Setup:
     db = fastpool.open(backend.dsn)
     if kind == "select1":
         return (lambda: db.query_row("SELECT 1")), db.close
+    if kind == "select1_deadline":
+        # Statements inside a deadline block: each registers with the watcher and leaves.
+        block = fastpool.deadline(10**6)
+        block.__enter__()
+
+        def close() -> None:
+            block.__exit__(None, None, None)
+            db.close()
+
+        return (lambda: db.query_row("SELECT 1")), close
+    if kind == "select1_statement_timeout":
+        db.statement_timeout = 10**6
+        return (lambda: db.query_row("SELECT 1")), db.close
     return (lambda: count_rows(db.query(backend.rows_sql, stream=kind == "streaming"))), db.close
 
 
@@ -116,6 +129,9 @@ WORKLOADS: dict[str, Workload] = {
     "sqlalchemy_queuepool": Workload(CHECKOUT, (1_000, 6_000), _sqlalchemy_queuepool),
     "select1_raw_cursor": Workload(SELECT1, (500, 2_000), lambda: _sqlite_raw("select1")),
     "select1_fastpool_query_row": Workload(SELECT1, (500, 2_000), lambda: _sqlite_fastpool("select1")),
+    "select1_fastpool_in_deadline": Workload(SELECT1, (500, 2_000), lambda: _sqlite_fastpool("select1_deadline")),
+    "select1_fastpool_statement_timeout": Workload(
+        SELECT1, (500, 2_000), lambda: _sqlite_fastpool("select1_statement_timeout")),
     "rows_raw_cursor": Workload(ROWS_GROUP, (1, 2), lambda: _sqlite_raw("rows")),
     "rows_fastpool_streaming": Workload(ROWS_GROUP, (1, 2), lambda: _sqlite_fastpool("streaming")),
     "rows_fastpool_buffered": Workload(ROWS_GROUP, (1, 2), lambda: _sqlite_fastpool("buffered")),

@@ -33,7 +33,7 @@ import weakref
 from contextvars import Token
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
-from ._core import CANCEL_STATES, DEADLINE
+from ._core import CANCEL_STATES, DEADLINE, _use_deadlines
 from .errors import ConfigError
 
 if TYPE_CHECKING:
@@ -51,6 +51,12 @@ KILL_GRACE = 0.05
 SETTLE_WAIT = 1.0
 # Timeouts of the side connection that sends KILL QUERY.
 SIDE_TIMEOUT = 2
+# While statements come and go under deadlines the watcher looks every WATCH_HORIZON
+# seconds even with nothing to watch, so that a new statement whose deadline is further
+# off than that does not have to wake it (a wake-up per statement would cost a thread
+# switch each). After IDLE_AFTER seconds with nothing to watch it sleeps until woken.
+WATCH_HORIZON = 0.05
+IDLE_AFTER = 1.0
 
 _CLAIMED = CANCEL_STATES["claimed"]
 _KILLED = CANCEL_STATES["killed"]
@@ -82,6 +88,7 @@ class deadline:  # noqa: N801 - a context manager named like a function, as cont
         self.at: float | None = None
 
     def __enter__(self) -> deadline:
+        _use_deadlines()
         at = time.monotonic() + self.seconds
         outer = DEADLINE.get()
         if outer is not None and outer < at:
@@ -157,6 +164,7 @@ class Watcher:
             self._cond.notify_all()
 
     def _run(self) -> None:
+        last_busy = time.monotonic()
         try:
             while True:
                 with self._cond:
@@ -166,7 +174,11 @@ class Watcher:
                 if pool is None:
                     return
                 now = time.monotonic()
-                claimed, next_at = pool._claim_expired(now)
+                horizon = now + WATCH_HORIZON if now - last_busy < IDLE_AFTER else math.inf
+                claimed, next_at = pool._claim_expired(now, horizon)
+                if not math.isinf(next_at) or claimed:
+                    last_busy = now
+                next_at = min(next_at, horizon)
                 for rec in claimed:
                     self._cancel(pool, rec)
                 next_at = min([next_at, *self._shutdowns_due(pool, now)])

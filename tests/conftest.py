@@ -10,10 +10,12 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from fakedb import FakeClock, FakeDriver  # noqa: E402
+from faultproxy import FaultProxy  # noqa: E402
 from mariadb_server import MariaDBServer, binaries  # noqa: E402
 
 import fastpool  # noqa: E402
 from fastpool.dialects import Dialect  # noqa: E402
+from fastpool.url import parse_url  # noqa: E402
 
 
 class FakeDialect(Dialect):
@@ -104,6 +106,39 @@ def mysql_pool(mariadb):  # type: ignore[no-untyped-def]
     yield make
     for p in pools:
         p.close()
+
+
+# ---- a TCP proxy between the pool and the server, for faults ----------------------------
+def server_port(dsn: str) -> int:
+    return int(parse_url(dsn).connect_kwargs.get("port", 3306))
+
+
+@pytest.fixture
+def proxy(mariadb):  # type: ignore[no-untyped-def]
+    host = parse_url(mariadb.dsn).connect_kwargs.get("host", "127.0.0.1")
+    if not host.startswith("127."):
+        pytest.skip("the fault proxy only runs on loopback")
+    p = FaultProxy(host, server_port(mariadb.dsn)).start()
+    yield p
+    p.close()
+
+
+@pytest.fixture
+def proxied(mariadb, proxy):  # type: ignore[no-untyped-def]
+    """A factory of pools whose connections go through the proxy."""
+    dsn = mariadb.dsn.replace(f":{server_port(mariadb.dsn)}/", f":{proxy.port}/", 1)
+    pools: list[fastpool.Pool] = []
+
+    def make(query: str = "", **options):  # type: ignore[no-untyped-def]
+        url = dsn + (("&" if "?" in dsn else "?") + query if query else "")
+        db = fastpool.open(url, **options)
+        pools.append(db)
+        return db
+
+    yield make
+    for db in pools:
+        db.close()
+
 
 
 def pytest_collection_modifyitems(config, items):  # type: ignore[no-untyped-def]

@@ -20,11 +20,19 @@ class FakeCursor:
     def __init__(self, conn: "FakeConnection") -> None:
         self.conn = conn
         self.rows: list[tuple] = []
+        self.description: Any = None
+        self.rowcount = -1
+        self.lastrowid = None
 
     def execute(self, sql: str, params: Any = None) -> None:
         self.conn.check_open()
         self.conn.statements.append(sql)
         self.rows = [(1,)]
+        self.description = (("x", None, None, None, None, None, None),)
+        self.rowcount = 1
+
+    def fetchone(self) -> tuple | None:
+        return self.rows.pop(0) if self.rows else None
 
     def fetchall(self) -> list[tuple]:
         rows, self.rows = self.rows, []

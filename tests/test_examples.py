@@ -20,3 +20,21 @@ def test_leak_demo_shows_go_style_exhaustion_and_fastpool_at_one_connection():
     assert (calls, go_open, fp_open, fp_failed) == (200, 4, 1, 0)
     assert go_failed == 196  # every call after the fourth found no connection
     assert "200 dropped Rows reclaimed, 1 connection(s) open, 0 in use" in res.stdout
+
+
+def test_deadline_story_cancels_the_slow_statements_and_keeps_the_fast_ones_flowing(mariadb):
+    res = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "deadline_story.py"), "--dsn", mariadb.dsn,
+         "--seconds", "3"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert res.returncode == 0, res.stderr
+    rows = {}
+    for line in res.stdout.splitlines():
+        if line.startswith(("no deadline", "fastpool.deadline")):
+            *mode, requests, in_time, _share, _p99, running, cancelled = line.split()
+            rows[" ".join(mode)] = (int(requests), int(in_time), int(running), int(cancelled))
+    plain, with_deadline = rows["no deadline"], rows["fastpool.deadline(1.0)"]
+    assert with_deadline[2] == 0  # nothing of a gone caller still runs on the server
+    assert with_deadline[3] > 0 and plain[3] == 0
+    assert with_deadline[1] > 2 * plain[1]  # many more requests served within the gateway's 1 s

@@ -15,42 +15,10 @@ from typing import Callable
 import pytest
 
 import fastpool
-from faultproxy import FaultProxy
-from fastpool.url import parse_url
+from conftest import server_port
 from threads import run_threads
 
 MySQLdb = pytest.importorskip("MySQLdb", reason="mysqlclient is not installed")
-
-
-def _server_port(dsn: str) -> int:
-    return int(parse_url(dsn).connect_kwargs.get("port", 3306))
-
-
-@pytest.fixture
-def proxy(mariadb):  # type: ignore[no-untyped-def]
-    host = parse_url(mariadb.dsn).connect_kwargs.get("host", "127.0.0.1")
-    if not host.startswith("127."):
-        pytest.skip("the fault proxy only runs on loopback")
-    p = FaultProxy(host, _server_port(mariadb.dsn)).start()
-    yield p
-    p.close()
-
-
-@pytest.fixture
-def proxied(mariadb, proxy):  # type: ignore[no-untyped-def]
-    """A factory of pools whose connections go through the proxy."""
-    dsn = mariadb.dsn.replace(f":{_server_port(mariadb.dsn)}/", f":{proxy.port}/", 1)
-    pools: list[fastpool.Pool] = []
-
-    def make(query: str = "", **options):  # type: ignore[no-untyped-def]
-        url = dsn + (("&" if "?" in dsn else "?") + query if query else "")
-        db = fastpool.open(url, **options)
-        pools.append(db)
-        return db
-
-    yield make
-    for db in pools:
-        db.close()
 
 
 class Sampler:
@@ -304,7 +272,7 @@ def test_the_server_refuses_more_connections(mariadb):
     cur.execute("CREATE USER IF NOT EXISTS 'fp_limited'@'127.0.0.1' IDENTIFIED BY 'lim-pw'")
     cur.execute("GRANT SELECT ON fastpool_test.* TO 'fp_limited'@'127.0.0.1'")
     cur.execute("GRANT USAGE ON *.* TO 'fp_limited'@'127.0.0.1' WITH MAX_USER_CONNECTIONS 2")
-    url = f"mysql://fp_limited:lim-pw@127.0.0.1:{_server_port(mariadb.dsn)}/fastpool_test"
+    url = f"mysql://fp_limited:lim-pw@127.0.0.1:{server_port(mariadb.dsn)}/fastpool_test"
     db = fastpool.open(url, max_open=4, timeout=5)
     calls = Calls()
     try:

@@ -121,7 +121,10 @@ cdef class CorePool:
     cdef Rows _stream(self, ConnRecord rec, Conn owner, object sql, object params, int depth,
                       double deadline)
     cdef int _error_kind(self, BaseException exc) except -1
-    cdef double _stmt_deadline(self)
+    cdef ConnRecord _get_within(self, double timeout, bint fresh, double block)
+    cdef ConnRecord _checkout_within(self, double timeout, bint fresh, double block)
+    cdef inline double _stmt_deadline(self)
+    cdef inline double _stmt_deadline_within(self, double block)
     cdef int _watch_begin(self, ConnRecord rec, double deadline) except -1
     cdef int _watch_end(self, ConnRecord rec) except -1
     cdef object _deadline_error(self, object cause, str during)

@@ -72,6 +72,22 @@ CANCEL_STATES = {"claimed": CANCEL_CLAIMED, "killed": CANCEL_KILLED, "shut": CAN
 # copy_context() and asyncio tasks.
 DEADLINE = ContextVar("fastpool.deadline", default=None)
 
+# Set for good the first time any deadline block is entered: until then no statement reads
+# DEADLINE at all (a ContextVar lookup that misses walks the context's map), so a program
+# that never uses deadlines pays nothing for them.
+cdef bint _deadlines_used = False
+
+
+def _use_deadlines():
+    global _deadlines_used
+    _deadlines_used = True
+
+
+cdef inline double _block_deadline():
+    # The current deadline block's deadline, INFINITY outside any block.
+    v = get_value(DEADLINE)
+    return INFINITY if v is None else <double>v
+
 # How a driver error bears on the connection (the dialect decides; see dialects.py).
 ERR_OK = 0           # the statement failed, the connection is fine
 ERR_BROKEN = 1       # the connection is unusable: close it
@@ -349,10 +365,9 @@ cdef class CorePool:
             now = self._now()
             wake = False
             fp_mutex_lock(&self.mu)
-            room = self.max_open_ <= 0 or self.num_open < self.max_open_
             if self.closed_:
                 action = A_CLOSED
-            elif self.n_free > 0 and not (fresh and room):
+            elif self.n_free > 0 and not (fresh and (self.max_open_ <= 0 or self.num_open < self.max_open_)):
                 self.n_free -= 1
                 rec = <ConnRecord>self.free_conns[self.n_free]   # takes a reference
                 Py_DECREF(rec)                                     # the list's, not ours
@@ -366,7 +381,7 @@ cdef class CorePool:
                     action = A_GOT
                 if self.min_idle_ > 0:
                     wake = self._open_deficit_locked() > 0
-            elif room and timeout == 0:
+            elif timeout == 0 and (self.max_open_ <= 0 or self.num_open < self.max_open_):
                 self.num_open += 1
                 self.num_opening += 1
                 action = A_OPEN
@@ -376,6 +391,7 @@ cdef class CorePool:
             elif w is None:
                 action = A_NEED_WAITER
             else:
+                room = self.max_open_ <= 0 or self.num_open < self.max_open_
                 w.fresh = fresh and room
                 w.counted = not room
                 self._enqueue_locked(w)
@@ -605,25 +621,13 @@ cdef class CorePool:
     # ---- public mechanism ------------------------------------------------------------
     # ---- checkout / checkin as the API objects see them ------------------------------
     cdef ConnRecord _checkout(self, double timeout, bint fresh):
+        return self._checkout_within(timeout, fresh, _block_deadline() if _deadlines_used else INFINITY)
+
+    cdef ConnRecord _checkout_within(self, double timeout, bint fresh, double block):
+        # block: the current deadline block's deadline, INFINITY for none.
         cdef ConnRecord rec
-        cdef double left
-        cdef bint by_deadline = False
-        v = get_value(DEADLINE)
-        if v is not None:
-            # A deadline bounds the wait (and so the connect made for it) like a timeout
-            # that ends in DeadlineExceeded; timeout=0 stays "never wait".
-            left = <double>v - fp_now()
-            if left <= 0:
-                raise self._deadline_error(None, "before a connection could be had")
-            if timeout < 0 or left < timeout:
-                if timeout != 0:
-                    timeout = left
-                    by_deadline = True
-        if by_deadline:
-            try:
-                rec = self._get(timeout, fresh)
-            except PoolTimeout as exc:
-                raise self._deadline_error(exc, f"waiting {timeout:.3f}s for a connection") from exc
+        if block != INFINITY:
+            rec = self._get_within(timeout, fresh, block)
         else:
             rec = self._get(timeout, fresh)
         if self._holder_hook is not None:
@@ -653,19 +657,32 @@ cdef class CorePool:
         return ERR_OK if isinstance(exc, Exception) else ERR_BROKEN
 
     # ---- deadlines (fastpool.deadline, statement_timeout) ---------------------------
+    cdef ConnRecord _get_within(self, double timeout, bint fresh, double block):
+        # _get, with a deadline block bounding the wait like a timeout that ends in
+        # DeadlineExceeded, and so the connect made for it. timeout=0 stays "never wait".
+        cdef double left = block - fp_now()
+        if left <= 0:
+            raise self._deadline_error(None, "before a connection could be had")
+        if timeout == 0 or (timeout >= 0 and timeout <= left):
+            return self._get(timeout, fresh)
+        try:
+            return self._get(left, fresh)
+        except PoolTimeout as exc:
+            raise self._deadline_error(exc, f"waiting {left:.3f}s for a connection") from exc
+
     # Free when unused: one ContextVar read and one comparison per statement. Under a
     # deadline a statement links its record into watch_head (one lock round) and unlinks
     # it when done; the watcher thread (fastpool/deadlines.py) cancels what runs past it.
-    cdef double _stmt_deadline(self):
+    cdef inline double _stmt_deadline(self):
+        return self._stmt_deadline_within(_block_deadline() if _deadlines_used else INFINITY)
+
+    cdef inline double _stmt_deadline_within(self, double block):
         # The deadline of a statement starting now: the block's, shortened by
         # statement_timeout. INFINITY when neither is set.
-        cdef double d = INFINITY
+        cdef double d = block
         cdef double t
-        v = get_value(DEADLINE)
-        if v is not None:
-            d = <double>v
         if self.statement_timeout_ >= 0:
-            t = fp_now() + self.statement_timeout_
+            t = fp_now_coarse() + self.statement_timeout_   # ms precision is plenty here
             if t < d:
                 d = t
         return d
@@ -673,6 +690,8 @@ cdef class CorePool:
     cdef int _watch_begin(self, ConnRecord rec, double deadline) except -1:
         # Register rec's statement; 0 if its deadline has already passed (nothing sent).
         cdef bint wake = False
+        # The precise clock: the coarse one lags by up to a tick, and a deadline that has
+        # passed must send nothing.
         if fp_now() >= deadline:
             return 0
         fp_mutex_lock(&self.mu)
@@ -726,9 +745,11 @@ cdef class CorePool:
         exc.__cause__ = cause
         return exc
 
-    def _claim_expired(self, double now):
+    def _claim_expired(self, double now, double idle_until=INFINITY):
         """Watcher: claim the statements past their deadline (each is then the watcher's to
-        cancel) and say when to look next. Returns (claimed records, next deadline)."""
+        cancel) and say when to look next: the earliest deadline still running, or
+        idle_until if that is sooner (the watcher will look then anyway, so registrations
+        with later deadlines need not wake it). Returns (claimed records, next deadline)."""
         cdef list claimed = []
         cdef ConnRecord rec
         cdef double nxt = INFINITY
@@ -754,7 +775,7 @@ cdef class CorePool:
                 elif rec.stmt_deadline < nxt:
                     nxt = rec.stmt_deadline
             rec = rec.w_next
-        self.watch_at = nxt
+        self.watch_at = nxt if nxt < idle_until else idle_until
         fp_mutex_unlock(&self.mu)
         return claimed[:n], nxt
 
@@ -805,10 +826,11 @@ cdef class CorePool:
         cdef int kind
         cdef int cancel
         cdef double deadline
+        cdef double block = _block_deadline() if _deadlines_used else INFINITY
         while True:
             # A retry checks out again, so a deadline that has passed ends it there.
-            rec = self._checkout(self.timeout_, attempt >= MAX_BAD_CONN_RETRIES)
-            deadline = self._stmt_deadline()
+            rec = self._checkout_within(self.timeout_, attempt >= MAX_BAD_CONN_RETRIES, block)
+            deadline = self._stmt_deadline_within(block)
             if deadline != INFINITY and not self._watch_begin(rec, deadline):
                 self._checkin(rec, False)
                 raise self._deadline_error(None, "before the statement was sent")

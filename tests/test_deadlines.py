@@ -1,0 +1,228 @@
+"""fastpool.deadline and statement_timeout on SQLite and the fake driver (no server)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import sqlite3
+import threading
+import time
+
+import pytest
+
+import fastpool
+from fastpool import ConfigError, DeadlineExceeded, FastpoolError
+
+# A statement SQLite works on until interrupted.
+SLOW = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c"
+
+
+@pytest.fixture
+def db():  # type: ignore[no-untyped-def]
+    pool = fastpool.open("sqlite://:memory:", max_open=2)
+    yield pool
+    pool.close()
+
+
+def watcher_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith("fastpool-deadlines")]
+
+
+def test_deadline_exceeded_is_a_fastpool_error_and_a_timeout_error():
+    assert issubclass(DeadlineExceeded, FastpoolError)
+    assert issubclass(DeadlineExceeded, TimeoutError)
+    assert DeadlineExceeded.__module__ == "fastpool"
+
+
+@pytest.mark.parametrize("bad", [-1, float("nan"), float("inf"), 10**400, "1", True, None])
+def test_bad_deadline_values_are_config_errors(bad):
+    with pytest.raises(ConfigError, match="deadline"):
+        fastpool.deadline(bad)
+
+
+def test_nested_blocks_can_only_shorten():
+    assert fastpool.remaining() is None
+    with fastpool.deadline(10) as outer:
+        with fastpool.deadline(100) as inner:
+            assert inner.at == outer.at  # a longer inner block keeps the outer deadline
+        with fastpool.deadline(1) as inner:
+            assert inner.at < outer.at
+            assert 0 < fastpool.remaining() <= 1
+        assert fastpool.remaining() > 9
+    assert fastpool.remaining() is None
+
+
+def test_statement_past_its_deadline_is_interrupted_and_the_connection_kept(db):
+    start = time.monotonic()
+    with pytest.raises(DeadlineExceeded) as ei:
+        with fastpool.deadline(0.2):
+            db.query_row(SLOW)
+    took = time.monotonic() - start
+    assert isinstance(ei.value.__cause__, sqlite3.OperationalError)  # "interrupted"
+    assert took < 2.0
+    s = db.stats()
+    assert (s.deadlines_exceeded, s.statements_cancelled, s.bad_conns_discarded) == (1, 1, 0)
+    assert s.in_use == 0 and s.open == 1
+    assert db.query_row("SELECT 7") == (7,)
+
+
+def test_statement_timeout_alone(db):
+    db.statement_timeout = 0.2
+    with pytest.raises(DeadlineExceeded):
+        db.query_row(SLOW)
+    db.statement_timeout = None
+    assert db.query_row("SELECT 1") == (1,)
+    assert db.stats().statements_cancelled == 1
+
+
+def test_an_expired_deadline_sends_nothing(make_pool, driver):
+    pool = make_pool(max_open=1)
+    with pool.conn() as c:
+        c.query_row("SELECT 1")
+    sent = list(driver.conns[0].statements)
+    with fastpool.deadline(0):
+        with pytest.raises(DeadlineExceeded, match="before a connection"):
+            pool.query_row("SELECT 2")
+    with pool.conn() as c:
+        with fastpool.deadline(0):
+            with pytest.raises(DeadlineExceeded, match="before the statement was sent"):
+                c.query_row("SELECT 3")
+    assert driver.conns[0].statements == sent
+    assert pool.stats().in_use == 0 and pool.stats().deadlines_exceeded == 2
+
+
+def test_deadline_bounds_the_wait_for_a_connection(make_pool):
+    pool = make_pool(max_open=1, timeout=30)
+    held = pool.getconn()
+    start = time.monotonic()
+    with fastpool.deadline(0.2):
+        with pytest.raises(DeadlineExceeded) as ei:
+            pool.getconn()
+    assert time.monotonic() - start < 2.0
+    assert isinstance(ei.value.__cause__, fastpool.PoolTimeout)
+    held.close()
+    s = pool.stats()
+    assert s.waiting == 0 and s.in_use == 0
+
+
+def test_deadline_bounds_a_connect_that_hangs(make_pool, driver):
+    driver.connect_gate = threading.Event()
+    pool = make_pool(max_open=2, timeout=30)
+    start = time.monotonic()
+    with fastpool.deadline(0.2):
+        with pytest.raises(DeadlineExceeded):
+            pool.query_row("SELECT 1")
+    assert time.monotonic() - start < 2.0
+    driver.connect_gate.set()
+
+
+def test_deadline_follows_copy_context_into_another_thread(db):
+    results: dict = {}
+
+    def work() -> None:
+        try:
+            db.query_row(SLOW)
+        except BaseException as exc:
+            results["exc"] = exc
+
+    with fastpool.deadline(0.2):
+        ctx = contextvars.copy_context()
+    t = threading.Thread(target=ctx.run, args=(work,))
+    t.start()
+    t.join(10)
+    assert isinstance(results.get("exc"), DeadlineExceeded)
+    # A thread with its own, empty context has no deadline.
+    assert threading.Thread(target=lambda: results.setdefault("left", fastpool.remaining())).start() is None
+    time.sleep(0.1)
+    assert results["left"] is None
+
+
+def test_deadline_follows_asyncio_tasks():
+    async def main() -> tuple[float | None, float | None]:
+        async def inner() -> float | None:
+            return fastpool.remaining()
+
+        with fastpool.deadline(5):
+            task = asyncio.create_task(inner())
+        outside = asyncio.create_task(inner())
+        return await task, await outside
+
+    inside, outside = asyncio.run(main())
+    assert inside is not None and 0 < inside <= 5
+    assert outside is None
+
+
+def test_streaming_rows_keep_the_deadline_of_their_block(db):
+    db.execute("CREATE TABLE IF NOT EXISTS many (n INTEGER)")
+    db.execute("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c LIMIT 1000) "
+               "INSERT INTO many SELECT x FROM c")
+    with fastpool.deadline(0.3):
+        rows = db.query("SELECT a.n FROM many a, many b, many c", stream=True)
+    # The block has ended, the Rows keeps its deadline: reading past it is cancelled.
+    with pytest.raises(DeadlineExceeded, match="reading rows"):
+        for _ in rows:
+            pass
+    assert db.stats().in_use == 0
+    assert db.query_row("SELECT count(*) FROM many") == (1000,)
+
+
+def test_no_watcher_thread_without_deadlines(db):
+    for _ in range(100):
+        db.query_row("SELECT 1")
+    assert watcher_threads() == []
+    with fastpool.deadline(5):
+        db.query_row("SELECT 1")
+    assert watcher_threads() == ["fastpool-deadlines"]
+    db.close()
+    time.sleep(0.1)
+    assert watcher_threads() == []
+
+
+def test_wsgi_middleware_opens_a_deadline_per_request():
+    seen: list[float | None] = []
+
+    def app(environ, start_response):  # type: ignore[no-untyped-def]
+        seen.append(fastpool.remaining())
+        start_response("200 OK", [])
+        return [b"ok"]
+
+    wrapped = fastpool.deadlines.WSGIDeadline(app, 2.0, header="X-Request-Timeout")
+    assert wrapped({}, lambda *a: None) == [b"ok"]
+    assert wrapped({"HTTP_X_REQUEST_TIMEOUT": "0.5"}, lambda *a: None) == [b"ok"]
+    assert wrapped({"HTTP_X_REQUEST_TIMEOUT": "junk"}, lambda *a: None) == [b"ok"]
+    assert 1.5 < seen[0] <= 2.0 and 0 < seen[1] <= 0.5 and 1.5 < seen[2] <= 2.0
+    ms = fastpool.deadlines.WSGIDeadline(app, header="x-envoy-expected-rq-timeout-ms", header_unit="ms")
+    ms({"HTTP_X_ENVOY_EXPECTED_RQ_TIMEOUT_MS": "250"}, lambda *a: None)
+    ms({}, lambda *a: None)
+    assert 0 < seen[3] <= 0.25 and seen[4] is None
+    with pytest.raises(ConfigError):
+        fastpool.deadlines.WSGIDeadline(app, -1)
+
+
+def test_django_middleware_opens_a_deadline_per_request():
+    pytest.importorskip("django")
+    from django.conf import settings
+    from django.test import RequestFactory, override_settings
+
+    if not settings.configured:
+        settings.configure(DEBUG=False, ALLOWED_HOSTS=["*"], USE_TZ=True)
+    from fastpool.deadlines import DjangoDeadlineMiddleware
+
+    seen: list[float | None] = []
+
+    def view(request):  # type: ignore[no-untyped-def]
+        seen.append(fastpool.remaining())
+        return "response"
+
+    with override_settings(FASTPOOL_REQUEST_DEADLINE=2.0, FASTPOOL_DEADLINE_HEADER="X-Request-Timeout"):
+        mw = DjangoDeadlineMiddleware(view)
+        rf = RequestFactory()
+        assert mw(rf.get("/")) == "response"
+        assert mw(rf.get("/", HTTP_X_REQUEST_TIMEOUT="0.5")) == "response"
+    with override_settings(FASTPOOL_REQUEST_DEADLINE=None):
+        assert DjangoDeadlineMiddleware(view)(RequestFactory().get("/")) == "response"
+    with override_settings(FASTPOOL_REQUEST_DEADLINE=-3):
+        with pytest.raises(ConfigError):
+            DjangoDeadlineMiddleware(view)
+    assert 1.5 < seen[0] <= 2.0 and 0 < seen[1] <= 0.5 and seen[2] is None
+    assert fastpool.remaining() is None

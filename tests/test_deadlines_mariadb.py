@@ -1,0 +1,216 @@
+"""Deadlines and cancellation against the real MariaDB (and the fault proxy)."""
+
+from __future__ import annotations
+
+import contextvars
+import threading
+import time
+import uuid
+
+import pytest
+
+import fastpool
+from fastpool import DeadlineExceeded
+from fastpool.url import parse_url
+
+MySQLdb = pytest.importorskip("MySQLdb", reason="mysqlclient is not installed")
+
+# Generous bounds: the promise is ~100 ms past the deadline; the machines are shared.
+LATE = 0.5
+
+
+@pytest.fixture
+def admin(mariadb):  # type: ignore[no-untyped-def]
+    conn = MySQLdb.connect(autocommit=True, **parse_url(mariadb.dsn).connect_kwargs)
+    yield conn
+    conn.close()
+
+
+def running(admin, marker: str) -> int:  # type: ignore[no-untyped-def]
+    """Statements of ours still running on the server (information_schema.PROCESSLIST)."""
+    cur = admin.cursor()
+    cur.execute("SELECT COUNT(*) FROM information_schema.PROCESSLIST"
+                " WHERE INFO LIKE %s AND ID <> CONNECTION_ID()", (f"%{marker}%",))
+    (n,) = cur.fetchone()
+    cur.close()
+    return int(n)
+
+
+def timed(fn):  # type: ignore[no-untyped-def]
+    start = time.monotonic()
+    try:
+        fn()
+    except DeadlineExceeded as exc:
+        return time.monotonic() - start, exc
+    raise AssertionError("no DeadlineExceeded")
+
+
+def check_tokens(db: fastpool.Pool, n: int = 50) -> None:
+    for i in range(n):
+        token = f"{uuid.uuid4().hex}-{i}"
+        if i % 2:
+            with db.conn() as c:
+                assert c.query_row("SELECT %s", (token,)) == (token,)
+        else:
+            assert db.query_row("SELECT %s", (token,)) == (token,)
+
+
+def test_deadline_during_select_sleep_kills_the_query_and_keeps_the_connection(mysql_pool, admin):
+    db = mysql_pool(max_open=2)
+    (cid,) = db.query_row("SELECT CONNECTION_ID()")
+
+    def run() -> None:
+        with fastpool.deadline(0.3):
+            db.query_row("SELECT SLEEP(5) /* dl-sleep */")
+
+    took, exc = timed(run)
+    assert took < 0.3 + LATE
+    assert isinstance(exc.__cause__, MySQLdb.OperationalError) and exc.__cause__.args[0] == 1317
+    assert running(admin, "dl-sleep") == 0
+    s = db.stats()
+    assert (s.deadlines_exceeded, s.statements_cancelled, s.bad_conns_discarded) == (1, 1, 0)
+    assert db.query_row("SELECT CONNECTION_ID()") == (cid,)  # KILL QUERY spared the session
+
+
+def test_deadline_during_the_wait_for_a_connection(mysql_pool):
+    db = mysql_pool(max_open=1, timeout=30)
+    held = db.getconn()
+    took, exc = timed(lambda: _under(0.3, lambda: db.query_row("SELECT 1")))
+    assert took < 0.3 + LATE
+    assert isinstance(exc.__cause__, fastpool.PoolTimeout)
+    held.close()
+    assert db.stats().in_use == 0
+
+
+def _under(seconds: float, fn):  # type: ignore[no-untyped-def]
+    with fastpool.deadline(seconds):
+        return fn()
+
+
+def test_deadline_during_a_connect_to_a_blackholed_server(proxied, proxy):
+    db = proxied(max_open=2, timeout=30)
+    proxy.blackhole()
+    try:
+        took, exc = timed(lambda: _under(0.3, lambda: db.query_row("SELECT 1")))
+    finally:
+        proxy.restore()
+    assert took < 0.3 + LATE
+    assert "opening=1" in str(exc.__cause__)
+    assert db.query_row("SELECT 2") == (2,)
+
+
+def test_deadline_on_a_hung_network_shuts_the_socket(proxied, proxy):
+    db = proxied(max_open=2)
+    assert db.query_row("SELECT 1") == (1,)
+    proxy.blackhole()  # the KILL cannot get through either
+    try:
+        took, exc = timed(lambda: _under(0.3, lambda: db.query_row("SELECT 2")))
+    finally:
+        proxy.restore()
+    assert took < 0.3 + LATE
+    assert exc.__cause__.args[0] == 2013
+    s = db.stats()
+    assert s.statements_cancelled == 1 and s.bad_conns_discarded == 1  # never pooled again
+    check_tokens(db, 10)
+
+
+def test_deadline_while_streaming_rows(mysql_pool, admin):
+    db = mysql_pool(max_open=2)
+
+    def run() -> None:
+        with fastpool.deadline(0.4):
+            for _ in db.query("SELECT seq, SLEEP(0.01) /* dl-stream */ FROM seq_1_to_1000", stream=True):
+                pass
+
+    took, exc = timed(run)
+    assert took < 0.4 + LATE
+    assert "reading rows" in str(exc)
+    assert running(admin, "dl-stream") == 0
+    assert db.stats().in_use == 0
+    check_tokens(db, 10)
+
+
+def test_deadline_during_commit_on_a_hung_network(proxied, proxy, mysql_pool):
+    db = proxied(max_open=2)
+    direct = mysql_pool(max_open=1)
+    direct.execute("CREATE TABLE IF NOT EXISTS dl_commit (n INT) ENGINE=InnoDB")
+    direct.execute("DELETE FROM dl_commit")
+    tx = db.begin()
+    tx.execute("INSERT INTO dl_commit VALUES (1)")
+    proxy.blackhole()
+    try:
+        took, exc = timed(lambda: _under(0.3, tx.commit))
+    finally:
+        proxy.restore()
+    assert took < 0.3 + LATE
+    assert "COMMIT" in str(exc)
+    assert tx.done
+    # A COMMIT cut short on a hung network may or may not have happened (as in Go): bytes
+    # already sent can still arrive once the network returns. Never twice, though.
+    time.sleep(0.3)
+    assert direct.query_row("SELECT COUNT(*) FROM dl_commit")[0] in (0, 1)
+    assert db.stats().in_use == 0 and db.stats().bad_conns_discarded == 1
+
+
+def test_nested_blocks_and_statement_timeout(mysql_pool):
+    db = mysql_pool(max_open=2, statement_timeout=5)
+    with fastpool.deadline(0.3):
+        with fastpool.deadline(10):  # cannot lengthen the outer block
+            took, _ = timed(lambda: db.query_row("SELECT SLEEP(3)"))
+    assert took < 0.3 + LATE
+    db.statement_timeout = 0.3  # alone, no block
+    took, _ = timed(lambda: db.query_row("SELECT SLEEP(3)"))
+    assert took < 0.3 + LATE
+    db.statement_timeout = None
+    assert db.query_row("SELECT SLEEP(0.4)") == (0,)
+
+
+def test_deadline_carried_into_another_thread(mysql_pool):
+    db = mysql_pool(max_open=2)
+    out: dict = {}
+
+    def work() -> None:
+        start = time.monotonic()
+        try:
+            db.query_row("SELECT SLEEP(3)")
+        except DeadlineExceeded:
+            out["took"] = time.monotonic() - start
+
+    with fastpool.deadline(0.3):
+        ctx = contextvars.copy_context()
+    t = threading.Thread(target=ctx.run, args=(work,))
+    t.start()
+    t.join(10)
+    assert out["took"] < 0.3 + LATE
+
+
+def test_100_cancellations_in_a_row_leave_nothing_running_and_connections_in_sync(mysql_pool, admin):
+    db = mysql_pool(max_open=3)
+    longest = 0.0
+    for i in range(100):
+        took, exc = timed(lambda: _under(0.02, lambda: db.query_row("SELECT SLEEP(5) /* dl-100 */")))
+        longest = max(longest, took)
+    print(f"\n100 cancellations of SELECT SLEEP(5) at 20 ms: longest {longest * 1000:.0f} ms")
+    assert longest < 0.02 + LATE
+    assert running(admin, "dl-100") == 0
+    s = db.stats()
+    assert s.deadlines_exceeded == 100 and s.statements_cancelled == 100
+    assert s.in_use == 0 and s.open <= 3
+    check_tokens(db)
+
+
+def test_a_statement_that_may_have_reached_the_server_is_never_run_twice(proxied, proxy, mysql_pool):
+    direct = mysql_pool(max_open=1)
+    direct.execute("CREATE TABLE IF NOT EXISTS dl_once (n INT)")
+    direct.execute("DELETE FROM dl_once")
+    db = proxied(max_open=2)
+    assert db.query_row("SELECT 1") == (1,)
+    proxy.blackhole()
+    try:
+        timed(lambda: _under(0.3, lambda: db.execute("INSERT INTO dl_once VALUES (1)")))
+    finally:
+        proxy.restore()
+    time.sleep(0.3)
+    (n,) = direct.query_row("SELECT COUNT(*) FROM dl_once")
+    assert n <= 1
+    assert db.stats().deadlines_exceeded == 1
