@@ -52,11 +52,14 @@ SETTLE_WAIT = 1.0
 # Timeouts of the side connection that sends KILL QUERY.
 SIDE_TIMEOUT = 2
 # While statements come and go under deadlines the watcher looks every WATCH_HORIZON
-# seconds even with nothing to watch, so that a new statement whose deadline is further
+# seconds even with nothing to watch (a few hundred instructions, four times a second), so that a new statement whose deadline is further
 # off than that does not have to wake it (a wake-up per statement would cost a thread
 # switch each). After IDLE_AFTER seconds with nothing to watch it sleeps until woken.
-WATCH_HORIZON = 0.05
+WATCH_HORIZON = 0.25
 IDLE_AFTER = 1.0
+# Even idle, the watcher looks this often whether its pool still exists (a pool dropped
+# without close() must not leave a thread behind for good).
+IDLE_CHECK = 5.0
 
 _CLAIMED = CANCEL_STATES["claimed"]
 _KILLED = CANCEL_STATES["killed"]
@@ -185,11 +188,16 @@ class Watcher:
                 del pool
                 with self._cond:
                     if not self._kicked and not self._stopped:
-                        wait = None if math.isinf(next_at) else max(0.0, next_at - time.monotonic())
-                        self._cond.wait(wait)
+                        wait = IDLE_CHECK if math.isinf(next_at) else max(0.0, next_at - time.monotonic())
+                        self._cond.wait(min(wait, IDLE_CHECK))
                     self._kicked = False
         except BaseException:  # a worker must never die silently
             log.exception("fastpool deadline watcher crashed")
+        finally:
+            with self._cond:
+                killer = self._killer
+            if killer is not None:
+                killer.stop()  # it ends with the watcher, also when the pool was dropped
 
     def _cancel(self, pool: Pool, rec: ConnRecord) -> None:
         dialect = pool._dialect_of(rec.raw)

@@ -226,3 +226,40 @@ def test_django_middleware_opens_a_deadline_per_request():
             DjangoDeadlineMiddleware(view)
     assert 1.5 < seen[0] <= 2.0 and 0 < seen[1] <= 0.5 and seen[2] is None
     assert fastpool.remaining() is None
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs fork()")
+def test_a_forked_child_never_watches_the_parents_statements(db):
+    import os
+    import warnings
+
+    started = threading.Event()
+
+    def slow() -> None:
+        with fastpool.deadline(10):
+            started.set()
+            with pytest.raises(DeadlineExceeded):
+                with fastpool.deadline(1.0):
+                    db.query_row(SLOW)
+
+    t = threading.Thread(target=slow)
+    t.start()
+    started.wait(5)
+    deadline_at = time.monotonic() + 5
+    while not db._watching() and time.monotonic() < deadline_at:
+        time.sleep(0.01)
+    assert len(db._watching()) == 1
+    r, w = os.pipe()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # fork() with threads running
+        pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        os.write(w, str(len(db._watching())).encode())
+        os._exit(0)
+    os.close(w)
+    seen_in_child = os.read(r, 16).decode()
+    os.close(r)
+    os.waitpid(pid, 0)
+    t.join(10)
+    assert seen_in_child == "0"

@@ -56,6 +56,7 @@ cdef class Waiter:
     cdef bint queued
     cdef bint fresh                   # wants a new connection, not an idle one (last retry)
     cdef bint counted                 # waits because the pool is full (wait_count/duration)
+    cdef bint by_deadline             # its timeout is a deadline block's: ends in DeadlineExceeded
     cdef object err                   # a connect error handed to it (outcome W_ERROR)
 
 
@@ -125,7 +126,7 @@ cdef class CorePool:
     cdef ConnRecord _checkout_within(self, double timeout, bint fresh, double block)
     cdef inline double _stmt_deadline(self)
     cdef inline double _stmt_deadline_within(self, double block)
-    cdef int _watch_begin(self, ConnRecord rec, double deadline) except -1
+    cdef int _watch_begin(self, ConnRecord rec, double deadline, bint check=*) except -1
     cdef int _watch_end(self, ConnRecord rec) except -1
     cdef object _deadline_error(self, object cause, str during)
 
@@ -138,9 +139,9 @@ cdef class CorePool:
     cdef Py_ssize_t _open_deficit_locked(self)
     cdef ConnRecord _new_record(self, object raw)
     cdef ConnRecord _open_new(self)
-    cdef ConnRecord _get(self, double timeout, bint fresh=*)
+    cdef ConnRecord _get(self, double timeout, bint fresh=*, bint by_deadline=*)
     cdef ConnRecord _wait(self, Waiter w, double timeout, double t0)
-    cdef object _timeout_error(self, double waited)
+    cdef object _timeout_error(self, double waited, bint by_deadline=*)
     cdef int _put(self, ConnRecord rec, bint bad) except -1
     cdef int _discard_dead(self, ConnRecord rec) except -1
     cdef int _close_rec(self, ConnRecord rec) except -1

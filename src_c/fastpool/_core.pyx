@@ -344,7 +344,7 @@ cdef class CorePool:
         return t
 
     # ---- checkout ----------------------------------------------------------------------
-    cdef ConnRecord _get(self, double timeout, bint fresh=False):
+    cdef ConnRecord _get(self, double timeout, bint fresh=False, bint by_deadline=False):
         # timeout < 0 waits forever; 0 never waits. fresh: open a new connection rather
         # than reuse an idle one (the last retry, as Go's alwaysNewConn), room permitting.
         #
@@ -430,6 +430,7 @@ cdef class CorePool:
             if action == A_NEED_WAITER:
                 t0 = self._now_fine()
                 w = Waiter.__new__(Waiter)   # allocated outside the lock, then try again
+                w.by_deadline = by_deadline
                 continue
             if action == A_WAIT or action == A_WAIT_OPEN:
                 return self._wait(w, timeout, t0)
@@ -485,7 +486,7 @@ cdef class CorePool:
                     self.wait_duration += waited
             fp_mutex_unlock(&self.mu)
             if w.outcome == W_TIMEOUT:
-                raise self._timeout_error(timeout)
+                raise self._timeout_error(timeout, w.by_deadline)
             # A giver handed us something between our timeout and our taking the lock.
             late = True
             break
@@ -504,18 +505,21 @@ cdef class CorePool:
                 fp_mutex_lock(&self.mu)
                 self.timeouts += 1
                 fp_mutex_unlock(&self.mu)
-                raise self._timeout_error(timeout)
+                raise self._timeout_error(timeout, w.by_deadline)
             return rec
         if w.outcome == W_ERROR:
             err, w.err = w.err, None
             raise err
         raise PoolClosed("pool is closed")
 
-    cdef object _timeout_error(self, double waited):
+    cdef object _timeout_error(self, double waited, bint by_deadline=False):
         # PoolTimeout with the counts; a recent connect failure is its cause (as HikariCP
-        # does), so a pool that cannot reach its database says why.
+        # does), so a pool that cannot reach its database says why. A wait that a deadline
+        # block cut short is DeadlineExceeded, with that PoolTimeout as its cause.
         exc = PoolTimeout(self._timeout_message(waited))
         exc.__cause__ = self._last_connect_error
+        if by_deadline:
+            return self._deadline_error(exc, f"waiting {waited:.3f}s for a connection")
         return exc
 
     def _abandon_wait(self, Waiter w):
@@ -665,10 +669,7 @@ cdef class CorePool:
             raise self._deadline_error(None, "before a connection could be had")
         if timeout == 0 or (timeout >= 0 and timeout <= left):
             return self._get(timeout, fresh)
-        try:
-            return self._get(left, fresh)
-        except PoolTimeout as exc:
-            raise self._deadline_error(exc, f"waiting {left:.3f}s for a connection") from exc
+        return self._get(left, fresh, True)
 
     # Free when unused: one ContextVar read and one comparison per statement. Under a
     # deadline a statement links its record into watch_head (one lock round) and unlinks
@@ -687,12 +688,13 @@ cdef class CorePool:
                 d = t
         return d
 
-    cdef int _watch_begin(self, ConnRecord rec, double deadline) except -1:
+    cdef int _watch_begin(self, ConnRecord rec, double deadline, bint check=True) except -1:
         # Register rec's statement; 0 if its deadline has already passed (nothing sent).
+        # check=False: the caller has just made sure it has not (a checkout under it).
         cdef bint wake = False
         # The precise clock: the coarse one lags by up to a tick, and a deadline that has
         # passed must send nothing.
-        if fp_now() >= deadline:
+        if check and fp_now() >= deadline:
             return 0
         fp_mutex_lock(&self.mu)
         rec.watched = True
@@ -831,7 +833,9 @@ cdef class CorePool:
             # A retry checks out again, so a deadline that has passed ends it there.
             rec = self._checkout_within(self.timeout_, attempt >= MAX_BAD_CONN_RETRIES, block)
             deadline = self._stmt_deadline_within(block)
-            if deadline != INFINITY and not self._watch_begin(rec, deadline):
+            # The checkout saw the block's deadline ahead (a connection handed over past it
+            # ends in DeadlineExceeded), and now + statement_timeout is ahead by definition.
+            if deadline != INFINITY and not self._watch_begin(rec, deadline, False):
                 self._checkin(rec, False)
                 raise self._deadline_error(None, "before the statement was sent")
             try:
@@ -1200,6 +1204,16 @@ cdef class CorePool:
         self.wait_head = self.wait_tail = None
         self.n_waiters = 0
         self.n_fresh_waiters = 0
+        # So were the statements under a deadline: the child's watcher must never cancel
+        # (KILL QUERY) a statement of the parent's.
+        rec = self.watch_head
+        while rec is not None:
+            nxt = rec.w_next
+            rec.w_next = rec.w_prev = None
+            rec.watched = False
+            rec = nxt
+        self.watch_head = None
+        self.watch_at = INFINITY
         self.num_open = self.num_opening = self.pending_opens = 0
         return inherited
 

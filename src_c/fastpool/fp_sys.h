@@ -1,7 +1,7 @@
 /* Small portable system shims for the fastpool core.
  *
  *  fp_mutex   - the pool's own lock. PyMutex on 3.13+ (one byte, never needs the GIL);
- *               a PyThread lock before. It can be re-initialised in a forked child,
+ *               a pthread mutex before (a PyThread lock on Windows). It can be re-initialised in a forked child,
  *               where a lock held by a thread of the parent would otherwise stay held
  *               forever. Call lock/unlock with the thread attached (GIL held on GIL builds):
  *               when contended they detach while blocking, so a holder never waits on us.
@@ -24,6 +24,27 @@ static inline int fp_mutex_init(fp_mutex *m) { memset(m, 0, sizeof(*m)); return 
 static inline void fp_mutex_free(fp_mutex *m) { (void)m; }
 static inline void fp_mutex_lock(fp_mutex *m) { PyMutex_Lock(m); }
 static inline void fp_mutex_unlock(fp_mutex *m) { PyMutex_Unlock(m); }
+static inline int fp_mutex_reinit_after_fork(fp_mutex *m) { return fp_mutex_init(m); }
+#elif !defined(_WIN32)
+/* Before 3.13, a plain pthread mutex: a PyThread lock is a semaphore whose acquire also
+ * reads the clock, several times the cost of an uncontended mutex round. The protocol is
+ * the same: try without waiting; if it is held, wait with the GIL released, so a holder
+ * that needs the GIL is never blocked by us. */
+#include <pthread.h>
+typedef struct { pthread_mutex_t mutex; } fp_mutex;
+static inline int fp_mutex_init(fp_mutex *m) { return pthread_mutex_init(&m->mutex, NULL); }
+static inline void fp_mutex_free(fp_mutex *m) { pthread_mutex_destroy(&m->mutex); }
+static inline void fp_mutex_lock(fp_mutex *m) {
+    if (pthread_mutex_trylock(&m->mutex) != 0) {
+        Py_BEGIN_ALLOW_THREADS
+        pthread_mutex_lock(&m->mutex);
+        Py_END_ALLOW_THREADS
+    }
+}
+static inline void fp_mutex_unlock(fp_mutex *m) { pthread_mutex_unlock(&m->mutex); }
+/* After fork() only the forking thread exists; a mutex some other parent thread held is
+ * held forever in the child, so the child makes it anew. */
+static inline int fp_mutex_reinit_after_fork(fp_mutex *m) { return fp_mutex_init(m); }
 #else
 typedef struct { PyThread_type_lock lock; } fp_mutex;
 static inline int fp_mutex_init(fp_mutex *m) {
@@ -41,18 +62,13 @@ static inline void fp_mutex_lock(fp_mutex *m) {
     }
 }
 static inline void fp_mutex_unlock(fp_mutex *m) { PyThread_release_lock(m->lock); }
-#endif
-
-/* After fork() only the forking thread exists; a lock some other parent thread held
- * is held forever in the child, so the child gets a fresh one (the old one is leaked). */
+/* After fork() a lock some other parent thread held is held forever in the child: the
+ * child gets a fresh one (the old one is leaked). */
 static inline int fp_mutex_reinit_after_fork(fp_mutex *m) {
-#if PY_VERSION_HEX >= 0x030D0000
-    return fp_mutex_init(m);
-#else
     m->lock = NULL;
     return fp_mutex_init(m);
-#endif
 }
+#endif
 
 #ifdef _WIN32
 #include <windows.h>
