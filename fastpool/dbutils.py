@@ -32,13 +32,20 @@ Where it deliberately differs from DBUtils:
 
 from __future__ import annotations
 
-from typing import Any, Callable
+import sys
+import weakref
+from contextlib import contextmanager, suppress
+from functools import total_ordering
+from threading import Condition
+from typing import Any, Callable, Iterator
 
 from . import _core
 from .dialects import ERR_RETRY, Dialect, guess_dialect
 from .errors import FastpoolError, PoolTimeout
 from .pool import Pool
 
+# Every public name of dbutils.pooled_db imports from here too, so swapping the whole
+# import line works (Condition, suppress and total_ordering are the stdlib's, as there).
 __all__ = [
     "PooledDB",
     "PooledDBError",
@@ -47,6 +54,13 @@ __all__ = [
     "TooManyConnectionsError",
     "InvalidConnection",
     "TooManyConnections",
+    "PooledDedicatedDBConnection",
+    "PooledSharedDBConnection",
+    "SharedDBConnection",
+    "connect",
+    "Condition",
+    "suppress",
+    "total_ordering",
 ]
 
 
@@ -72,6 +86,23 @@ TooManyConnections = TooManyConnectionsError
 for _cls in (PooledDBError, InvalidConnectionError, NotSupportedError, TooManyConnectionsError):
     _cls.__module__ = "fastpool.dbutils"
 del _cls
+
+
+def _dbapi_module(raw: Any) -> Any:
+    """The DB-API 2 module of a driver connection, as DBUtils finds it: the first module
+    with a callable connect() walking up the connection's module path
+    (mysql.connector.connection_cext -> mysql.connector), then its OperationalError's."""
+    paths = [getattr(type(raw), "__module__", None)]
+    op_error = getattr(raw, "OperationalError", None)
+    if op_error is not None:
+        paths.append(getattr(op_error, "__module__", None))
+    for mod in paths:
+        while mod:
+            module = sys.modules.get(mod)
+            if module is not None and callable(getattr(module, "connect", None)):
+                return module
+            mod = mod.rpartition(".")[0]
+    return None
 
 
 def _threadsafety(creator: Any) -> int:
@@ -140,8 +171,18 @@ class PooledDB:
         self._maxcached, self._maxconnections = maxcached, maxconnections
         self._maxshared = 0  # never shared: see the module's docstring
         self._dialect = _AsIs()
+        # The core holds the opener through a weak reference: no cycle through it, so
+        # `del pool` closes the idle connections at once, as DBUtils does.
+        this = weakref.ref(self)
+
+        def open_via_pool() -> Any:
+            owner = this()
+            if owner is None:
+                raise InvalidConnectionError("the PooledDB is gone")
+            return owner._open()
+
         self._pool = Pool(
-            self._open, driver=self._dialect, max_open=maxconnections,
+            open_via_pool, driver=self._dialect, max_open=maxconnections,
             max_idle=maxcached or None, timeout=None if blocking else 0,
             max_lifetime=None, max_idle_time=None,
             _display=f"PooledDB({getattr(creator, '__name__', type(creator).__name__)})",
@@ -169,20 +210,16 @@ class PooledDB:
         if self._failures_arg is not None:
             f = self._failures_arg
             return f if isinstance(f, tuple) else (f,)
-        for src in (getattr(self._creator, "dbapi", None), self._creator, raw):
+        for src in (getattr(self._creator, "dbapi", None), self._creator, raw, _dbapi_module(raw)):
             if src is None:
                 continue
             try:
                 return (src.OperationalError, src.InterfaceError, src.InternalError)
             except AttributeError:
                 continue
-        module = __import__(type(raw).__module__.split(".")[0])
-        try:
-            return (module.OperationalError, module.InterfaceError, module.InternalError)
-        except AttributeError:
-            raise AttributeError(
-                "Could not determine failure exceptions (please set failures or creator.dbapi)."
-            ) from None
+        raise AttributeError(
+            "Could not determine failure exceptions (please set failures or creator.dbapi)."
+        )
 
     # ---- the DBUtils API ----------------------------------------------------------------
     def steady_connection(self) -> Any:
@@ -197,8 +234,8 @@ class PooledDB:
             raise TooManyConnectionsError from None
         con = PooledDedicatedDBConnection(self, rec)
         # Where the driver has a socket the core has just polled it at checkout; ping only
-        # the connections it cannot check.
-        if self._ping_mode & 1 and rec.fd < 0:
+        # the connections it cannot check, and, as DBUtils, never a brand-new one.
+        if self._ping_mode & 1 and rec.fd < 0 and rec.uses > 1:
             con._ping_check()
         return con
 
@@ -275,8 +312,10 @@ class PooledDedicatedDBConnection:
         return True if alive is None else bool(alive)
 
     def _reconnect(self) -> None:
-        # Replace the connection by a new one (not inside a transaction: it would be lost).
+        # Replace the connection by a new one. Inside a transaction that transaction is
+        # lost with its connection: the caller raises the error that broke it.
         old, self._rec = self._rec, None
+        self._transaction = False
         self._pool._pool._give(old, True)
         try:
             self._rec = self._pool._pool._take()
@@ -296,9 +335,24 @@ class PooledDedicatedDBConnection:
 
     # -- the DB-API connection --
     def cursor(self, *args: Any, **kwargs: Any) -> PooledCursor:
-        self._raw()
-        self._ping_check(2)
-        return PooledCursor(self, args, kwargs)
+        raw = self._raw()
+        if not self._transaction:
+            self._ping_check(2)
+            raw = self._raw()
+        try:
+            dbapi_cursor = raw.cursor(*args, **kwargs)
+        except self._pool._failures(raw) as error:
+            # The connection broke while it was held: reopen it, as DBUtils does; inside a
+            # transaction the error is raised once and the connection is fresh afterwards.
+            isfatal = self._pool._isfatal
+            if isfatal is not None and not isfatal(error):
+                raise
+            was_transaction = self._transaction
+            self._reconnect()
+            if was_transaction:
+                raise
+            dbapi_cursor = self._raw().cursor(*args, **kwargs)
+        return PooledCursor(self, args, kwargs, dbapi_cursor)
 
     def begin(self, *args: Any, **kwargs: Any) -> None:
         """Mark the start of a transaction (calls the driver's begin() if it has one)."""
@@ -327,10 +381,25 @@ class PooledDedicatedDBConnection:
 
     def dbapi(self) -> Any:
         creator = self._pool._creator
-        return getattr(creator, "dbapi", creator)
+        found = getattr(creator, "dbapi", None) or _dbapi_module(self._raw())
+        if found is None:
+            raise AttributeError("Could not determine DB-API 2 module (please set creator.dbapi).")
+        return found
 
     def threadsafety(self) -> int:
+        # The driver module's, also when the creator is a plain function.
+        module = self.dbapi() if callable(getattr(self._pool._creator, "connect", None)) else None
+        for src in (self._pool._creator, getattr(self._pool._creator, "dbapi", None), module,
+                    _dbapi_module(self._raw())):
+            value = getattr(src, "threadsafety", None) if src is not None else None
+            if value is not None:
+                return int(value)
         return _threadsafety(self._pool._creator)
+
+    @property
+    def dbapi_connection(self) -> Any:
+        """The driver's own connection (operations on it bypass failover and maxusage)."""
+        return self._raw()
 
     def close(self) -> None:
         """Give the connection back to the pool (rolled back as ``reset`` says)."""
@@ -368,17 +437,24 @@ class PooledCursor:
     """A cursor whose execute*() honour maxusage, ping mode 4 and safe failover."""
 
     def __init__(self, con: PooledDedicatedDBConnection, args: tuple[Any, ...],
-                 kwargs: dict[str, Any]) -> None:
-        self._con = con
+                 kwargs: dict[str, Any], dbapi_cursor: Any = None) -> None:
+        self._con: PooledDedicatedDBConnection | None = con
         self._args, self._kwargs = args, kwargs
-        self._cursor = con._raw().cursor(*args, **kwargs)
+        self._cursor = dbapi_cursor if dbapi_cursor is not None else con._raw().cursor(*args, **kwargs)
+        self._no_failover = 0
+
+    def _connection(self) -> PooledDedicatedDBConnection:
+        if self._con is None:
+            raise InvalidConnectionError("the cursor is closed")
+        return self._con
 
     def _renew(self) -> None:
-        self._con._reconnect()
-        self._cursor = self._con._raw().cursor(*self._args, **self._kwargs)
+        con = self._connection()
+        con._reconnect()
+        self._cursor = con._raw().cursor(*self._args, **self._kwargs)
 
     def _tough(self, name: str, *args: Any, **kwargs: Any) -> Any:
-        con = self._con
+        con = self._connection()
         if not con._transaction:
             before = con._rec
             con._ping_check(4)
@@ -390,10 +466,15 @@ class PooledCursor:
             result = getattr(self._cursor, name)(*args, **kwargs)
         except con._pool._failures(con._raw()) as exc:
             isfatal = con._pool._isfatal
-            if con._transaction or (isfatal is not None and not isfatal(exc)):
+            if self._no_failover or (isfatal is not None and not isfatal(exc)):
                 raise
-            retry = con._pool._dialect.classify(exc) == ERR_RETRY
-            self._renew()  # the connection is gone either way: replace it
+            in_transaction = con._transaction
+            retry = con._pool._dialect.classify(exc) == ERR_RETRY and not in_transaction
+            with suppress(Exception):
+                # The connection is gone either way: replace it, so the next statement
+                # works (inside a transaction the transaction is lost with it: as DBUtils,
+                # the error is raised once and the connection is fresh afterwards).
+                self._renew()
             if not retry:
                 raise  # it may have reached the server: never run it twice
             result = getattr(self._cursor, name)(*args, **kwargs)
@@ -410,16 +491,37 @@ class PooledCursor:
         return self._tough("callproc", *args, **kwargs)
 
     def close(self) -> None:
+        """Close the cursor. It lets go of its connection, so a connection whose last
+        reference was this cursor goes back to the pool (as DBUtils')."""
         try:
             self._cursor.close()
         except Exception:
             pass
+        self._con = None
+
+    @property
+    def dbapi_cursor(self) -> Any:
+        """The driver's own cursor (statements on it bypass failover and maxusage)."""
+        return self._cursor
+
+    @contextmanager
+    def no_failover(self) -> Iterator[PooledCursor]:
+        """Inside this block a failed statement is raised at once, never retried and its
+        connection not replaced here (ping checks and usage counts go on)."""
+        self._no_failover += 1
+        try:
+            yield self
+        finally:
+            self._no_failover -= 1
 
     def __iter__(self) -> Any:
-        return iter(self._cursor)
+        try:  # the driver cursor's own iterator, else fetchone() until None (DBUtils' rule)
+            return iter(self._cursor)
+        except TypeError:
+            return iter(self._cursor.fetchone, None)
 
     def __getattr__(self, name: str) -> Any:
-        if name.startswith("__") or name in ("_cursor", "_con", "_args", "_kwargs"):
+        if name.startswith("__") or name in ("_cursor", "_con", "_args", "_kwargs", "_no_failover"):
             raise AttributeError(name)
         return getattr(self._cursor, name)
 
@@ -428,3 +530,41 @@ class PooledCursor:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class SharedDBConnection:
+    """DBUtils' bookkeeping record of a shared connection. fastpool never shares a
+    connection between threads (see the module's docstring); the class is here so code
+    that imports or type-checks against it keeps working."""
+
+    def __init__(self, con: PooledDedicatedDBConnection) -> None:
+        self.con = con
+        self.shared = 1
+
+    def share(self) -> None:
+        self.shared += 1
+
+    def unshare(self) -> None:
+        self.shared -= 1
+
+
+# Connections are never shared, so a "shared" connection is a dedicated one.
+PooledSharedDBConnection = PooledDedicatedDBConnection
+
+
+def connect(creator: Any, maxusage: int | None = None, setsession: list[str] | None = None,
+            failures: Any = None, ping: Any = 1, closeable: bool = True,
+            *args: Any, **kwargs: Any) -> Any:
+    """DBUtils' steady_db.connect(): one connection outside any pool, with setsession
+    applied. (Its automatic reconnection is not imitated: fastpool's rule is that a
+    statement is never re-run after it may have reached the server.)"""
+    factory = getattr(creator, "connect", None)
+    raw = (factory if callable(factory) else creator)(*args, **kwargs)
+    if setsession:
+        cur = raw.cursor()
+        try:
+            for sql in setsession:
+                cur.execute(sql)
+        finally:
+            cur.close()
+    return raw

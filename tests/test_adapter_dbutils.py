@@ -295,3 +295,178 @@ def test_statement_that_may_have_run_is_rerun_by_dbutils_but_not_by_fastpool(nam
         assert len(made) == 2
     c.close()
     pool.close()
+
+
+# ---- the differences a user hit, now gone (each runs on both implementations) ------------
+def test_every_public_name_of_dbutils_pooled_db_imports():
+    public = {n for n in dir(dbutils_pooled) if not n.startswith("_")}
+    missing = sorted(n for n in public if not hasattr(fp_pooled, n))
+    assert not missing, missing
+    exec("from fastpool.dbutils import PooledDB, SharedDBConnection, PooledSharedDBConnection, connect",
+         {})
+
+
+def _package_driver():  # type: ignore[no-untyped-def]
+    """A DB-API driver in a package, its connection class two modules down (as
+    mysql.connector.connection_cext): the error classes live in `pkg.driver`, not in `pkg`."""
+    import types
+
+    pkg = types.ModuleType("fp_pkg")
+    drv = types.ModuleType("fp_pkg.driver")
+    impl = types.ModuleType("fp_pkg.driver.impl")
+
+    class Error(Exception):
+        pass
+
+    class OperationalError(Error):
+        pass
+
+    class InterfaceError(Error):
+        pass
+
+    class InternalError(Error):
+        pass
+
+    class Cursor:  # no __iter__: DBUtils falls back to fetchone()
+        def __init__(self) -> None:
+            self.rows: list[tuple[int]] = []
+
+        def execute(self, sql, params=None):  # type: ignore[no-untyped-def]
+            if sql == "fail":
+                raise OperationalError("statement failed")
+            self.rows = [(1,), (2,), (3,)]
+
+        def fetchone(self):  # type: ignore[no-untyped-def]
+            return self.rows.pop(0) if self.rows else None
+
+        def close(self) -> None:
+            pass
+
+    class Connection:
+        def cursor(self):  # type: ignore[no-untyped-def]
+            return Cursor()
+
+        def commit(self) -> None:
+            pass
+
+        def rollback(self) -> None:
+            pass
+
+        def close(self) -> None:
+            pass
+
+    Connection.__module__ = Cursor.__module__ = "fp_pkg.driver.impl"
+    for cls in (Error, OperationalError, InterfaceError, InternalError):
+        cls.__module__ = "fp_pkg.driver"
+        setattr(drv, cls.__name__, cls)
+    drv.connect = lambda: Connection()  # type: ignore[attr-defined]
+    drv.threadsafety = 2  # type: ignore[attr-defined]
+    impl.Connection = Connection  # type: ignore[attr-defined]
+    import sys
+
+    sys.modules.update({"fp_pkg": pkg, "fp_pkg.driver": drv, "fp_pkg.driver.impl": impl})
+    return drv
+
+
+def test_creator_function_of_a_driver_in_a_package(impl):
+    drv = _package_driver()
+
+    def creator():  # type: ignore[no-untyped-def]
+        return drv.connect()
+
+    pool = impl.PooledDB(creator, maxconnections=2)
+    db = pool.connection()
+    cur = db.cursor()
+    with pytest.raises(drv.OperationalError):  # the driver's error, not AttributeError
+        cur.execute("fail")
+    cur = db.cursor()
+    cur.execute("SELECT")
+    assert list(cur) == [(1,), (2,), (3,)]  # a cursor without __iter__ still iterates
+    assert db.threadsafety() == 2  # the module's, though the creator is a function
+    assert db.dbapi() is drv
+    db.close()
+
+
+def test_dbapi_connection_dbapi_cursor_and_no_failover(impl):
+    pool = impl.PooledDB(sqlite3, 0, 0, 0, 1, False, None, None, True, None, 1, None, ":memory:", check_same_thread=False)
+    db = pool.connection()
+    assert isinstance(db.dbapi_connection, sqlite3.Connection)
+    cur = db.cursor()
+    assert isinstance(cur.dbapi_cursor, sqlite3.Cursor)
+    with cur.no_failover() as same:
+        assert same is cur
+        with pytest.raises(sqlite3.OperationalError):
+            cur.execute("SELECT * FROM no_such_table")
+    cur.close()
+    db.close()
+
+
+def test_a_closed_cursor_lets_go_of_its_connection(impl):
+    pool = impl.PooledDB(sqlite3, 0, 0, 0, 1, False, None, None, True, None, 1, None, ":memory:", check_same_thread=False)
+    db = pool.connection()
+    cur = db.cursor()
+    cur.execute("SELECT 1")
+    cur.close()
+    del db  # the closed cursor must not keep it checked out
+    db = pool.connection()  # TooManyConnections if it did
+    db.close()
+
+
+def test_del_pool_closes_its_idle_connections_at_once(impl):
+    opened: list[sqlite3.Connection] = []
+
+    def creator():  # type: ignore[no-untyped-def]
+        c = sqlite3.connect(":memory:", check_same_thread=False)
+        opened.append(c)
+        return c
+
+    creator.threadsafety = 1  # type: ignore[attr-defined]
+    pool = impl.PooledDB(creator, mincached=2, maxcached=2)
+    assert len(opened) == 2
+    del pool  # no gc.collect(): DBUtils closes at once
+    for c in opened:
+        with pytest.raises(sqlite3.ProgrammingError):
+            c.execute("SELECT 1")
+
+
+def test_brand_new_connections_are_not_pinged(impl):
+    pings: list[int] = []
+
+    def ping(con):  # type: ignore[no-untyped-def]
+        pings.append(1)
+        return True
+
+    pool = impl.PooledDB(sqlite3, 2, 0, 0, 0, False, None, None, True, None, ping, None, ":memory:", check_same_thread=False)
+    assert len(pings) == 0  # the connections opened up front
+    pool.connection().close()
+    assert len(pings) == 1  # one taken from the idle cache
+
+
+def test_a_connection_that_breaks_inside_a_transaction_is_replaced_after_one_error(impl, mysql, mariadb):
+    MySQLdb, kw = mysql
+    pool = impl.PooledDB(MySQLdb, maxconnections=2, **kw)
+    db = pool.connection()
+    db.begin()
+    (cid,) = one(db, "SELECT CONNECTION_ID()")
+    killer = MySQLdb.connect(autocommit=True, **kw)
+    killer.cursor().execute(f"KILL {int(cid)}")
+    killer.close()
+    time.sleep(0.1)
+    cur = db.cursor()
+    with pytest.raises(MySQLdb.OperationalError):
+        cur.execute("SELECT 1")  # raised once: the transaction is gone with its connection
+    (new_cid,) = one(db, "SELECT CONNECTION_ID()")  # execute, cursor() and rollback work again
+    assert new_cid != cid
+    db.rollback()
+    db.close()
+
+
+def test_cursor_on_a_connection_that_broke_while_held_reopens(impl, mysql):
+    MySQLdb, kw = mysql
+    pool = impl.PooledDB(MySQLdb, maxconnections=2, ping=0, **kw)
+    db = pool.connection()
+    raw = db.dbapi_connection if hasattr(db, "dbapi_connection") else db._con._con
+    raw.close()  # broken under the holder's feet
+    (n,) = one(db, "SELECT 7")  # cursor() reopens instead of raising
+    assert n == 7
+    db.close()
