@@ -10,9 +10,10 @@ does what it does for every pool: events, ``pool_pre_ping``, ``pool_recycle``, r
 return, invalidation. The fastpool core holds SQLAlchemy's own connection records, so an
 invalidated record is reconnected by SQLAlchemy as usual.
 
-Differences from QueuePool, on purpose: idle connections are always reused newest first
-(``pool_use_lifo`` is accepted; FIFO reuse is not offered, since it keeps every connection
-warm and stops idle ones from timing out).
+As QueuePool: ``pool_size=0`` means no limit, ``pool_use_lifo=False`` (the default) reuses
+the idle connection that has waited longest and ``True`` the newest, and the pool logs to
+``sqlalchemy.pool.impl.FastQueuePool`` (under ``sqlalchemy.pool``, with ``echo_pool`` and
+``pool_logging_name`` honoured).
 
 This class has an explicit Python ``__init__`` signature because ``create_engine`` reads it
 to decide which ``pool_*`` arguments to pass.
@@ -36,6 +37,10 @@ __all__ = ["FastQueuePool"]
 class FastQueuePool(QueuePool):
     """QueuePool's interface on fastpool's core (FIFO hand-off, compiled checkout)."""
 
+    # SQLAlchemy names a pool's logger after this: handlers and levels set on
+    # logging.getLogger("sqlalchemy.pool") see this pool as they see QueuePool.
+    _sqla_logger_namespace = "sqlalchemy.pool.impl.FastQueuePool"
+
     def __init__(
         self,
         creator: Any,
@@ -51,6 +56,9 @@ class FastQueuePool(QueuePool):
         self._max_overflow = max_overflow
         self._timeout = timeout
         self._use_lifo = use_lifo
+        # As QueuePool: pool_size=0 means no limit at all, max_overflow=-1 no overflow limit.
+        if pool_size == 0:
+            max_overflow = -1
         max_open = pool_size + max_overflow if max_overflow > -1 else 0
         self._fp = Pool(
             self._new_record,
@@ -62,6 +70,7 @@ class FastQueuePool(QueuePool):
             timeout=timeout,
             _display=f"FastQueuePool(size={pool_size}, overflow={max_overflow})",
         )
+        self._fp._set_reuse_fifo(not use_lifo)
 
     # The core opens and closes "connections" that are SQLAlchemy records.
     def _new_record(self) -> _ConnectionRecord:

@@ -221,3 +221,59 @@ def test_sqlite_file(poolclass, engines, tmp_path):
     assert e.pool.status() == (
         "Pool size: 2  Connections in pool: 1 Current Overflow: -1 Current Checked out connections: 0"
     )
+
+
+# ---- differences a user hit, now gone (each runs on both pool classes) ---------------------
+def test_pool_size_zero_means_no_limit(poolclass, engines, tmp_path):
+    e = engines(f"sqlite:///{tmp_path / 'z.db'}", poolclass=poolclass, pool_size=0,
+                max_overflow=1, pool_timeout=0.2)
+    held = [e.connect() for _ in range(3)]  # past pool_size + max_overflow: no limit
+    for c in held:
+        assert c.execute(text("SELECT 1")).scalar_one() == 1
+        c.close()
+
+
+@pytest.mark.parametrize("use_lifo", [False, True])
+def test_use_lifo_picks_the_newest_or_the_oldest_idle_connection(poolclass, use_lifo):
+    made = []
+
+    def creator():  # type: ignore[no-untyped-def]
+        import sqlite3
+
+        c = sqlite3.connect(":memory:", check_same_thread=False)
+        made.append(c)
+        return c
+
+    pool = poolclass(creator, pool_size=3, max_overflow=0, use_lifo=use_lifo)
+    conns = [pool.connect() for _ in range(3)]
+    raws = [c.dbapi_connection for c in conns]
+    for c in conns:  # returned in order: the first is the oldest idle one
+        c.close()
+    again = pool.connect()
+    assert again.dbapi_connection is (raws[2] if use_lifo else raws[0])
+    again.close()
+    pool.dispose()
+
+
+def test_pool_logging_goes_to_sqlalchemy_pool(poolclass, tmp_path):
+    import logging
+
+    seen: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record.name)
+
+    log = logging.getLogger("sqlalchemy.pool")
+    handler, old = Keep(), log.level
+    log.addHandler(handler)
+    log.setLevel(logging.DEBUG)
+    try:
+        e = sa.create_engine(f"sqlite:///{tmp_path / 'l.db'}", poolclass=poolclass)
+        with e.connect() as c:
+            c.execute(text("SELECT 1"))
+        e.dispose()
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(old)
+    assert seen and all(name.startswith("sqlalchemy.pool.") for name in seen), seen

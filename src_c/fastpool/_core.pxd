@@ -79,6 +79,7 @@ cdef class CorePool:
     cdef double max_lifetime_         # INFINITY: forever
     cdef double max_idle_time_        # INFINITY: forever
     cdef bint closed_
+    cdef bint fifo_reuse              # reuse the oldest idle connection (QueuePool's default)
     cdef unsigned long fork_gen
     cdef unsigned long long wait_count
     cdef double wait_duration

@@ -369,7 +369,13 @@ cdef class CorePool:
                 action = A_CLOSED
             elif self.n_free > 0 and not (fresh and (self.max_open_ <= 0 or self.num_open < self.max_open_)):
                 self.n_free -= 1
-                rec = <ConnRecord>self.free_conns[self.n_free]   # takes a reference
+                if self.fifo_reuse:
+                    # The oldest first: every connection kept in turn (SQLAlchemy's
+                    # use_lifo=False). The list is short; moving it costs little.
+                    rec = <ConnRecord>self.free_conns[0]
+                    memmove(self.free_conns, self.free_conns + 1, self.n_free * sizeof(PyObject *))
+                else:
+                    rec = <ConnRecord>self.free_conns[self.n_free]   # takes a reference
                 Py_DECREF(rec)                                     # the list's, not ours
                 if self._expired_locked(rec, now):
                     self.num_open -= 1
@@ -814,6 +820,13 @@ cdef class CorePool:
             rec = rec.w_next
         fp_mutex_unlock(&self.mu)
         return out[:i]
+
+    def _set_reuse_fifo(self, bint fifo):
+        """Reuse idle connections oldest first (True) or newest first (False, the default:
+        hot connections stay hot, surplus ones reach max_idle_time)."""
+        fp_mutex_lock(&self.mu)
+        self.fifo_reuse = fifo
+        fp_mutex_unlock(&self.mu)
 
     def _set_statement_timeout(self, timeout):
         self.statement_timeout_ = -1.0 if timeout is None else float(timeout)
