@@ -160,11 +160,16 @@ class PooledDB:
         self._args, self._kwargs = args, kwargs
         self._blocking = blocking
         self._maxusage = maxusage or 0
-        self._setsession = list(setsession or ())
+        self._setsession = setsession  # as given (DBUtils keeps a tuple a tuple)
         self._reset = reset
         self._failures_arg = failures
         self._isfatal = isfatal
         self._ping_mode, self._pinger = _parse_ping(ping)
+        # A creator function is taken for thread-safe, as DBUtils does, until its first
+        # connection shows which driver module it comes from.
+        self._check_module: Callable[[Any], None] | None = (
+            None if callable(getattr(creator, "connect", None)) or hasattr(creator, "threadsafety")
+            else self._check_connection_module)
         mincached = mincached or 0
         maxcached = max(maxcached, mincached) if maxcached else 0
         maxconnections = (max(maxconnections, maxcached, maxshared or 0) if maxconnections else 0)
@@ -201,10 +206,18 @@ class PooledDB:
                 for sql in self._setsession:
                     cur.execute(sql)
                 cur.close()
+            if self._check_module is not None:
+                self._check_module(raw)
         except BaseException:
             raw.close()
             raise
         return raw
+
+    def _check_connection_module(self, raw: Any) -> None:
+        module = _dbapi_module(raw)
+        if module is not None and not getattr(module, "threadsafety", 0):
+            raise NotSupportedError("Database module is not thread-safe.")
+        self._check_module = None  # checked once
 
     def _failures(self, raw: Any) -> tuple[type[BaseException], ...]:
         if self._failures_arg is not None:
@@ -532,14 +545,31 @@ class PooledCursor:
         self.close()
 
 
+@total_ordering
 class SharedDBConnection:
     """DBUtils' bookkeeping record of a shared connection. fastpool never shares a
     connection between threads (see the module's docstring); the class is here so code
-    that imports or type-checks against it keeps working."""
+    that imports or type-checks against it keeps working. As DBUtils', records order by
+    preference: not in a transaction first, then fewest shares."""
 
-    def __init__(self, con: PooledDedicatedDBConnection) -> None:
+    def __init__(self, con: Any) -> None:
         self.con = con
         self.shared = 1
+
+    def __lt__(self, other: SharedDBConnection) -> bool:
+        mine, theirs = self.con._transaction, other.con._transaction
+        if mine == theirs:
+            return self.shared < other.shared
+        return not mine
+
+    def __eq__(self, other: object) -> bool:
+        # Ranked equally is not interchangeable: equal only to itself (DBUtils 3.2).
+        if not isinstance(other, SharedDBConnection):
+            return NotImplemented
+        return self is other
+
+    def __hash__(self) -> int:
+        return id(self)
 
     def share(self) -> None:
         self.shared += 1

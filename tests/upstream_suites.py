@@ -1,0 +1,149 @@
+"""The originals' own test suites, run against fastpool's drop-in adapters.
+
+Each suite comes from the project's sdist on PyPI, downloaded at test time into a cache
+(none of its code is committed), and runs in a pytest subprocess with a plugin that
+points the original's module at fastpool's adapter. The outcome is compared with
+`tests/upstream/expected-<package>-<version>.txt`: every test expected to fail is listed
+there with its reason. A failure not on the list, or a listed test that now passes, is an
+error: the list stays exact.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "fastpool-upstream"
+
+
+@dataclass(frozen=True)
+class Suite:
+    package: str  # the PyPI name
+    version: str
+    files: tuple[str, ...]  # test files inside the sdist
+    plugin: str  # module in tests/upstream that points the original at the adapter
+
+    @property
+    def name(self) -> str:
+        return f"{self.package}-{self.version}"
+
+    @property
+    def expected_file(self) -> Path:
+        return HERE / "upstream" / f"expected-{self.name}.txt"
+
+
+# The newest release and the oldest one the extras allow.
+SUITES = [
+    Suite("DBUtils", "3.2.0", ("tests/test_pooled_db.py",), "alias_dbutils"),
+    Suite("DBUtils", "3.0.0", ("tests/test_pooled_db.py",), "alias_dbutils"),
+]
+
+
+def fetch(suite: Suite) -> Path:
+    """The unpacked sdist (downloaded once, then cached)."""
+    target = CACHE / suite.name
+    if (target / "PKG-INFO").exists():
+        return target
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "-q", "--disable-pip-version-check",
+             "--no-deps", "--no-binary", ":all:", f"{suite.package}=={suite.version}", "-d", tmp],
+            check=True, capture_output=True, text=True, timeout=300,
+        )
+        (archive,) = Path(tmp).glob("*.tar.gz")
+        with tarfile.open(archive) as tar:
+            tar.extractall(tmp, filter="data")
+        (unpacked,) = [p for p in Path(tmp).iterdir() if p.is_dir()]
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.move(str(unpacked), target)
+    return target
+
+
+def run(suite: Suite) -> dict[str, str]:
+    """Run the suite; return {test id: "passed" | "skipped" | "failed: <message>"}."""
+    src = fetch(suite)
+    with tempfile.TemporaryDirectory() as tmp:
+        report = Path(tmp) / "report.xml"
+        env = dict(os.environ)
+        # The sdist's own package first, then fastpool (this checkout), then the plugin.
+        import fastpool  # the one this process tests: a checkout or an installed wheel
+
+        env["PYTHONPATH"] = os.pathsep.join(
+            [str(src), str(Path(fastpool.__file__).resolve().parent.parent), str(HERE / "upstream")])
+        proc = subprocess.run(
+            [sys.executable, "-m", "pytest", *suite.files, "-p", suite.plugin, "-q",
+             "-p", "no:cacheprovider", "-o", "addopts=", "-W", "ignore::DeprecationWarning",
+             f"--junitxml={report}", "--rootdir", str(src)],
+            cwd=src, env=env, capture_output=True, text=True, timeout=600,
+        )
+        if not report.exists():
+            raise RuntimeError(f"{suite.name}: the suite did not run:\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
+        return _outcomes(report)
+
+
+def _outcomes(report: Path) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for case in ET.parse(report).getroot().iter("testcase"):
+        test_id = f"{case.get('classname', '').rsplit('.', 1)[-1]}::{case.get('name')}"
+        failure = case.find("failure")
+        if failure is None:
+            failure = case.find("error")
+        if failure is not None:
+            out[test_id] = "failed: " + (failure.get("message") or "").splitlines()[0][:200] \
+                if failure.get("message") else "failed"
+        elif case.find("skipped") is not None:
+            out[test_id] = "skipped"
+        else:
+            out[test_id] = "passed"
+    return out
+
+
+_LINE = re.compile(r"^(\S+)\s+#\s*(.+)$")
+
+
+def expected(suite: Suite) -> dict[str, str]:
+    """{test id: reason} from the suite's list (lines `test_id  # reason`)."""
+    if not suite.expected_file.exists():
+        return {}
+    out = {}
+    for line in suite.expected_file.read_text().splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        m = _LINE.match(line)
+        if m is None:
+            raise ValueError(f"{suite.expected_file.name}: a line needs `test_id  # reason`: {line!r}")
+        out[m.group(1)] = m.group(2)
+    return out
+
+
+def compare(outcomes: dict[str, str], allowed: dict[str, str]) -> tuple[list[str], list[str]]:
+    """(failures not on the list, listed tests that did not fail)."""
+    new = sorted(t for t, o in outcomes.items() if o.startswith("failed") and t not in allowed)
+    stale = sorted(t for t in allowed if not outcomes.get(t, "").startswith("failed"))
+    return new, stale
+
+
+def counts(outcomes: dict[str, str]) -> dict[str, int]:
+    c = {"passed": 0, "failed": 0, "skipped": 0}
+    for o in outcomes.values():
+        c["failed" if o.startswith("failed") else o] += 1
+    return c
+
+
+if __name__ == "__main__":  # python tests/upstream_suites.py: print the outcomes
+    for s in SUITES:
+        res = run(s)
+        print(s.name, counts(res))
+        for t, o in sorted(res.items()):
+            if o.startswith("failed"):
+                print(f"  {t}  {o}")
