@@ -192,6 +192,8 @@ class PooledDB:
             max_lifetime=None, max_idle_time=None,
             _display=f"PooledDB({getattr(creator, '__name__', type(creator).__name__)})",
         )
+        # As DBUtils: the creator runs in the thread that asks for a connection.
+        self._pool._set_inline_connect(True)
         # As DBUtils: open mincached connections now and put them in the idle cache.
         idle = [self.dedicated_connection() for _ in range(mincached)]
         while idle:

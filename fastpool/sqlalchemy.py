@@ -13,7 +13,8 @@ invalidated record is reconnected by SQLAlchemy as usual.
 As QueuePool: ``pool_size=0`` means no limit, ``pool_use_lifo=False`` (the default) reuses
 the idle connection that has waited longest and ``True`` the newest, and the pool logs to
 ``sqlalchemy.pool.impl.FastQueuePool`` (under ``sqlalchemy.pool``, with ``echo_pool`` and
-``pool_logging_name`` honoured).
+``pool_logging_name`` honoured). The creator and the connect events run in the thread that
+asked for the connection, as with QueuePool.
 
 This class has an explicit Python ``__init__`` signature because ``create_engine`` reads it
 to decide which ``pool_*`` arguments to pass.
@@ -71,6 +72,8 @@ class FastQueuePool(QueuePool):
             _display=f"FastQueuePool(size={pool_size}, overflow={max_overflow})",
         )
         self._fp._set_reuse_fifo(not use_lifo)
+        # As QueuePool: the creator and the connect events run in the caller's thread.
+        self._fp._set_inline_connect(True)
 
     # The core opens and closes "connections" that are SQLAlchemy records.
     def _new_record(self) -> _ConnectionRecord:

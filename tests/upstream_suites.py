@@ -31,6 +31,7 @@ class Suite:
     version: str
     files: tuple[str, ...]  # test files inside the sdist
     plugin: str  # module in tests/upstream that points the original at the adapter
+    source: str = "."  # where the sdist keeps its package (SQLAlchemy: lib)
 
     @property
     def name(self) -> str:
@@ -45,6 +46,8 @@ class Suite:
 SUITES = [
     Suite("DBUtils", "3.2.0", ("tests/test_pooled_db.py",), "alias_dbutils"),
     Suite("DBUtils", "3.0.0", ("tests/test_pooled_db.py",), "alias_dbutils"),
+    Suite("SQLAlchemy", "2.1.9", ("test/engine/test_pool.py",), "alias_sqlalchemy", "lib"),
+    Suite("SQLAlchemy", "2.0.0", ("test/engine/test_pool.py",), "alias_sqlalchemy", "lib"),
 ]
 
 
@@ -79,7 +82,8 @@ def run(suite: Suite) -> dict[str, str]:
         import fastpool  # the one this process tests: a checkout or an installed wheel
 
         env["PYTHONPATH"] = os.pathsep.join(
-            [str(src), str(Path(fastpool.__file__).resolve().parent.parent), str(HERE / "upstream")])
+            [str(src / suite.source), str(Path(fastpool.__file__).resolve().parent.parent),
+             str(HERE / "upstream")])
         proc = subprocess.run(
             [sys.executable, "-m", "pytest", *suite.files, "-p", suite.plugin, "-q",
              "-p", "no:cacheprovider", "-o", "addopts=", "-W", "ignore::DeprecationWarning",

@@ -80,6 +80,7 @@ cdef class CorePool:
     cdef double max_idle_time_        # INFINITY: forever
     cdef bint closed_
     cdef bint fifo_reuse              # reuse the oldest idle connection (QueuePool's default)
+    cdef bint inline_connect          # a caller with room connects in its own thread (adapters)
     cdef unsigned long fork_gen
     cdef unsigned long long wait_count
     cdef double wait_duration

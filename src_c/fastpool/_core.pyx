@@ -387,7 +387,7 @@ cdef class CorePool:
                     action = A_GOT
                 if self.min_idle_ > 0:
                     wake = self._open_deficit_locked() > 0
-            elif timeout == 0 and (self.max_open_ <= 0 or self.num_open < self.max_open_):
+            elif (timeout == 0 or self.inline_connect) and (self.max_open_ <= 0 or self.num_open < self.max_open_):
                 self.num_open += 1
                 self.num_opening += 1
                 action = A_OPEN
@@ -820,6 +820,12 @@ cdef class CorePool:
             rec = rec.w_next
         fp_mutex_unlock(&self.mu)
         return out[:i]
+
+    def _set_inline_connect(self, bint inline):
+        """A caller that finds room connects in its own thread, as QueuePool and DBUtils do
+        (their creators and connect events may rely on the caller's thread-locals); the
+        connect is then bounded by the driver, not by the pool's timeout."""
+        self.inline_connect = inline
 
     def _set_reuse_fifo(self, bint fifo):
         """Reuse idle connections oldest first (True) or newest first (False, the default:
