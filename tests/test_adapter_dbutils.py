@@ -470,3 +470,27 @@ def test_cursor_on_a_connection_that_broke_while_held_reopens(impl, mysql):
     (n,) = one(db, "SELECT 7")  # cursor() reopens instead of raising
     assert n == 7
     db.close()
+
+
+def test_creator_function_returning_mysql_connector_connections(impl, mariadb):
+    """The user's report: with a creator *function* returning mysql-connector-python
+    connections every statement error became "Could not determine failure exceptions"."""
+    connector = pytest.importorskip("mysql.connector", reason="mysql-connector-python is not installed")
+    from fastpool.url import parse_url
+
+    kw = parse_url(mariadb.dsn).connect_kwargs
+
+    def creator():  # type: ignore[no-untyped-def]
+        return connector.connect(host=kw["host"], port=kw["port"], user=kw["user"],
+                                 password=kw["password"], database=kw["database"])
+
+    pool = impl.PooledDB(creator, maxconnections=2)
+    db = pool.connection()
+    cur = db.cursor()
+    with pytest.raises(connector.Error):  # the driver's own error class
+        cur.execute("SELECT * FROM no_such_table_at_all")
+    cur = db.cursor()
+    cur.execute("SELECT 41 + 1")
+    assert cur.fetchall() == [(42,)]
+    assert db.threadsafety() == connector.threadsafety
+    db.close()
