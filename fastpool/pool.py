@@ -150,16 +150,22 @@ class Pool(CorePool):
         _neutralise_inherited(self._dialect_of(raw), raw)
 
     # ---- background workers ---------------------------------------------------------
-    def _need_open(self) -> None:
-        opener = self._opener
-        if opener is None:
+    def _started(self, attr: str, start: Callable[[Pool], Any]) -> Any:
+        """The background worker in `attr`, started on first use; None once closed."""
+        worker = getattr(self, attr)
+        if worker is None:
             with self._workers_lock:
                 if self.closed:
-                    return
-                if self._opener is None:
-                    self._opener = Opener(self)
-                opener = self._opener
-        opener.wake()
+                    return None
+                if getattr(self, attr) is None:
+                    setattr(self, attr, start(self))
+                worker = getattr(self, attr)
+        return worker
+
+    def _need_open(self) -> None:
+        opener = self._started("_opener", Opener)
+        if opener is not None:
+            opener.wake()
 
     def _needs_cleaner(self) -> bool:
         o = self._options
@@ -181,15 +187,9 @@ class Pool(CorePool):
     def _wake_deadline_watcher(self) -> None:
         # Called by the core when a statement's deadline is the earliest; the watcher
         # thread exists only once a deadline has been used.
-        watcher = self._deadline_watcher
-        if watcher is None:
-            with self._workers_lock:
-                if self.closed:
-                    return
-                if self._deadline_watcher is None:
-                    self._deadline_watcher = Watcher(self)
-                watcher = self._deadline_watcher
-        watcher.wake()
+        watcher = self._started("_deadline_watcher", Watcher)
+        if watcher is not None:
+            watcher.wake()
 
     def _await_cancel_settled(self, rec: Any) -> None:
         watcher = self._deadline_watcher

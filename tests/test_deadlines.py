@@ -24,10 +24,6 @@ def db():  # type: ignore[no-untyped-def]
     pool.close()
 
 
-def watcher_threads() -> list[str]:
-    return [t.name for t in threading.enumerate() if t.name.startswith("fastpool-deadlines")]
-
-
 def test_deadline_exceeded_is_a_fastpool_error_and_a_timeout_error():
     assert issubclass(DeadlineExceeded, FastpoolError)
     assert issubclass(DeadlineExceeded, TimeoutError)
@@ -132,8 +128,9 @@ def test_deadline_follows_copy_context_into_another_thread(db):
     t.join(10)
     assert isinstance(results.get("exc"), DeadlineExceeded)
     # A thread with its own, empty context has no deadline.
-    assert threading.Thread(target=lambda: results.setdefault("left", fastpool.remaining())).start() is None
-    time.sleep(0.1)
+    plain = threading.Thread(target=lambda: results.setdefault("left", fastpool.remaining()))
+    plain.start()
+    plain.join(10)
     assert results["left"] is None
 
 
@@ -167,15 +164,19 @@ def test_streaming_rows_keep_the_deadline_of_their_block(db):
 
 
 def test_no_watcher_thread_without_deadlines(db):
+    threads_before = set(threading.enumerate())
     for _ in range(100):
         db.query_row("SELECT 1")
-    assert watcher_threads() == []
+    assert db._deadline_watcher is None
+    started = {t.name for t in set(threading.enumerate()) - threads_before}
+    assert not {"fastpool-deadlines", "fastpool-killer"} & started  # none for deadlines
     with fastpool.deadline(5):
         db.query_row("SELECT 1")
-    assert watcher_threads() == ["fastpool-deadlines"]
+    watcher = db._deadline_watcher
+    assert watcher is not None and watcher.alive
+    assert any(t.name == "fastpool-deadlines" for t in set(threading.enumerate()) - threads_before)
     db.close()
-    time.sleep(0.1)
-    assert watcher_threads() == []
+    assert not watcher.alive  # close() stops and joins it
 
 
 def test_wsgi_middleware_opens_a_deadline_per_request():
