@@ -403,9 +403,8 @@ class PooledDedicatedDBConnection:
 
     def threadsafety(self) -> int:
         # The driver module's, also when the creator is a plain function.
-        module = self.dbapi() if callable(getattr(self._pool._creator, "connect", None)) else None
-        for src in (self._pool._creator, getattr(self._pool._creator, "dbapi", None), module,
-                    _dbapi_module(self._raw())):
+        creator = self._pool._creator
+        for src in (creator, getattr(creator, "dbapi", None), _dbapi_module(self._raw())):
             value = getattr(src, "threadsafety", None) if src is not None else None
             if value is not None:
                 return int(value)

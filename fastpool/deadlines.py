@@ -247,9 +247,7 @@ class Watcher:
         """Killer: the server acknowledged the KILL QUERY for rec's statement."""
         pool = self._pool_ref()
         if pool is not None:
-            self._settle(pool, rec, _KILLED)
-        with self._cond:
-            self._cond.notify_all()
+            self._settle(pool, rec, _KILLED)  # wakes the statement's caller
 
 
 class Killer:

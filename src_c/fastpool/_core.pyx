@@ -64,6 +64,12 @@ cdef enum:
     CANCEL_UNSAFE = 4    # not settled in time: a KILL may still land, never pool it
     CANCEL_IGNORED = 5   # the driver cannot cancel: the statement runs on, as if unwatched
 
+cdef inline bint _cancel_spoiled(int cancel):
+    # A cancel that did not end cleanly on the server (socket shut, or not settled in
+    # time): the connection's state is unknown, it must never be pooled again.
+    return cancel != CANCEL_NONE and cancel != CANCEL_KILLED
+
+
 CANCEL_STATES = {"claimed": CANCEL_CLAIMED, "killed": CANCEL_KILLED, "shut": CANCEL_SHUT,
                  "ignored": CANCEL_IGNORED}
 
@@ -875,7 +881,7 @@ cdef class CorePool:
                     continue
                 raise
             cancel = self._watch_end(rec) if deadline != INFINITY else CANCEL_NONE
-            if cancel != CANCEL_NONE and cancel != CANCEL_KILLED:
+            if _cancel_spoiled(cancel):
                 # It finished, but its connection may still be hit by the cancel.
                 self._checkin(rec, True)
                 return result
@@ -966,7 +972,7 @@ cdef class CorePool:
             if cancel != CANCEL_NONE:
                 raise self._deadline_error(exc, "during BEGIN; it was cancelled") from exc
             raise
-        if deadline != INFINITY and self._watch_end(rec) not in (CANCEL_NONE, CANCEL_KILLED):
+        if deadline != INFINITY and _cancel_spoiled(self._watch_end(rec)):
             self._checkin(rec, True)
             raise self._deadline_error(None, "during BEGIN; its connection was closed")
         tx._rec = rec
@@ -1403,6 +1409,8 @@ cdef class Conn:
         return 0
 
     cdef object _run_here(self, object sql, object params, int mode):
+        # One statement on this connection. MODE_STREAM returns a streaming Rows, which
+        # keeps the deadline registration (and the connection's result) until its end.
         cdef ConnRecord rec = self._live()
         cdef CorePool pool = self._pool
         cdef double deadline = pool._stmt_deadline()
@@ -1410,18 +1418,20 @@ cdef class Conn:
         if deadline != INFINITY and not pool._watch_begin(rec, deadline):
             raise pool._deadline_error(None, "before the statement was sent")
         try:
+            if mode == MODE_STREAM:
+                return pool._stream(rec, self, sql, params, 0, deadline)
             result = _execute_on(rec.raw, sql, params, mode)
         except BaseException as exc:
             if deadline != INFINITY:
                 cancel = pool._watch_end(rec)
-            if pool._error_kind(exc) != ERR_OK or (cancel != CANCEL_NONE and cancel != CANCEL_KILLED):
+            if pool._error_kind(exc) != ERR_OK or _cancel_spoiled(cancel):
                 self._broken = True
             if cancel != CANCEL_NONE:
                 raise pool._deadline_error(exc, "while the statement ran; it was cancelled") from exc
             raise
         if deadline != INFINITY:
             cancel = pool._watch_end(rec)
-            if cancel != CANCEL_NONE and cancel != CANCEL_KILLED:
+            if _cancel_spoiled(cancel):
                 self._broken = True
         if mode == MODE_EXEC and not self._dirty and _is_tx_control(sql):
             self._dirty = True
@@ -1435,26 +1445,9 @@ cdef class Conn:
         return self._run_here(sql, params, MODE_ROW)
 
     def query(self, sql, params=None, *, bint stream=False):
-        cdef ConnRecord rec
-        cdef CorePool pool
-        cdef double deadline
-        cdef int cancel
-        if not stream:
-            return _buffered_rows(self._run_here(sql, params, MODE_ALL))
-        rec = self._live()
-        pool = self._pool
-        deadline = pool._stmt_deadline()
-        if deadline != INFINITY and not pool._watch_begin(rec, deadline):
-            raise pool._deadline_error(None, "before the statement was sent")
-        try:
-            return pool._stream(rec, self, sql, params, 0, deadline)
-        except BaseException as exc:
-            cancel = pool._watch_end(rec) if deadline != INFINITY else CANCEL_NONE
-            if pool._error_kind(exc) != ERR_OK or (cancel != CANCEL_NONE and cancel != CANCEL_KILLED):
-                self._broken = True
-            if cancel != CANCEL_NONE:
-                raise pool._deadline_error(exc, "while the statement ran; it was cancelled") from exc
-            raise
+        if stream:
+            return self._run_here(sql, params, MODE_STREAM)
+        return _buffered_rows(self._run_here(sql, params, MODE_ALL))
 
     def __enter__(self):
         return self
@@ -1538,7 +1531,7 @@ cdef class Tx(Conn):
         except BaseException as exc:
             if deadline != INFINITY:
                 cancel = pool._watch_end(rec)
-            if pool._error_kind(exc) != ERR_OK or (cancel != CANCEL_NONE and cancel != CANCEL_KILLED):
+            if pool._error_kind(exc) != ERR_OK or _cancel_spoiled(cancel):
                 self._broken = True
             self._give_back(False)     # still in_tx: rolled back before it is pooled
             if cancel != CANCEL_NONE:
@@ -1548,7 +1541,7 @@ cdef class Tx(Conn):
             raise
         if deadline != INFINITY:
             cancel = pool._watch_end(rec)
-            if cancel != CANCEL_NONE and cancel != CANCEL_KILLED:
+            if _cancel_spoiled(cancel):
                 self._broken = True
         self._in_tx = False
         self._give_back(False)
@@ -1694,7 +1687,7 @@ cdef class Rows:
             # The statement is over (read to the end, or drained): leave the watch.
             self._watched = False
             cancel = self._pool._watch_end(rec if rec is not None else owner._rec)
-            if cancel != CANCEL_NONE and cancel != CANCEL_KILLED:
+            if _cancel_spoiled(cancel):
                 bad = True
         if owner is not None:
             owner._rows = None
