@@ -63,6 +63,27 @@ def _fastpool_getconn_putconn() -> Setup:
     return (lambda: db.putconn(db.getconn())), db.close
 
 
+def _fastpool_getconn_putconn_observed(how: str) -> Setup:
+    # The cost of being watched: a no-op checkout/checkin listener, or the OpenTelemetry
+    # exporter (its three histograms listen to connect/checkout/checkin) with an SDK
+    # reader, as a service would run it.
+    import fastpool
+
+    db = fastpool.Pool(FakeConn, max_open=4)
+    if how == "listener":
+        db.on("checkout", lambda ev: None)
+        db.on("checkin", lambda ev: None)
+    else:
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+        from fastpool.exporters.opentelemetry import instrument
+
+        instrument(db, meter_provider=MeterProvider(metric_readers=[InMemoryMetricReader()]),
+                   per_checkout=how == "otel_per_checkout")
+    return (lambda: db.putconn(db.getconn())), db.close
+
+
 def _lifoqueue_get_put() -> Setup:
     q: queue.LifoQueue[FakeConn] = queue.LifoQueue()
     q.put(FakeConn())
@@ -125,6 +146,12 @@ WORKLOADS: dict[str, Workload] = {
     "lifoqueue_get_put": Workload(CHECKOUT, (1_000, 6_000), _lifoqueue_get_put),
     "fastpool_getconn_putconn": Workload(CHECKOUT, (1_000, 6_000), _fastpool_getconn_putconn),
     "fastpool_with_conn": Workload(CHECKOUT, (1_000, 6_000), _fastpool_with_conn),
+    "fastpool_getconn_putconn_listeners": Workload(
+        CHECKOUT, (1_000, 6_000), lambda: _fastpool_getconn_putconn_observed("listener")),
+    "fastpool_getconn_putconn_otel": Workload(
+        CHECKOUT, (1_000, 6_000), lambda: _fastpool_getconn_putconn_observed("otel")),
+    "fastpool_getconn_putconn_otel_per_checkout": Workload(
+        CHECKOUT, (200, 1_200), lambda: _fastpool_getconn_putconn_observed("otel_per_checkout")),
     "dbutils_pooleddb": Workload(CHECKOUT, (1_000, 6_000), _dbutils_pooleddb),
     "sqlalchemy_queuepool": Workload(CHECKOUT, (1_000, 6_000), _sqlalchemy_queuepool),
     "select1_raw_cursor": Workload(SELECT1, (500, 2_000), lambda: _sqlite_raw("select1")),

@@ -16,7 +16,9 @@ from .errors import (
     FastpoolError,
     PoolClosed,
     PoolTimeout,
+    TooManyWaiting,
 )
+from .hooks import PoolEvent
 from .pool import Pool, open
 from .stats import Stats
 
@@ -33,8 +35,10 @@ __all__ = [
     "Result",
     "Rows",
     "Tx",
+    "PoolEvent",
     "PoolTimeout",
     "Stats",
+    "TooManyWaiting",
     "deadline",
     "open",
     "remaining",

@@ -11,6 +11,7 @@ __all__ = [
     "FastpoolError",
     "ConfigError",
     "PoolTimeout",
+    "TooManyWaiting",
     "PoolClosed",
     "DeadlineExceeded",
     "ConnectionLeakWarning",
@@ -29,6 +30,11 @@ class PoolTimeout(FastpoolError, TimeoutError):
     """No connection could be had within ``timeout`` seconds; the message carries the counts."""
 
 
+class TooManyWaiting(PoolTimeout):
+    """``max_waiting`` callers were already queued for a full pool: refused at once, without
+    waiting (load shedding); the message carries the counts."""
+
+
 class PoolClosed(FastpoolError):
     """The pool was used after ``close()``."""
 
@@ -43,7 +49,7 @@ class ConnectionLeakWarning(ResourceWarning):
     """A connection was dropped without being given back (reclaimed), or held too long."""
 
 
-for _cls in (FastpoolError, ConfigError, PoolTimeout, PoolClosed, DeadlineExceeded,
+for _cls in (FastpoolError, ConfigError, PoolTimeout, TooManyWaiting, PoolClosed, DeadlineExceeded,
              ConnectionLeakWarning):
     _cls.__module__ = "fastpool"
 del _cls

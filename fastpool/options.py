@@ -23,9 +23,20 @@ DEFAULTS: dict[str, Any] = {
     "timeout": 30.0,
     "leak_timeout": None,
     "statement_timeout": None,
+    # Hooks, backpressure, events (fastpool/hooks.py).
+    "name": None,  # None: derived from the URL (no password) or the connect callable
+    "max_waiting": None,  # None: unlimited
+    "configure": None,
+    "check": None,
+    "check_after": 0.0,
+    "reset": None,
 }
 
-_SIZES = ("max_open", "max_idle", "min_idle")
+_SIZES = ("max_open", "max_idle", "min_idle", "max_waiting")
+_NONE_SIZES = ("max_idle", "max_waiting")
+HOOKS = ("configure", "check", "reset")
+# A pool's name goes into every metric's labels: short, printable, one line.
+MAX_NAME_LENGTH = 200
 # Durations that must be > 0 when given (None = forever / off).
 _POSITIVE_SECONDS = ("max_lifetime", "max_idle_time", "leak_timeout", "statement_timeout")
 
@@ -99,8 +110,27 @@ def check_option(name: str, value: Any) -> Any:
         known = ", ".join(sorted(DEFAULTS))
         raise ConfigError(f"unknown option {show(name)} (known options: {known})")
     if name in _SIZES:
-        return check_size(name, value, allow_none=name == "max_idle")
+        return check_size(name, value, allow_none=name in _NONE_SIZES)
+    if name in HOOKS:
+        if value is not None and not callable(value):
+            raise ConfigError(f"{name} must be a callable taking the driver connection, or None,"
+                              f" got {show(value)}")
+        return value
+    if name == "name":
+        return check_name(value)
     return check_seconds(name, value, positive=name in _POSITIVE_SECONDS)
+
+
+def check_name(value: Any) -> str | None:
+    if value is None:
+        return None
+    if (not isinstance(value, str) or not value or len(value) > MAX_NAME_LENGTH
+            or not value.isprintable()):
+        raise ConfigError(
+            f"name must be a non-empty printable str of at most {MAX_NAME_LENGTH} characters,"
+            f" got {show(value)}"
+        )
+    return value
 
 
 def check_options(options: dict[str, Any]) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from typing import Any, Callable
 from ._core import POOL_DEFAULT, CorePool
 from .dialects import Dialect, get_dialect, guess_dialect
 from .errors import ConfigError, PoolClosed
+from .hooks import CORE_EVENTS, HOLD_EVENTS, Listeners, PoolEvent, run_check, run_reset
 from .options import check_option, check_options
 from .stats import Stats
 from .url import parse_url
@@ -44,7 +45,7 @@ class Pool(CorePool):
 
     __slots__ = (
         "_connect", "_options", "_dialect", "_display", "_workers_lock", "_opener", "_cleaner",
-        "_held", "_leak_watcher", "_deadline_watcher",
+        "_held", "_leak_watcher", "_deadline_watcher", "_listeners", "_taken", "_default_name",
         "__weakref__",
     )
 
@@ -54,6 +55,7 @@ class Pool(CorePool):
         *,
         driver: str | Dialect | None = None,
         _display: str | None = None,
+        _name: str | None = None,
         _clock: Callable[[], float] | None = None,
         **options: Any,
     ) -> None:
@@ -64,6 +66,9 @@ class Pool(CorePool):
         self._options = opts
         self._dialect: Dialect | None = None if driver is None else get_dialect(driver)
         self._display = _display or getattr(connect, "__qualname__", type(connect).__name__)
+        self._default_name = _name or self._display
+        self._listeners = Listeners()
+        self._taken: dict[Any, float] = {}
         self._workers_lock = threading.Lock()
         self._opener: Opener | None = None
         self._cleaner: Cleaner | None = None
@@ -93,6 +98,9 @@ class Pool(CorePool):
         self._wake_watcher = self._wake_deadline_watcher
         self._await_cancel = self._await_cancel_settled
         self._set_statement_timeout(opts["statement_timeout"])
+        self._set_max_waiting(opts["max_waiting"])
+        self._set_check_after(opts["check_after"])
+        self._install_hooks()
         if opts["leak_timeout"] is not None:
             self._track_holders(True)
         _live_pools.add(self)
@@ -101,16 +109,35 @@ class Pool(CorePool):
 
     # ---- driver glue (called by the core outside its lock) -----------------------------
     def _connect_raw(self) -> Any:
-        """Open one driver connection and make it ready for pooling."""
-        raw = self._connect()
+        """Open one driver connection and make it ready for pooling: the dialect's
+        preparation, then the operator's ``configure`` hook. Counted (connects,
+        connect_errors, connect_time) and reported to ``connect`` listeners."""
+        started = time.perf_counter()
+        try:
+            raw = self._connect()
+        except BaseException:
+            self._note_connect(time.perf_counter() - started, False)
+            raise
         dialect = self._dialect
         if dialect is None:
             dialect = self._dialect = guess_dialect(raw)
+        configure = self._options["configure"]
+        hooked = False
         try:
             dialect.prepare(raw)
-        except BaseException:
+            if configure is not None:
+                hooked = True
+                configure(raw)
+        except BaseException as exc:
+            self._note_connect(time.perf_counter() - started, False)
+            if hooked and isinstance(exc, Exception):
+                log.warning("fastpool %s: the configure hook raised %s: %s; the new connection"
+                            " was closed", self.name, type(exc).__name__, exc)
             self._close_raw(raw)
             raise
+        seconds = time.perf_counter() - started
+        self._note_connect(seconds, True)
+        self._listeners.emit("connect", self.name, raw, seconds)
         if self._cleaner is None and self._needs_cleaner():
             self._start_cleaner()
         return raw
@@ -145,6 +172,7 @@ class Pool(CorePool):
             self._dialect_of(raw).close(raw)
         except Exception as exc:
             log.debug("fastpool: closing a connection failed: %s: %s", type(exc).__name__, exc)
+        self._listeners.emit("close", self.name, raw)
 
     def _orphaned(self, raw: Any) -> None:
         _neutralise_inherited(self._dialect_of(raw), raw)
@@ -221,7 +249,13 @@ class Pool(CorePool):
             self._set_timeout(value)
         elif name == "statement_timeout":
             self._set_statement_timeout(value)
+        elif name == "max_waiting":
+            self._set_max_waiting(value)
+        elif name == "check_after":
+            self._set_check_after(value)
         self._options = o
+        if name in ("check", "reset"):
+            self._install_hooks()
         if name in ("max_lifetime", "max_idle_time"):
             if self._cleaner is not None:
                 self._cleaner.wake()  # re-read the interval now
@@ -230,13 +264,50 @@ class Pool(CorePool):
         elif name == "leak_timeout":
             self._track_holders(value is not None)
 
+    # ---- hooks and events (fastpool/hooks.py) -----------------------------------------
+    def _install_hooks(self) -> None:
+        # Fill the core's slots only with what is in use: an empty slot costs one test.
+        o = self._options
+        self._check_hook = self._run_check if o["check"] is not None else None
+        self._reset_hook = self._run_reset if o["reset"] is not None else None
+        self._event_hook = self._emit_core if self._listeners.any_of(CORE_EVENTS) else None
+        watching = self._listeners.any_of(HOLD_EVENTS)
+        if not watching:
+            self._taken.clear()
+        self._holder_hook = self._on_hold if watching or o["leak_timeout"] is not None else None
+
+    def _run_check(self, rec: Any) -> bool:
+        check = self._options["check"]
+        return check is None or run_check(self, check, rec)
+
+    def _run_reset(self, rec: Any) -> bool:
+        reset = self._options["reset"]
+        return reset is None or run_reset(self, reset, rec)
+
+    def _emit_core(self, event: str, rec: Any, seconds: float, reason: str | None) -> None:
+        raw = None if rec is None else rec.raw
+        self._listeners.emit(event, self.name, raw, seconds if event == "timeout" else None, reason)
+
+    def on(self, event: str, fn: Callable[[PoolEvent], Any]) -> Callable[[PoolEvent], Any]:
+        """Call ``fn(PoolEvent)`` on each ``event``: ``connect``, ``checkout``, ``checkin``,
+        ``close``, ``timeout``, ``leak`` or ``discard``. A listener that raises is logged
+        and never breaks the pool. Returns fn (so it also works as a decorator)."""
+        self._listeners.add(event, fn)
+        self._install_hooks()
+        return fn
+
+    def off(self, event: str, fn: Callable[[PoolEvent], Any]) -> bool:
+        """Stop calling fn on event; False if it was not listening."""
+        removed = self._listeners.remove(event, fn)
+        self._install_hooks()
+        return removed
+
     # ---- leak_timeout ---------------------------------------------------------------
     def _track_holders(self, on: bool) -> None:
+        self._install_hooks()
         if not on:
-            self._holder_hook = None
             self._held.clear()
             return
-        self._holder_hook = self._on_hold
         with self._workers_lock:
             if self._leak_watcher is None or not self._leak_watcher.alive:
                 self._leak_watcher = None if self.closed else LeakWatcher(self)
@@ -244,11 +315,21 @@ class Pool(CorePool):
             self._leak_watcher.wake()
 
     def _on_hold(self, rec: Any, taken: bool) -> None:
-        # Called by the core at every checkout and checkin while leak_timeout is set.
+        # Called by the core at every checkout and checkin while leak_timeout is set or
+        # checkout/checkin listeners exist.
+        if self._options["leak_timeout"] is not None:
+            if taken:
+                self._held[rec] = [time.monotonic(), traceback.format_stack()[:-1], False]
+            else:
+                self._held.pop(rec, None)
         if taken:
-            self._held[rec] = [time.monotonic(), traceback.format_stack()[:-1], False]
+            if self._listeners.get("checkin"):
+                self._taken[rec] = time.perf_counter()
+            self._listeners.emit("checkout", self.name, rec.raw, rec.waited)
         else:
-            self._held.pop(rec, None)
+            since = self._taken.pop(rec, None)
+            held = None if since is None else time.perf_counter() - since
+            self._listeners.emit("checkin", self.name, rec.raw, held)
 
     def _report_long_holds(self, limit: float) -> None:
         now = time.monotonic()
@@ -287,15 +368,42 @@ class Pool(CorePool):
                             lambda self, v: self._set_option("leak_timeout", v),
                             doc="Seconds a connection may be held before a warning (None = off).")
 
+    name = property(lambda self: self._options["name"] or self._default_name,
+                    lambda self, v: self._set_option("name", v),
+                    doc="The pool's name, in repr(), stats() and metrics (default: from the URL,"
+                        " no password).")
+    max_waiting = property(lambda self: self._options["max_waiting"],
+                           lambda self, v: self._set_option("max_waiting", v),
+                           doc="Most callers queued for a full pool; one more gets TooManyWaiting"
+                               " (None = unlimited).")
+    configure = property(lambda self: self._options["configure"],
+                         lambda self, v: self._set_option("configure", v),
+                         doc="fn(raw) once per new physical connection; raising discards it.")
+    check = property(lambda self: self._options["check"],
+                     lambda self, v: self._set_option("check", v),
+                     doc="fn(raw) at checkout of a connection idle >= check_after; False or"
+                         " raising discards it.")
+    check_after = property(lambda self: self._options["check_after"],
+                           lambda self, v: self._set_option("check_after", v),
+                           doc="Seconds of idleness before check runs (None = never).")
+    reset = property(lambda self: self._options["reset"],
+                     lambda self, v: self._set_option("reset", v),
+                     doc="fn(raw) at give-back after fastpool's own reset; False or raising"
+                         " discards it.")
+
     @property
     def driver(self) -> str | None:
         """The dialect's name, or None until the first connection if it is to be guessed."""
         return None if self._dialect is None else self._dialect.name
 
     # ---- public API -----------------------------------------------------------------
-    def stats(self) -> Stats:
-        """A consistent snapshot of the pool's counters (no lock held longer than a copy)."""
-        return Stats.from_counts(self._counts())
+    def stats(self, reset: bool = False) -> Stats:
+        """A snapshot of the pool's counters (no lock held longer than a copy).
+
+        The counters run from the pool's start, as Go's DBStats do; ``reset=True`` starts
+        the wait-time distribution (``wait_p50``, ``wait_p99``, ``wait_max``) afresh after
+        reading it."""
+        return Stats.from_counts(self.name, self._counts(), self._wait_percentiles(reset))
 
     def ping(self, timeout: Any = POOL_DEFAULT) -> None:
         """Make sure a connection can be had and answers (opening one if needed), like
@@ -346,7 +454,7 @@ class Pool(CorePool):
         c = self._counts()
         state = "closed" if self.closed else "open"
         return (
-            f"<fastpool.Pool {self._display} {state} max_open={c[0]} open={c[1]} "
+            f"<fastpool.Pool {self.name!r} {state} max_open={c[0]} open={c[1]} "
             f"in_use={c[2]} idle={c[3]} waiting={c[4]}>"
         )
 
@@ -360,6 +468,8 @@ class Pool(CorePool):
         self._leak_watcher = None
         self._deadline_watcher = None
         self._held.clear()
+        self._taken.clear()
+        self._listeners.after_fork()
         if self._options["leak_timeout"] is not None:
             self._track_holders(True)
         if not self.closed and self._options["min_idle"] > 0:
@@ -371,7 +481,7 @@ def open(dsn: str, **options: Any) -> Pool:  # noqa: A001 - the API's name
     url = parse_url(dsn)
     dialect = get_dialect(url.scheme)
     connect = dialect.connect_factory(url.connect_kwargs)
-    return Pool(connect, driver=dialect, _display=url.masked, **options)
+    return Pool(connect, driver=dialect, _display=url.masked, _name=url.name, **options)
 
 
 # ---- fork safety --------------------------------------------------------------------

@@ -8,6 +8,7 @@ from typing import Any
 
 @dataclass(frozen=True, slots=True)
 class Stats:
+    name: str  # the pool's name option (no password)
     max_open: int  # the limit; 0 = unlimited
     open: int  # open connections, in use or idle (including ones being opened)
     in_use: int  # held by callers (not counting connects still in flight)
@@ -23,15 +24,29 @@ class Stats:
     waiting: int  # callers waiting right now
     deadlines_exceeded: int  # DeadlineExceeded raised (fastpool.deadline, statement_timeout)
     statements_cancelled: int  # statements cancelled for a deadline (KILL QUERY, interrupt, socket)
+    waits_refused: int  # checkouts refused at once with TooManyWaiting (max_waiting)
+    connects: int  # physical connections opened (configure hook included)
+    connect_errors: int  # connects that failed, or whose configure hook raised
+    connect_time: float  # seconds spent connecting, summed over every attempt
+    checkins: int  # connections given back by their holders
+    use_time: float  # seconds connections were held, summed over those checkins
+    # The waits counted in wait_count, since the start or the last stats(reset=True):
+    wait_p50: float  # seconds; read off log-spaced bins, within 25% and never above wait_max
+    wait_p99: float
+    wait_max: float
 
     @classmethod
-    def from_counts(cls, c: tuple[Any, ...]) -> Stats:
+    def from_counts(cls, name: str, c: tuple[Any, ...], waits: tuple[float, float, float]) -> Stats:
         (max_open, open_, in_use, idle, waiting, wait_count, wait_duration, mic, mitc,
-         mlc, timeouts, bad, leaks, _opening, deadlines, cancelled) = c
+         mlc, timeouts, bad, leaks, _opening, deadlines, cancelled, refused, connects,
+         connect_errors, connect_time, checkins, use_time) = c
         return cls(
-            max_open=max_open, open=open_, in_use=in_use, idle=idle, wait_count=wait_count,
-            wait_duration=wait_duration, max_idle_closed=mic, max_idle_time_closed=mitc,
-            max_lifetime_closed=mlc, leaks_reclaimed=leaks, bad_conns_discarded=bad,
-            timeouts=timeouts, waiting=waiting, deadlines_exceeded=deadlines,
-            statements_cancelled=cancelled,
+            name=name, max_open=max_open, open=open_, in_use=in_use, idle=idle,
+            wait_count=wait_count, wait_duration=wait_duration, max_idle_closed=mic,
+            max_idle_time_closed=mitc, max_lifetime_closed=mlc, leaks_reclaimed=leaks,
+            bad_conns_discarded=bad, timeouts=timeouts, waiting=waiting,
+            deadlines_exceeded=deadlines, statements_cancelled=cancelled,
+            waits_refused=refused, connects=connects, connect_errors=connect_errors,
+            connect_time=connect_time, checkins=checkins, use_time=use_time,
+            wait_p50=waits[0], wait_p99=waits[1], wait_max=waits[2],
         )

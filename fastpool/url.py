@@ -32,6 +32,8 @@ class DatabaseURL:
     scheme: str
     masked: str
     connect_kwargs: dict[str, Any] = field(repr=False)
+    # The pool's default name: the masked URL less the password and the query.
+    name: str = ""
 
     def __repr__(self) -> str:
         return f"DatabaseURL({self.masked!r})"
@@ -153,7 +155,9 @@ def _mysql_url(parts: SplitResult, url: str) -> DatabaseURL:
     if database:
         kwargs["database"] = database
     kwargs.update(_params(parts, masked))
-    return DatabaseURL("mysql", masked, kwargs)
+    user = f"{parts.username}@" if parts.username else ""
+    name = f"{parts.scheme}://{user}{parts.netloc.rpartition('@')[2]}{parts.path}"
+    return DatabaseURL("mysql", masked, kwargs, name)
 
 
 def _sqlite_url(parts: SplitResult, url: str) -> DatabaseURL:
@@ -172,4 +176,5 @@ def _sqlite_url(parts: SplitResult, url: str) -> DatabaseURL:
             )
         database = unquote(parts.path[1:])
     masked = f"sqlite://{rest}{_masked_query(parts.query)}"
-    return DatabaseURL("sqlite", masked, {"database": database, **_params(parts, masked)})
+    return DatabaseURL("sqlite", masked, {"database": database, **_params(parts, masked)},
+                       f"sqlite://{rest}")

@@ -16,8 +16,10 @@ import fastpool
 from fastpool import ConfigError
 from fastpool.options import DEFAULTS, MAX_SECONDS, MAX_SIZE
 
-SIZES = ("max_open", "max_idle", "min_idle")
-DURATIONS = ("max_lifetime", "max_idle_time", "timeout", "leak_timeout", "statement_timeout")
+SIZES = ("max_open", "max_idle", "min_idle", "max_waiting")
+DURATIONS = ("max_lifetime", "max_idle_time", "timeout", "leak_timeout", "statement_timeout",
+             "check_after")
+HOOKS = ("configure", "check", "reset")
 
 absurd_ints = st.sampled_from(
     [10**30, 2**63, 2**63 - 1, 2**64, 2**31, 2**31 - 1, 2**31 + 1, 10**400, -(10**400), -(2**63)]
@@ -31,13 +33,21 @@ values = st.one_of(
     st.sampled_from([float("nan"), float("inf"), float("-inf"), 1e9, 1e9 + 1, 1e300, 0.0, -0.0]),
     st.text(max_size=4),
     st.sampled_from([[], (), {}, object(), decimal.Decimal("1.5"), b"3", 3j]),
+    # Callables: valid hooks (id keeps every connection: it returns a truthy int).
+    st.sampled_from([id, lambda raw: None]),
+    st.sampled_from(["pool-a", "x" * 200, "x" * 201, "tab\there", "shop@db:3306"]),
 )
 
 
 def accepted_form(name: str, value: object) -> object:
     """The oracle: what a valid value must read back as, or ConfigError if it is invalid."""
+    if name in HOOKS:
+        return value if value is None or callable(value) else ConfigError
+    if name == "name":
+        ok = isinstance(value, str) and 0 < len(value) <= 200 and value.isprintable()
+        return value if value is None or ok else ConfigError
     if name in SIZES:
-        if value is None and name == "max_idle":
+        if value is None and name in ("max_idle", "max_waiting"):
             return None
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SIZE:
             return ConfigError
@@ -49,7 +59,7 @@ def accepted_form(name: str, value: object) -> object:
     if isinstance(value, int) and abs(value) > 10**308:
         return ConfigError
     f = float(value)
-    if math.isnan(f) or f < 0 or (f == 0 and name != "timeout"):
+    if math.isnan(f) or f < 0 or (f == 0 and name not in ("timeout", "check_after")):
         return ConfigError
     if math.isinf(f):
         return None
@@ -73,6 +83,9 @@ def check_consistent(db: fastpool.Pool) -> None:
     assert db.max_idle == mi
     assert db.min_idle == mn
     assert (db.max_lifetime, db.max_idle_time, db.timeout, db.statement_timeout) == (ml, mit, t, st)
+    # A hook option set is a hook the core calls; one cleared is a slot left empty.
+    assert (db._check_hook is None) == (db.check is None)
+    assert (db._reset_hook is None) == (db.reset is None)
 
 
 def check_refusal(exc: ConfigError, name: str) -> None:
@@ -102,6 +115,8 @@ def test_open_takes_effect_or_refuses_with_config_error(name, value):
                 assert got == want_idle
             elif name == "min_idle":
                 assert got == (min(value, db.max_open) if db.max_open else value)
+            elif name == "name" and value is None:
+                assert got and got.isprintable() and "***" not in got  # derived, no password
             else:
                 assert got == want
             check_consistent(db)
@@ -124,6 +139,8 @@ def test_live_assignment_takes_effect_or_leaves_the_pool_as_it_was(live_db, name
     db.max_open, db.max_idle, db.min_idle = 4, 3, 0
     db.max_lifetime, db.max_idle_time, db.timeout, db.leak_timeout = 3600.0, 300.0, 5.0, None
     db.statement_timeout = None
+    db.configure = db.check = db.reset = db.max_waiting = db.name = None
+    db.check_after = 0.0
     held = [db.conn(), db.conn()]
     held[1].close()
     before = (reported(db), enforced(db), db._counts())

@@ -19,6 +19,11 @@ cdef extern from "fp_sys.h":
     int fp_code_line(object code, int lasti)
 
 
+# Buckets of the wait-time histogram: 4 per power of two of microseconds, up to 1e9 s.
+cdef enum:
+    WAIT_BUCKETS = 208
+
+
 cdef enum RecState:
     REC_IDLE = 0
     REC_IN_USE = 1
@@ -36,6 +41,8 @@ cdef class ConnRecord:
     cdef RecState state
     cdef unsigned long fork_gen
     cdef readonly unsigned long long uses
+    cdef readonly double taken_at     # when its holder took it (coarse clock): use_time
+    cdef readonly double waited       # seconds its latest checkout waited (0: it was idle)
     cdef public object info           # free for the façade (e.g. who holds it)
     # A statement on it under a deadline (fastpool.deadline / statement_timeout): linked
     # into its pool's list of watched statements, protected by the pool's mu.
@@ -55,7 +62,7 @@ cdef class Waiter:
     cdef int outcome
     cdef bint queued
     cdef bint fresh                   # wants a new connection, not an idle one (last retry)
-    cdef bint counted                 # waits because the pool is full (wait_count/duration)
+    cdef bint counted                 # waits because the pool is full (wait_count/duration, max_waiting)
     cdef bint by_deadline             # its timeout is a deadline block's: ends in DeadlineExceeded
     cdef object err                   # a connect error handed to it (outcome W_ERROR)
 
@@ -70,6 +77,8 @@ cdef class CorePool:
     cdef Waiter wait_tail
     cdef Py_ssize_t n_waiters
     cdef Py_ssize_t n_fresh_waiters   # of n_waiters: those that want a new connection
+    cdef Py_ssize_t n_full_waiters    # of n_waiters: those that wait because the pool is full
+    cdef Py_ssize_t max_waiting_      # most full-pool waiters queued at once; < 0: unlimited
     cdef Py_ssize_t num_open          # open + being opened; never above max_open
     cdef Py_ssize_t num_opening
     cdef Py_ssize_t pending_opens     # of num_opening: the background opener's
@@ -92,11 +101,20 @@ cdef class CorePool:
     cdef unsigned long long leaks_reclaimed
     cdef unsigned long long deadlines_exceeded
     cdef unsigned long long statements_cancelled
+    cdef unsigned long long waits_refused      # TooManyWaiting (max_waiting)
+    cdef unsigned long long connects           # physical connections opened
+    cdef unsigned long long connect_errors
+    cdef double connect_time                   # seconds, over every attempt
+    cdef unsigned long long checkins           # connections given back by their holders
+    cdef double use_time                       # seconds held, summed over those
+    cdef unsigned long long wait_hist[WAIT_BUCKETS]   # counted waits, log-bucketed
+    cdef double wait_max                       # the longest of them
     cdef ConnRecord watch_head        # statements under a deadline, in no order
     cdef double watch_at              # when the watcher will look next; INFINITY: idle
     # --- end of fields protected by mu ------------------------------------------------
     cdef double timeout_              # default wait for conn()/getconn(); < 0: forever
     cdef double statement_timeout_    # ceiling for each statement; < 0: none
+    cdef double check_after_          # idle seconds before _check_hook runs at checkout
     cdef object connect_fn            # () -> raw driver connection
     cdef object close_fn              # (raw) -> None, must not raise
     cdef object fileno_fn             # (raw) -> int, -1 when unknown
@@ -115,6 +133,10 @@ cdef class CorePool:
     # Deadlines (fastpool/deadlines.py): the watcher, started on first use.
     cdef public object _wake_watcher      # () -> None: a statement's deadline is the earliest
     cdef public object _await_cancel      # (rec) -> None: wait until a claimed cancel is settled
+    # Operators' hooks and events (fastpool/hooks.py); None costs one test each.
+    cdef public object _check_hook        # (rec) -> bool, at checkout of a connection idle >= check_after_
+    cdef public object _reset_hook        # (rec) -> bool, at give-back of a good connection
+    cdef public object _event_hook        # (name, rec or None, seconds, reason): discard/timeout/leak
 
     cdef Py_ssize_t _take_oldest_idle_locked(self, Py_ssize_t k, list out)
     cdef ConnRecord _checkout(self, double timeout, bint fresh)
@@ -144,8 +166,9 @@ cdef class CorePool:
     cdef ConnRecord _get(self, double timeout, bint fresh=*, bint by_deadline=*)
     cdef ConnRecord _wait(self, Waiter w, double timeout, double t0)
     cdef object _timeout_error(self, double waited, bint by_deadline=*)
-    cdef int _put(self, ConnRecord rec, bint bad) except -1
-    cdef int _discard_dead(self, ConnRecord rec) except -1
+    cdef int _put(self, ConnRecord rec, bint bad, bint held) except -1
+    cdef int _discard_dead(self, ConnRecord rec, str reason) except -1
+    cdef void _note_wait_locked(self, double waited)
     cdef int _close_rec(self, ConnRecord rec) except -1
     cdef double _timeout_arg(self, object timeout) except? -2.0
 

@@ -17,7 +17,8 @@ from cpython.pythread cimport (
 )
 from cpython.ref cimport Py_DECREF, Py_INCREF, PyObject
 from cpython.sequence cimport PySequence_Fast_GET_ITEM, PySequence_Fast_GET_SIZE
-from libc.math cimport INFINITY, isinf
+from libc.math cimport INFINITY, frexp, isinf, ldexp
+from libc.string cimport memcpy, memset
 from libc.string cimport memmove
 
 from contextvars import ContextVar
@@ -27,6 +28,7 @@ import warnings
 
 from fastpool.errors import (
     ConfigError, ConnectionLeakWarning, DeadlineExceeded, FastpoolError, PoolClosed, PoolTimeout,
+    TooManyWaiting,
 )
 
 cdef enum:
@@ -47,6 +49,7 @@ cdef enum:
     A_CLOSED = 5
     A_TIMEOUT = 6
     A_WAIT_OPEN = 7  # queued, and a connect asked of the opener (room under max_open)
+    A_REFUSED = 8    # the pool is full and max_waiting callers already wait
 
 cdef enum:
     # What a statement's result is turned into.
@@ -164,6 +167,7 @@ cdef class CorePool:
         self.timeout_ = 30.0
         self.statement_timeout_ = -1.0
         self.watch_at = INFINITY
+        self.max_waiting_ = -1
 
     def __init__(self, connect, *, close=None, fileno=None, need_open=None, clock=None,
                  max_open=10, max_idle=None, min_idle=0, max_lifetime=None,
@@ -226,6 +230,8 @@ cdef class CorePool:
     cdef void _enqueue_locked(self, Waiter w):
         if w.fresh:
             self.n_fresh_waiters += 1
+        if w.counted:
+            self.n_full_waiters += 1
         w.queued = True
         w.next = None
         w.prev = self.wait_tail
@@ -252,6 +258,25 @@ cdef class CorePool:
         self.n_waiters -= 1
         if w.fresh:
             self.n_fresh_waiters -= 1
+        if w.counted:
+            self.n_full_waiters -= 1
+
+    cdef void _note_wait_locked(self, double waited):
+        # One counted wait (wait_count's): summed, and binned for stats()' percentiles.
+        # Bins: 4 per power of two of microseconds, so a percentile is read to within 25%.
+        cdef int e
+        cdef double m
+        cdef Py_ssize_t i = 0
+        cdef double us = waited * 1e6
+        self.wait_duration += waited
+        if waited > self.wait_max:
+            self.wait_max = waited
+        if us >= 1.0:
+            m = frexp(us, &e)                 # us = m * 2**e, 0.5 <= m < 1
+            i = 1 + (e - 1) * 4 + <Py_ssize_t>((m - 0.5) * 8.0)
+            if i >= WAIT_BUCKETS:
+                i = WAIT_BUCKETS - 1
+        self.wait_hist[i] += 1
 
     cdef Py_ssize_t _open_deficit_locked(self):
         # How many connections the background opener should open now: one for each waiter
@@ -277,6 +302,7 @@ cdef class CorePool:
         rec.owner = <void *>self
         rec.created_at = self._now()
         rec.returned_at = rec.created_at
+        rec.taken_at = rec.created_at
         rec.lifetime_factor = 1.0 - LIFETIME_JITTER * _random()
         if self.fileno_fn is not None:
             try:
@@ -390,6 +416,8 @@ cdef class CorePool:
                 else:
                     rec.state = REC_IN_USE
                     rec.uses += 1
+                    rec.taken_at = now
+                    rec.waited = 0.0
                     action = A_GOT
                 if self.min_idle_ > 0:
                     wake = self._open_deficit_locked() > 0
@@ -404,6 +432,13 @@ cdef class CorePool:
                 action = A_NEED_WAITER
             else:
                 room = self.max_open_ <= 0 or self.num_open < self.max_open_
+                if not room and 0 <= self.max_waiting_ <= self.n_full_waiters:
+                    # Load shedding: refuse at once rather than pile up behind a full pool.
+                    # Callers waiting for a connect made for them are not counted: there are
+                    # never more of them than free slots under max_open.
+                    self.waits_refused += 1
+                    fp_mutex_unlock(&self.mu)
+                    raise self._refused_error()
                 w.fresh = fresh and room
                 w.counted = not room
                 self._enqueue_locked(w)
@@ -421,7 +456,7 @@ cdef class CorePool:
                     self.need_open_fn()
                 except BaseException:
                     if action == A_GOT:
-                        self._put(rec, False)
+                        self._put(rec, False, False)
                     elif action == A_WAIT_OPEN:
                         self._abandon_wait(w)
                     raise
@@ -429,12 +464,28 @@ cdef class CorePool:
                 # An idle connection whose socket turned readable was closed by the server
                 # (wait_timeout, KILL, restart): replace it, the caller never sees it.
                 if rec.fd >= 0 and fp_fd_dead(rec.fd):
-                    self._discard_dead(rec)
+                    self._discard_dead(rec, "dead")
                     rec = None
                     continue
+                if self._check_hook is not None and now - rec.returned_at >= self.check_after_:
+                    # The operator's check (fastpool/hooks.py): False discards the
+                    # connection and the caller gets another; an exception it lets through
+                    # (an interrupt, a deadline) reaches the caller, the connection closed.
+                    try:
+                        ok = self._check_hook(rec)
+                    except BaseException:
+                        self._discard_dead(rec, "check failed")
+                        raise
+                    if not ok:
+                        self._discard_dead(rec, "check failed")
+                        rec = None
+                        continue
                 return rec
             if action == A_OPEN:
-                return self._open_new()
+                t0 = self._now_fine()
+                rec = self._open_new()
+                rec.waited = self._now_fine() - t0
+                return rec
             if action == A_DISCARD:
                 self._close_rec(rec)
                 rec = None
@@ -495,25 +546,26 @@ cdef class CorePool:
                 w.outcome = W_TIMEOUT
                 self.timeouts += 1
                 if w.counted:
-                    self.wait_duration += waited
+                    self._note_wait_locked(waited)
             fp_mutex_unlock(&self.mu)
             if w.outcome == W_TIMEOUT:
                 raise self._timeout_error(timeout, w.by_deadline)
             # A giver handed us something between our timeout and our taking the lock.
             late = True
             break
+        waited = self._now_fine() - t0
         if w.counted:
-            waited = self._now_fine() - t0
             fp_mutex_lock(&self.mu)
-            self.wait_duration += waited
+            self._note_wait_locked(waited)
             fp_mutex_unlock(&self.mu)
         if w.outcome == W_GOT:
             rec = w.rec
             w.rec = None
+            rec.waited = waited
             if late:
                 # Our deadline has passed: the caller gets PoolTimeout as promised, and the
                 # connection goes on to the next waiter (or the free list). Never lost.
-                self._put(rec, False)
+                self._put(rec, False, False)
                 fp_mutex_lock(&self.mu)
                 self.timeouts += 1
                 fp_mutex_unlock(&self.mu)
@@ -530,9 +582,18 @@ cdef class CorePool:
         # block cut short is DeadlineExceeded, with that PoolTimeout as its cause.
         exc = PoolTimeout(self._timeout_message(waited))
         exc.__cause__ = self._last_connect_error
+        if self._event_hook is not None:
+            self._event_hook("timeout", None, waited, "deadline" if by_deadline else "timeout")
         if by_deadline:
             return self._deadline_error(exc, f"waiting {waited:.3f}s for a connection")
         return exc
+
+    def _refused_error(self):
+        if self._event_hook is not None:
+            self._event_hook("timeout", None, 0.0, "max_waiting")
+        return TooManyWaiting(
+            f"too many callers waiting for a connection (max_waiting={self.max_waiting_});"
+            f" refused at once ({self._counts_text()})")
 
     def _abandon_wait(self, Waiter w):
         cdef ConnRecord rec = None
@@ -546,16 +607,20 @@ cdef class CorePool:
         fp_mutex_unlock(&self.mu)
         w.err = None
         if rec is not None:
-            self._put(rec, False)
+            self._put(rec, False, False)
 
     def _timeout_message(self, double waited):
+        return f"timed out after {waited:.3f}s waiting for a connection ({self._counts_text()})"
+
+    def _counts_text(self):
         s = self._counts()
-        return (f"timed out after {waited:.3f}s waiting for a connection "
-                f"(max_open={s[0]}, open={s[1]}, in_use={s[2]}, idle={s[3]}, "
-                f"waiting={s[4]}, opening={s[13]}, timeouts={s[10]})")
+        return (f"max_open={s[0]}, open={s[1]}, in_use={s[2]}, idle={s[3]}, "
+                f"waiting={s[4]}, opening={s[13]}, timeouts={s[10]}")
 
     # ---- put-back (Go's putConn / putConnDBLocked) -----------------------------------
-    cdef int _put(self, ConnRecord rec, bint bad) except -1:
+    cdef int _put(self, ConnRecord rec, bint bad, bint held) except -1:
+        # held: its holder gives it back (a checkin: use_time), not the opener or a
+        # waiter that was handed it too late.
         cdef Waiter w = None
         cdef bint close_it = False
         cdef bint orphan = False
@@ -568,6 +633,11 @@ cdef class CorePool:
         fp_mutex_lock(&self.mu)
         if rec.state != REC_IN_USE:
             err = 1
+        elif held:
+            self.checkins += 1
+            self.use_time += now - rec.taken_at
+        if err:
+            pass
         elif rec.fork_gen != self.fork_gen:
             # Inherited from the parent process: not ours to pool or to close.
             rec.state = REC_CLOSED
@@ -589,6 +659,7 @@ cdef class CorePool:
             w.rec = rec
             w.outcome = W_GOT
             rec.uses += 1
+            rec.taken_at = now
         elif self.max_idle_ < 0 or self.n_free < self.max_idle_:
             if self._push_free_locked(rec) == 0:
                 rec.state = REC_IDLE
@@ -618,7 +689,9 @@ cdef class CorePool:
             self.need_open_fn()
         return 0
 
-    cdef int _discard_dead(self, ConnRecord rec) except -1:
+    cdef int _discard_dead(self, ConnRecord rec, str reason) except -1:
+        # A connection just taken from the free list that must not be used: closed, and
+        # its slot freed for a new one.
         cdef bint wake
         fp_mutex_lock(&self.mu)
         self.num_open -= 1
@@ -626,9 +699,13 @@ cdef class CorePool:
         rec.state = REC_CLOSED
         wake = self._open_deficit_locked() > 0
         fp_mutex_unlock(&self.mu)
-        self._close_rec(rec)
-        if wake and self.need_open_fn is not None:
-            self.need_open_fn()
+        try:
+            if self._event_hook is not None:
+                self._event_hook("discard", rec, 0.0, reason)
+        finally:
+            self._close_rec(rec)
+            if wake and self.need_open_fn is not None:
+                self.need_open_fn()
         return 0
 
     def _orphaned(self, raw):
@@ -650,14 +727,31 @@ cdef class CorePool:
             try:
                 self._holder_hook(rec, True)
             except BaseException:
-                self._put(rec, False)
+                self._put(rec, False, True)
                 raise
         return rec
 
     cdef int _checkin(self, ConnRecord rec, bint bad) except -1:
+        # The one way back for a connection its holder had: the holder hook (leak_timeout,
+        # checkin listeners), the operator's reset hook, then the free list or a waiter.
+        cdef str why = "broken"
         if self._holder_hook is not None:
-            self._holder_hook(rec, False)
-        return self._put(rec, bad)
+            try:
+                self._holder_hook(rec, False)
+            except BaseException:
+                self._put(rec, bad, True)
+                raise
+        if not bad and self._reset_hook is not None:
+            try:
+                bad = not self._reset_hook(rec)
+            except BaseException:
+                self._put(rec, True, True)
+                raise
+            why = "reset failed"
+        self._put(rec, bad, True)
+        if bad and self._event_hook is not None:
+            self._event_hook("discard", rec, 0.0, why)
+        return 0
 
     cdef int _error_kind(self, BaseException exc) except -1:
         if self._classify is not None:
@@ -1020,7 +1114,7 @@ cdef class CorePool:
         self.pending_opens -= 1
         fp_mutex_unlock(&self.mu)
         self._last_connect_error = None
-        self._put(rec, False)
+        self._put(rec, False, False)
 
     def _open_failed(self, error=None):
         """Background opener: a reserved connection could not be opened.
@@ -1229,6 +1323,7 @@ cdef class CorePool:
         self.wait_head = self.wait_tail = None
         self.n_waiters = 0
         self.n_fresh_waiters = 0
+        self.n_full_waiters = 0
         # So were the statements under a deadline: the child's watcher must never cancel
         # (KILL QUERY) a statement of the parent's.
         rec = self.watch_head
@@ -1246,20 +1341,94 @@ cdef class CorePool:
         """(max_open, open, in_use, idle, waiting, wait_count, wait_duration,
         max_idle_closed, max_idle_time_closed, max_lifetime_closed, timeouts,
         bad_conns_discarded, leaks_reclaimed, opening, deadlines_exceeded,
-        statements_cancelled) - one consistent snapshot."""
+        statements_cancelled, waits_refused, connects, connect_errors, connect_time,
+        checkins, use_time) - one consistent snapshot."""
         fp_mutex_lock(&self.mu)
         t = (self.max_open_, self.num_open, self.num_open - self.n_free - self.num_opening, self.n_free,
              self.n_waiters, self.wait_count, self.wait_duration, self.max_idle_closed,
              self.max_idle_time_closed, self.max_lifetime_closed, self.timeouts,
              self.bad_conns_discarded, self.leaks_reclaimed, self.num_opening,
-             self.deadlines_exceeded, self.statements_cancelled)
+             self.deadlines_exceeded, self.statements_cancelled, self.waits_refused,
+             self.connects, self.connect_errors, self.connect_time, self.checkins,
+             self.use_time)
         fp_mutex_unlock(&self.mu)
         return t
 
-    def _count_leak(self):
+    def _count_leak(self, ConnRecord rec=None):
         fp_mutex_lock(&self.mu)
         self.leaks_reclaimed += 1
         fp_mutex_unlock(&self.mu)
+        if self._event_hook is not None:
+            self._event_hook("leak", rec, 0.0, None)
+
+    def _note_connect(self, double seconds, bint ok):
+        """The façade: one connect attempt (configure hook included) took `seconds`."""
+        fp_mutex_lock(&self.mu)
+        if ok:
+            self.connects += 1
+        else:
+            self.connect_errors += 1
+        self.connect_time += seconds
+        fp_mutex_unlock(&self.mu)
+
+    def _wait_percentiles(self, bint reset=False):
+        """(p50, p99, max) of the counted waits, in seconds, since the start or the last
+        reset; each percentile is its bin's upper edge (within 25%), never above max.
+        reset=True empties the bins after reading them."""
+        cdef unsigned long long hist[WAIT_BUCKETS]
+        cdef unsigned long long total = 0, seen = 0
+        cdef double top
+        cdef Py_ssize_t i
+        fp_mutex_lock(&self.mu)
+        memcpy(hist, self.wait_hist, sizeof(hist))
+        top = self.wait_max
+        if reset:
+            memset(self.wait_hist, 0, sizeof(hist))
+            self.wait_max = 0.0
+        fp_mutex_unlock(&self.mu)
+        for i in range(WAIT_BUCKETS):
+            total += hist[i]
+        if total == 0:
+            return (0.0, 0.0, 0.0)
+        out = []
+        for q in (0.5, 0.99):
+            seen = 0
+            for i in range(WAIT_BUCKETS):
+                seen += hist[i]
+                if seen >= q * total:
+                    break
+            out.append(min(_bin_upper(i), top))
+        return (out[0], out[1], top)
+
+    def _set_max_waiting(self, max_waiting):
+        fp_mutex_lock(&self.mu)
+        self.max_waiting_ = -1 if max_waiting is None else max_waiting
+        fp_mutex_unlock(&self.mu)
+
+    def _set_check_after(self, seconds):
+        self.check_after_ = INFINITY if seconds is None else seconds
+
+    def _call_watched(self, ConnRecord rec not None, fn):
+        """fn(rec.raw), its statements bounded like the caller's own: under the current
+        deadline block and statement_timeout, the watcher cancels what runs past them and
+        DeadlineExceeded is raised (the hooks: check, reset)."""
+        cdef double deadline = self._stmt_deadline()
+        cdef int cancel = CANCEL_NONE
+        if deadline == INFINITY:
+            return fn(rec.raw)
+        if not self._watch_begin(rec, deadline):
+            raise self._deadline_error(None, "before a hook could run")
+        try:
+            result = fn(rec.raw)
+        except BaseException as exc:
+            cancel = self._watch_end(rec)
+            if cancel != CANCEL_NONE:
+                raise self._deadline_error(exc, "while a hook ran; it was cancelled") from exc
+            raise
+        cancel = self._watch_end(rec)
+        if cancel != CANCEL_NONE:
+            raise self._deadline_error(None, "while a hook ran; it was cancelled")
+        return result
 
     @property
     def closed(self):
@@ -1314,6 +1483,13 @@ cdef object _execute_on(object raw, object sql, object params, int mode):
         raise
     cur.close()
     return result
+
+
+cdef double _bin_upper(Py_ssize_t i):
+    # The upper edge, in seconds, of bin i of _note_wait_locked.
+    if i == 0:
+        return 1e-6
+    return ldexp(0.5 + ((i - 1) % 4 + 1) / 8.0, <int>((i - 1) // 4 + 1)) * 1e-6
 
 
 cdef bint _is_tx_control(object sql):
@@ -1476,7 +1652,7 @@ cdef class Conn:
         what = self._kind()
         if self._in_tx:
             self._dirty = True
-        pool._count_leak()
+        pool._count_leak(self._rec)
         self._give_back(False)
         _warn_leak(what, code, lasti, "commit() or rollback()" if what == "Tx" else "close()")
 
@@ -1701,7 +1877,7 @@ cdef class Rows:
 
     cdef int _reclaim(self) except -1:
         code, lasti = self._site_code, self._site_lasti
-        self._pool._count_leak()
+        self._pool._count_leak(self._rec)
         self._finish(False)
         _warn_leak("streaming Rows", code, lasti, "being read to the end or close()")
         return 0

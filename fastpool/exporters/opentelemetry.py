@@ -1,0 +1,159 @@
+"""OpenTelemetry metrics for a pool, after the database-client semantic conventions.
+
+    from fastpool.exporters.opentelemetry import instrument
+    handle = instrument(db)                 # the global MeterProvider, or meter_provider=...
+    ...
+    handle.uninstrument()
+
+Every instrument carries ``db.client.connection.pool.name`` (the pool's ``name`` option):
+
+=========================================  ===============  ====================================
+``db.client.connection.count``             UpDownCounter    by ``db.client.connection.state``:
+                                                            ``idle`` / ``used``
+``db.client.connection.max``               UpDownCounter    ``max_open`` (0 = unlimited)
+``db.client.connection.idle.max``          UpDownCounter    ``max_idle``
+``db.client.connection.idle.min``          UpDownCounter    ``min_idle``
+``db.client.connection.pending_requests``  UpDownCounter    callers waiting for a connection
+``db.client.connection.timeouts``          Counter          ``PoolTimeout`` (``TooManyWaiting``
+                                                            included)
+``db.client.connection.create_time``       Histogram (s)    each connect (``configure`` included)
+``db.client.connection.wait_time``         Histogram (s)    each checkout's wait (0 when idle);
+                                                            only with ``per_checkout=True``
+``db.client.connection.use_time``          Histogram (s)    how long each checkout was held;
+                                                            only with ``per_checkout=True``
+``fastpool.connection.wait_time.sum``      Counter (s)      waits for a full pool, summed
+``fastpool.connection.waits``              Counter          those waits
+``fastpool.connection.use_time.sum``       Counter (s)      time connections were held, summed
+``fastpool.connection.checkins``           Counter          connections given back
+=========================================  ===============  ====================================
+
+Everything but the histograms is read from ``db.stats()`` at collection, so it costs the
+pool nothing between collections. A histogram needs one ``Histogram.record()`` per value,
+and the SDK's takes about 10 µs, twenty times a whole checkout and give-back: so
+``create_time`` is recorded per connect (a connect takes milliseconds), while the
+per-checkout histograms are opt-in, and the sums and counts above give mean wait and use
+times at no cost.
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any, Iterable
+
+from opentelemetry import metrics
+from opentelemetry.metrics import CallbackOptions, Observation
+
+from .. import __version__
+from ..hooks import PoolEvent
+
+POOL_NAME = "db.client.connection.pool.name"
+STATE = "db.client.connection.state"
+
+
+class Instrumented:
+    """What :func:`instrument` returns: ``uninstrument()`` stops the histograms' listeners
+    (the observable instruments then report nothing for a pool that is gone)."""
+
+    def __init__(self, db: Any, meter: Any, per_checkout: bool) -> None:
+        self._db_ref = weakref.ref(db)
+        self._listening: list[tuple[str, Any]] = []
+
+        def gauge(read: Any) -> Any:
+            def callback(options: CallbackOptions) -> Iterable[Observation]:
+                db = self._db_ref()
+                if db is None or db.closed:
+                    return []
+                observations: list[Observation] = read(db, {POOL_NAME: db.name})
+                return observations
+            return callback
+
+        def count(db: Any, a: dict[str, str]) -> list[Observation]:
+            s = db.stats()
+            return [Observation(s.idle, {**a, STATE: "idle"}),
+                    Observation(s.in_use, {**a, STATE: "used"})]
+
+        def limits(index: int) -> Any:
+            def read(db: Any, a: dict[str, str]) -> list[Observation]:
+                mo, mi, mn = db._limits()
+                value = (mo, mi if mi >= 0 else mo, mn)[index]
+                return [Observation(value, a)]
+            return read
+
+        up_down = meter.create_observable_up_down_counter
+        up_down("db.client.connection.count", [gauge(count)], unit="{connection}",
+                description="The number of connections that are currently in the state"
+                            " described by the state attribute.")
+        up_down("db.client.connection.max", [gauge(limits(0))], unit="{connection}",
+                description="The maximum number of open connections allowed.")
+        up_down("db.client.connection.idle.max", [gauge(limits(1))], unit="{connection}",
+                description="The maximum number of idle open connections allowed.")
+        up_down("db.client.connection.idle.min", [gauge(limits(2))], unit="{connection}",
+                description="The minimum number of idle open connections allowed.")
+        up_down("db.client.connection.pending_requests",
+                [gauge(lambda db, a: [Observation(db.stats().waiting, a)])], unit="{request}",
+                description="The number of current pending requests for an open connection.")
+        counter = meter.create_observable_counter
+        counter("db.client.connection.timeouts",
+                [gauge(lambda db, a: [Observation(_timeouts(db.stats()), a)])], unit="{timeout}",
+                description="The number of connection timeouts that have occurred trying to"
+                            " obtain a connection from the pool.")
+        for name, field, unit, description in _SUMS:
+            counter(name, [gauge(_stat(field))], unit=unit, description=description)
+
+        def histogram(name: str, description: str, event: str) -> None:
+            h = meter.create_histogram(name, unit="s", description=description)
+            record = h.record
+
+            def listener(ev: PoolEvent) -> None:
+                if ev.seconds is not None:
+                    record(ev.seconds, {POOL_NAME: ev.pool})
+
+            db.on(event, listener)
+            self._listening.append((event, listener))
+
+        histogram("db.client.connection.create_time", "The time it took to create a new"
+                  " connection.", "connect")
+        if per_checkout:
+            histogram("db.client.connection.wait_time", "The time it took to obtain an open"
+                      " connection from the pool.", "checkout")
+            histogram("db.client.connection.use_time", "The time between borrowing a"
+                      " connection and returning it to the pool.", "checkin")
+
+    def uninstrument(self) -> None:
+        db = self._db_ref()
+        if db is not None:
+            for event, listener in self._listening:
+                db.off(event, listener)
+        self._listening.clear()
+        self._db_ref = lambda: None  # type: ignore[assignment]
+
+
+# Sums and counts from stats(): (instrument, Stats field, unit, description).
+_SUMS = (
+    ("fastpool.connection.wait_time.sum", "wait_duration", "s",
+     "Seconds callers waited for a connection of a full pool, summed."),
+    ("fastpool.connection.waits", "wait_count", "{wait}",
+     "Checkouts that waited for a connection of a full pool."),
+    ("fastpool.connection.use_time.sum", "use_time", "s",
+     "Seconds connections were held by callers, summed."),
+    ("fastpool.connection.checkins", "checkins", "{connection}",
+     "Connections given back to the pool by their holders."),
+)
+
+
+def _stat(field: str) -> Any:
+    def read(db: Any, a: dict[str, str]) -> list[Observation]:
+        return [Observation(getattr(db.stats(), field), a)]
+    return read
+
+
+def _timeouts(stats: Any) -> int:
+    return int(stats.timeouts + stats.waits_refused)
+
+
+def instrument(db: Any, *, meter_provider: Any = None, per_checkout: bool = False) -> Instrumented:
+    """Report ``db``'s metrics through OpenTelemetry (the global MeterProvider unless
+    ``meter_provider`` is given). ``per_checkout=True`` adds the ``wait_time`` and
+    ``use_time`` histograms, at one ``Histogram.record()`` per checkout and per give-back."""
+    meter = metrics.get_meter("fastpool", __version__, meter_provider=meter_provider)
+    return Instrumented(db, meter, per_checkout)
