@@ -14,17 +14,22 @@ non-zero only when something failed.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
 import platform
 import re
+import shutil
+import signal
 import sys
 import tempfile
 from importlib import metadata
 from pathlib import Path
 
 import pytest
+
+from .chart import write_html
 
 HERE = Path(__file__).parent
 ROOT = HERE.parent
@@ -51,7 +56,10 @@ def main(argv: list[str] | None = None) -> int:
     where.add_argument("--sqlite", action="store_true", help="run on SQLite, even if MariaDB is here")
     parser.add_argument("--seconds", type=float, default=3.0, help="length of each contended run")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results",
-                        help="where the JSON and the chart go (default: bench/results)")
+                        help="where the JSON, the raw tables and the chart go (default: bench/results)")
+    parser.add_argument("--verbose", action="store_true",
+                        help="also show pytest-benchmark's own output and tables (always in"
+                             " OUT/pytest-benchmark.txt)")
     parser.add_argument("--update-readme", action="store_true",
                         help="rewrite the README's figures and docs/comparison.png from this run")
     args, rest = parser.parse_known_args(argv)
@@ -61,20 +69,77 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["FASTPOOL_BENCH_BACKEND"] = "sqlite"
     os.environ["FASTPOOL_BENCH_SECONDS"] = str(args.seconds)
     args.out.mkdir(parents=True, exist_ok=True)
+    # Everything the run makes in temp dirs (the SQLite file, the throwaway server's data
+    # dir) goes under one scratch dir, removed on every exit path: a normal end, a failure,
+    # Ctrl-C, SIGTERM or SIGHUP.
+    scratch = tempfile.mkdtemp(prefix="fastpool-compare-")
+    tempfile.tempdir = scratch
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _exit_on_signal)
+    try:
+        return run(args, rest)
+    except KeyboardInterrupt:
+        print("\ninterrupted: the temporary files and the server are removed", file=sys.stderr)
+        return 130
+    finally:
+        _cleanup(scratch)
+
+
+def _exit_on_signal(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _cleanup(scratch: str) -> None:
+    sys.path.insert(0, str(ROOT / "tests"))
+    from mariadb_server import LIVE
+
+    for server in list(LIVE):
+        server.cleanup()
+    tempfile.tempdir = None
+    shutil.rmtree(scratch, ignore_errors=True)
+
+
+def run(args: argparse.Namespace, rest: list[str]) -> int:
+    from .support import choose_backend
+
+    _kind, why = choose_backend()
+    print(f"fastpool comparison: database: {why}", flush=True)
     out = args.out / "bench.json"
-    print("fastpool comparison: running the suites in bench/ (pytest-benchmark)...", flush=True)
-    code = pytest.main([
+    raw = args.out / "pytest-benchmark.txt"
+    print(f"running the suites in bench/ (pytest-benchmark); its raw tables go to {raw}",
+          flush=True)
+    pytest_args = [
         str(HERE), "-p", "no:cacheprovider", "--benchmark-group-by=group",
         "--benchmark-columns=min,median,ops", f"--benchmark-json={out}", "-rs", *rest,
-    ])
+    ]
+    if args.verbose:
+        code = pytest.main(pytest_args)
+    else:
+        from .progress import ProgressPlugin
+
+        plugin = ProgressPlugin(sys.stderr)
+        # pytest's own output (and pytest-benchmark's tables) to the file; the bars write to
+        # the real stderr, which --capture=sys leaves alone.
+        with raw.open("w") as fh, contextlib.redirect_stdout(fh):
+            code = pytest.main([*pytest_args, "--capture=sys", "-q"], plugins=[plugin])
+        if plugin.failed:
+            print(f"failed: {', '.join(plugin.failed)} (details in {raw})", file=sys.stderr)
     if code not in (0, 5) or not out.exists():
+        if not args.verbose:
+            print(f"the suites failed (exit {int(code)}); pytest's output is in {raw}", file=sys.stderr)
         return int(code) or 1
     data = json.loads(out.read_text())
     text = report(data)
     print("\n" + text)
     chart = args.out / "comparison.png"
-    if plot(data, chart):
-        print(f"\nchart: {chart}")
+    drawn = plot(data, chart)
+    page = args.out / "comparison.html"
+    write_html(page, text, chart if drawn else None)
+    print()
+    if drawn:
+        print(f"chart:  {chart}")
+    print(f"report: {page} (the summary and the chart in one file)")
+    print(f"raw pytest-benchmark tables: {raw}; data: {out}")
     if args.update_readme:
         docs_chart = ROOT / "docs" / "comparison.png"
         docs_chart.parent.mkdir(exist_ok=True)
@@ -172,53 +237,12 @@ def fmt_time(seconds: float) -> str:
     return f"{seconds:.2f} s"
 
 
-# ---- the chart -------------------------------------------------------------------------------
+# ---- the chart ---------------------------------------------------------------------------
 def plot(data: dict, path: Path) -> bool:
-    try:
-        import matplotlib
+    from .chart import plot as draw
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("(matplotlib is not installed: no chart)")
-        return False
-    benches = [b for b in by_group(data).get(CONTENDED, []) if b["extra_info"]]
-    select1 = by_group(data).get("SELECT 1 per request", [])
-    if not benches:
-        return False
-    benches.sort(key=lambda b: -b["extra_info"]["requests_per_s"])
-    names = [short(b["name"]).replace("contended_", "") for b in benches]
-    fig, axes = plt.subplots(1, 3 if select1 else 2, figsize=(16 if select1 else 11, 4.8))
-    ax = axes[0]
-    colors = ["tab:green" if "fastpool" in n.lower() or "fastqueuepool" in n.lower() else "tab:gray"
-              for n in names]
-    ax.barh(names, [b["extra_info"]["requests_per_s"] for b in benches], color=colors)
-    ax.invert_yaxis()
-    ax.set_title("contended throughput (req/s, higher is better)\n16 threads, 4 connections")
-    ax = axes[1]
-    y = range(len(names))
-    for key, label, marker in (("p50_ms", "p50", "o"), ("p99_ms", "p99", "s"), ("max_ms", "longest", "x")):
-        ax.scatter([b["extra_info"][key] for b in benches], list(y), label=label, marker=marker)
-    ax.set_yticks(list(y), names)
-    ax.invert_yaxis()
-    ax.set_xscale("log")
-    ax.set_title("contended latency (ms, log scale, lower is better)")
-    # Below the plot: inside it would hide the far-right points, the starved callers.
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=3, frameon=False)
-    if select1:
-        ax = axes[2]
-        ref = next((b for b in select1 if b["name"] == REFERENCE["SELECT 1 per request"]), None)
-        items = sorted(select1, key=lambda b: b["stats"]["median"])
-        labels = [short(b["name"]).replace("select1_", "") for b in items]
-        vals = [b["stats"]["median"] / ref["stats"]["median"] if ref else b["stats"]["median"] for b in items]
-        ax.barh(labels, vals, color=["tab:green" if "fastpool" in n else "tab:gray" for n in labels])
-        ax.invert_yaxis()
-        ax.set_title("SELECT 1 per request\n(x a raw connection, lower is better)")
-    fig.suptitle(f"fastpool comparison on {backend_name(data)}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
+    return draw(data, path, f"fastpool comparison on {backend_name(data)}", by_group(data),
+                REFERENCE, CONTENDED, LEAK_PREFIX)
 
 
 def update_readme(text: str, data: dict) -> None:

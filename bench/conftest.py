@@ -8,9 +8,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))
 
-from mariadb_server import MariaDBServer, binaries  # noqa: E402
+from mariadb_server import MariaDBServer  # noqa: E402
 
-from .support import mysql_backend, sqlite_backend  # noqa: E402
+from .support import choose_backend, mysql_backend, sqlite_backend  # noqa: E402
 
 
 _USED: list[str] = []  # the backend's name, for the JSON report
@@ -28,30 +28,19 @@ def backend():  # type: ignore[no-untyped-def]
 
 
 def _backend():  # type: ignore[no-untyped-def]
-    """The database for the comparison: FASTPOOL_BENCH_DSN (a mysql:// URL); else a
-    throwaway MariaDB when its binaries and mysqlclient are here; else a SQLite file.
-    FASTPOOL_BENCH_BACKEND=sqlite forces SQLite."""
-    dsn = os.environ.get("FASTPOOL_BENCH_DSN")
-    if os.environ.get("FASTPOOL_BENCH_BACKEND") == "sqlite":
+    """The database for the comparison, as support.choose_backend() decides."""
+    kind, _why = choose_backend()
+    if kind == "sqlite":
         yield sqlite_backend()
-        return
-    if dsn:
-        yield mysql_backend(dsn)
-        return
-    try:
-        import MySQLdb  # noqa: F401
-    except ImportError:
-        yield sqlite_backend()
-        return
-    if binaries() is None:
-        yield sqlite_backend()
-        return
-    server = MariaDBServer()
-    try:
-        server.start()
-        yield mysql_backend(server.dsn)
-    finally:
-        server.cleanup()
+    elif kind == "dsn":
+        yield mysql_backend(os.environ["FASTPOOL_BENCH_DSN"])
+    else:
+        server = MariaDBServer()
+        try:
+            server.start()
+            yield mysql_backend(server.dsn)
+        finally:
+            server.cleanup()
 
 
 def pytest_report_header(config):  # type: ignore[no-untyped-def]

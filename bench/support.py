@@ -111,7 +111,33 @@ def mysql_backend(dsn: str) -> Backend:
     )
 
 
+def choose_backend() -> tuple[str, str]:
+    """Which database the comparison runs on, and why: ("dsn" | "mariadb" | "sqlite",
+    reason). FASTPOOL_BENCH_BACKEND=sqlite forces SQLite; FASTPOOL_BENCH_DSN names a
+    server; else a throwaway MariaDB when its binaries and mysqlclient are here."""
+    import os
+    import sys
+
+    if os.environ.get("FASTPOOL_BENCH_BACKEND") == "sqlite":
+        return "sqlite", "SQLite, as asked (--sqlite)"
+    if os.environ.get("FASTPOOL_BENCH_DSN"):
+        return "dsn", "the MySQL/MariaDB server given with --dsn"
+    try:
+        import MySQLdb  # noqa: F401
+    except ImportError:
+        return "sqlite", ("SQLite, the embedded default: mysqlclient is not installed"
+                          " (apt-get install libmariadb-dev pkg-config, then run again)")
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    from mariadb_server import binaries
+
+    if binaries() is None:
+        return "sqlite", ("SQLite, the embedded default: no MariaDB server here"
+                          " (apt-get install mariadb-server, or pass --dsn)")
+    return "mariadb", "a throwaway MariaDB server started for this run (mariadbd is here)"
+
+
 def sqlite_backend() -> Backend:
+    # Under the run's scratch directory (python -m bench removes it on every exit path).
     path = Path(tempfile.mkdtemp(prefix="fastpool-bench-")) / "bench.db"
     conn = sqlite3.connect(path)
     conn.execute("PRAGMA journal_mode=WAL")

@@ -32,20 +32,29 @@ def table(backend):  # type: ignore[no-untyped-def]
     return f"SELECT id, name FROM ranger_user WHERE id > {backend.mark}"
 
 
-def run_calls(benchmark, call, failure):  # type: ignore[no-untyped-def]
+def run_calls(benchmark, call, failure, open_now):  # type: ignore[no-untyped-def]
+    """CALLS calls; extra_info gets the failures and, every tenth of the way, the series
+    (calls so far, connections open, calls failed) that the chart draws."""
     failed = [0]
+    done = [0]
+    series: list[tuple[int, int, int]] = [(0, open_now(), 0)]
+    step = CALLS // 30
 
     def one() -> None:
         try:
             call()
         except failure:
             failed[0] += 1
+        done[0] += 1
+        if done[0] % step == 0:
+            series.append((done[0], open_now(), failed[0]))
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # leak warnings: the point of the exercise
         benchmark.pedantic(one, rounds=1, iterations=CALLS)
     benchmark.extra_info["calls"] = CALLS
     benchmark.extra_info["failed_calls"] = failed[0]
+    benchmark.extra_info["series"] = series
     return failed[0]
 
 
@@ -58,7 +67,7 @@ def test_leak_fastpool(benchmark, backend, table, stream):
         for row in db.query(table, (1,), stream=stream):
             return row
 
-    failed = run_calls(benchmark, get_user_list, fastpool.PoolTimeout)
+    failed = run_calls(benchmark, get_user_list, fastpool.PoolTimeout, lambda: db.stats().open)
     s = db.stats()
     benchmark.extra_info["open_after"] = s.open
     db.close()
@@ -73,7 +82,7 @@ def test_leak_go_style_pool(benchmark, backend, table):
         for row in pool.query(table, (1,)):
             return row
 
-    failed = run_calls(benchmark, get_user_list, queue.Empty)
+    failed = run_calls(benchmark, get_user_list, queue.Empty, lambda: pool.open)
     benchmark.extra_info["open_after"] = pool.open
     assert failed > CALLS // 2  # every connection leaked, then nearly every call failed
 
@@ -89,8 +98,11 @@ def test_leak_sqlalchemy_engine(benchmark, backend, table):
         for row in conn.execute(sql, {"id": 1}):
             return row
 
-    run_calls(benchmark, get_user_list, sa.exc.TimeoutError)
-    benchmark.extra_info["open_after"] = engine.pool.checkedin() + engine.pool.checkedout()
+    def open_now() -> int:
+        return int(engine.pool.checkedin() + engine.pool.checkedout())
+
+    run_calls(benchmark, get_user_list, sa.exc.TimeoutError, open_now)
+    benchmark.extra_info["open_after"] = open_now()
     engine.dispose()
 
 
@@ -106,6 +118,9 @@ def test_leak_dbutils(benchmark, backend, table):
         for row in cur:
             return row
 
-    run_calls(benchmark, get_user_list, pooled_db.TooManyConnections)
-    benchmark.extra_info["open_after"] = pool._connections + len(pool._idle_cache)
+    def open_now() -> int:
+        return int(pool._connections + len(pool._idle_cache))
+
+    run_calls(benchmark, get_user_list, pooled_db.TooManyConnections, open_now)
+    benchmark.extra_info["open_after"] = open_now()
     pool.close()

@@ -3,6 +3,8 @@ temp dir, on a free loopback port. Also used by the benchmarks' main command."""
 
 from __future__ import annotations
 
+import atexit
+import ctypes
 import os
 import shutil
 import signal
@@ -35,6 +37,18 @@ def binaries() -> tuple[str, str] | None:
     return (install, server) if install and server else None
 
 
+# Servers started and not yet cleaned up (the comparison removes them before its scratch dir).
+LIVE: set["MariaDBServer"] = set()
+
+
+def _die_with_parent() -> None:
+    # Linux: PR_SET_PDEATHSIG, so the server ends when the process that started it does.
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -55,6 +69,12 @@ class MariaDBServer:
         self.port = _free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = self.tmp / "server.log"
+        # Every exit path removes it: a normal end, an exception, Ctrl-C (atexit); and if
+        # this process dies without running any of that, the server gets SIGTERM from the
+        # kernel (_die_with_parent) rather than running on.
+        # (PDEATHSIG fires when the starting *thread* ends: start servers from the main one.)
+        atexit.register(self.cleanup)
+        LIVE.add(self)
 
     @property
     def dsn(self) -> str:
@@ -87,7 +107,8 @@ class MariaDBServer:
             "--max-connections=500", "--skip-log-bin", f"--log-error={self.log}",
             *self._user_args(),
         ]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     preexec_fn=_die_with_parent)
         self._wait_ready(timeout)
         if first:
             self._bootstrap()
@@ -144,3 +165,4 @@ class MariaDBServer:
     def cleanup(self) -> None:
         self.stop()
         shutil.rmtree(self.tmp, ignore_errors=True)
+        LIVE.discard(self)

@@ -1,0 +1,115 @@
+# Shared first-run set-up of scripts/test and scripts/compare (sourced, not run).
+#
+#   fp_setup EXTRA MARIADB     EXTRA: the pip extra to install (test, bench)
+#                              MARIADB: need | want (need: the tests' server and driver;
+#                              want: the comparison falls back to SQLite without them)
+#
+# On a machine with only git and python3 it installs, and says so: the Debian packages
+# that are missing (when run as root; otherwise it prints the exact `sudo apt-get install`
+# line), a project virtualenv in .venv, fastpool with its compiled core and the extra's
+# packages. A second run with nothing changed installs and builds nothing. Afterwards
+# $FP_PYTHON is the virtualenv's python.
+
+fp_say() { printf '%s: %s\n' "$FP_SCRIPT" "$*" >&2; }
+
+fp_system_python() {
+  local py
+  for py in python3 python; do
+    if command -v "$py" >/dev/null 2>&1; then echo "$py"; return 0; fi
+  done
+  fp_say "no python3 on PATH: install it (apt-get install python3)"; exit 1
+}
+
+# The Debian packages whose absence this machine shows, one word each.
+fp_missing_packages() {
+  local py=$1 mariadb=$2 missing=()
+  "$py" -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
+  "$py" - >/dev/null 2>&1 <<'EOF' || missing+=(python3-dev)
+import os, sysconfig, sys
+sys.exit(0 if os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")) else 1)
+EOF
+  { command -v cc || command -v gcc; } >/dev/null 2>&1 || missing+=(gcc libc6-dev)
+  # mysqlclient compiles against libmariadb (found through pkg-config).
+  command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
+  { command -v pkg-config >/dev/null 2>&1 && pkg-config --exists libmariadb; } || missing+=(libmariadb-dev)
+  if [ "$mariadb" = need ]; then
+    { command -v mariadbd || [ -x /usr/sbin/mariadbd ]; } >/dev/null 2>&1 || missing+=(mariadb-server)
+  fi
+  echo "${missing[*]:-}"
+}
+
+fp_install_packages() {
+  local py=$1 mariadb=$2 missing
+  missing=$(fp_missing_packages "$py" "$mariadb")
+  [ -n "$missing" ] || return 0
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    fp_say "installing Debian packages: $missing"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    # shellcheck disable=SC2086 # one word per package
+    apt-get install -y -qq --no-install-recommends $missing >/dev/null
+    fp_say "installed: $missing"
+    return 0
+  fi
+  local essential="" optional="" p
+  for p in $missing; do
+    case $p in
+      python3-venv|python3-dev|gcc|libc6-dev) essential="$essential $p" ;;
+      *) optional="$optional $p" ;;
+    esac
+  done
+  if [ -n "$essential" ] || [ "$mariadb" = need ]; then
+    fp_say "this machine lacks Debian packages it needs; install them with:"
+    printf '\n    sudo apt-get install -y%s\n\n' "$essential$optional" >&2
+    exit 1
+  fi
+  fp_say "no MariaDB driver build here (missing:$optional): the comparison runs on SQLite"
+  fp_say "(for MariaDB too: sudo apt-get install -y$optional mariadb-server)"
+}
+
+# A fingerprint of everything an install depends on: a change rebuilds, nothing else does.
+fp_fingerprint() {
+  local extra=$1 py=$2
+  {
+    echo "$extra"
+    "$py" -c 'import sys; print(sys.version)'
+    pkg-config --exists libmariadb 2>/dev/null && echo "with libmariadb"
+    cat pyproject.toml setup.py MANIFEST.in
+    cat src_c/fastpool/*.pyx src_c/fastpool/*.pxd src_c/fastpool/*.h
+  } | sha256sum | cut -d' ' -f1
+}
+
+fp_setup() {
+  local extra=$1 mariadb=$2 py venv=.venv stamp
+  py=$(fp_system_python)
+  fp_install_packages "$py" "$mariadb"
+  if [ ! -x "$venv/bin/python" ]; then
+    fp_say "creating the project virtualenv $venv"
+    "$py" -m venv "$venv"
+  fi
+  FP_PYTHON=$PWD/$venv/bin/python
+  stamp="$venv/.fastpool-$extra.stamp"
+  local want
+  want=$(fp_fingerprint "$extra" "$FP_PYTHON")
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] \
+      && "$FP_PYTHON" -c 'import fastpool._core' 2>/dev/null; then
+    fp_say "$venv is up to date (fastpool[$extra] and its compiled core): nothing to install"
+  else
+    rm -f "$stamp"
+    fp_say "installing fastpool[$extra] into $venv and building its compiled core (first run: a minute or two)"
+    # pip's own progress: a line per package, a bar per download.
+    "$FP_PYTHON" -m pip install --disable-pip-version-check -e ".[$extra]" >&2 || true
+    if ! "$FP_PYTHON" -c 'import fastpool._core' 2>/dev/null; then
+      fp_say "the install failed (see above)"; exit 1
+    fi
+    if ! "$FP_PYTHON" -c 'import MySQLdb' 2>/dev/null; then
+      if pkg-config --exists libmariadb 2>/dev/null; then
+        fp_say "installing mysqlclient (compiles against libmariadb)"
+        "$FP_PYTHON" -m pip install --disable-pip-version-check -q 'mysqlclient>=2.2' >&2 \
+          || fp_say "mysqlclient could not be installed"
+      fi
+    fi
+    echo "$want" > "$stamp"
+  fi
+  export PATH="$PWD/$venv/bin:$PATH"
+}
