@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from .chart import write_html
+from .chart import fmt_time, write_html
 
 HERE = Path(__file__).parent
 ROOT = HERE.parent
@@ -225,16 +225,6 @@ def leak_table(group: str, benches: list[dict]) -> list[str]:
         lines.append(f"  {short(b['name']):<40} {fmt_time(b['stats']['median']):>10} "
                      f"{e.get('failed_calls', 0):7d} {e.get('open_after', 0):11d}")
     return lines
-
-
-def fmt_time(seconds: float) -> str:
-    if seconds < 1e-6:
-        return f"{seconds * 1e9:.0f} ns"
-    if seconds < 1e-3:
-        return f"{seconds * 1e6:.1f} µs"
-    if seconds < 1:
-        return f"{seconds * 1e3:.1f} ms"
-    return f"{seconds:.2f} s"
 
 
 # ---- the chart ---------------------------------------------------------------------------

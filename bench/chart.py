@@ -165,13 +165,19 @@ def _ref_name(group: str, reference: dict[str, str]) -> str:
     return ""
 
 
-def _throughput_panel(ax: Any, benches: list[dict[str, Any]], formatter: Any) -> None:
+def _contended(ax: Any, benches: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
+    """The contended run's entries, fastest first, and their names; none: the panel is off."""
     benches = sorted([b for b in benches if b["extra_info"]],
                      key=lambda b: -b["extra_info"]["requests_per_s"])
     if not benches:
         ax.set_axis_off()
+    return benches, [short(b["name"], "contended_") for b in benches]
+
+
+def _throughput_panel(ax: Any, benches: list[dict[str, Any]], formatter: Any) -> None:
+    benches, names = _contended(ax, benches)
+    if not benches:
         return
-    names = [short(b["name"], "contended_") for b in benches]
     rps = [b["extra_info"]["requests_per_s"] for b in benches]
     bars = ax.barh(names, rps, color=[style(n)[0] for n in names])
     ax.bar_label(bars, [f"{v:,.0f}" for v in rps], padding=3, fontsize=8)
@@ -183,12 +189,9 @@ def _throughput_panel(ax: Any, benches: list[dict[str, Any]], formatter: Any) ->
 
 
 def _tails_panel(ax: Any, benches: list[dict[str, Any]]) -> None:
-    benches = sorted([b for b in benches if b["extra_info"]],
-                     key=lambda b: -b["extra_info"]["requests_per_s"])
+    benches, names = _contended(ax, benches)
     if not benches:
-        ax.set_axis_off()
         return
-    names = [short(b["name"], "contended_") for b in benches]
     y = list(range(len(names)))
     for key, label, marker in (("p50_ms", "p50", "o"), ("p99_ms", "p99", "s"),
                                ("max_ms", "longest", "X")):

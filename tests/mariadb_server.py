@@ -86,7 +86,9 @@ class MariaDBServer:
     def initialise(self) -> None:
         cmd = [
             self.install_db, f"--datadir={self.datadir}", "--auth-root-authentication-method=normal",
-            "--skip-test-db", "--skip-name-resolve", *self._user_args(),
+            # --force: go on when the host name does not resolve (a bare root filesystem
+            # has no /etc/hosts); the server binds to 127.0.0.1 and skips name resolution.
+            "--skip-test-db", "--skip-name-resolve", "--force", *self._user_args(),
         ]
         basedir = Path(self.mariadbd).resolve().parent.parent
         cmd.append(f"--basedir={basedir}")
