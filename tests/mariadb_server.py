@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -72,7 +73,6 @@ class MariaDBServer:
         # Every exit path removes it: a normal end, an exception, Ctrl-C (atexit); and if
         # this process dies without running any of that, the server gets SIGTERM from the
         # kernel (_die_with_parent) rather than running on.
-        # (PDEATHSIG fires when the starting *thread* ends: start servers from the main one.)
         atexit.register(self.cleanup)
         LIVE.add(self)
 
@@ -109,8 +109,12 @@ class MariaDBServer:
             "--max-connections=500", "--skip-log-bin", f"--log-error={self.log}",
             *self._user_args(),
         ]
+        # PDEATHSIG fires when the starting *thread* ends, so only a server started from the
+        # main thread gets it: a test that restarts the server from a worker thread must not
+        # see it killed the moment that thread returns.
+        main = threading.current_thread() is threading.main_thread()
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                     preexec_fn=_die_with_parent)
+                                     preexec_fn=_die_with_parent if main else None)
         self._wait_ready(timeout)
         if first:
             self._bootstrap()
