@@ -631,13 +631,11 @@ cdef class CorePool:
             raise FastpoolError("connection belongs to another pool")
         now = self._now()
         fp_mutex_lock(&self.mu)
-        if rec.state != REC_IN_USE:
-            err = 1
-        elif held:
+        if held and rec.state == REC_IN_USE:
             self.checkins += 1
             self.use_time += now - rec.taken_at
-        if err:
-            pass
+        if rec.state != REC_IN_USE:
+            err = 1
         elif rec.fork_gen != self.fork_gen:
             # Inherited from the parent process: not ours to pool or to close.
             rec.state = REC_CLOSED
@@ -743,11 +741,12 @@ cdef class CorePool:
                 raise
         if not bad and self._reset_hook is not None:
             try:
-                bad = not self._reset_hook(rec)
+                if not self._reset_hook(rec):
+                    bad = True
+                    why = "reset failed"
             except BaseException:
                 self._put(rec, True, True)
                 raise
-            why = "reset failed"
         self._put(rec, bad, True)
         if bad and self._event_hook is not None:
             self._event_hook("discard", rec, 0.0, why)
