@@ -1,0 +1,248 @@
+"""Django database backends on fastpool: ``fastpool.django.mysql`` and
+``fastpool.django.sqlite3`` (``pip install fastpool[django]``).
+
+    DATABASES = {"default": {
+        "ENGINE": "fastpool.django.mysql", "NAME": "shop", ..., "CONN_MAX_AGE": 0,
+        "OPTIONS": {"charset": "utf8mb4", "pool": {"max_open": 20, "min_idle": 2, "timeout": 10}},
+    }}
+
+The shape of Django's own PostgreSQL pooling: ``OPTIONS["pool"]`` is True or a dict of
+fastpool options; one pool per database alias per process, made at first use (fastpool
+pools are fork-safe); ``connection.close()`` at the end of a request gives the connection
+back; ``CONN_MAX_AGE`` other than 0 with a pool is ``ImproperlyConfigured``;
+``connection.close_pool()`` closes it and ``connection.pool.stats()`` reads it. Without
+``"pool"`` the backends are Django's own, unchanged.
+
+What Django sets on a new connection (the connect parameters and ``init_command``, the
+isolation level, ``SQL_AUTO_IS_NULL``) is applied once per physical connection. At give-back
+a transaction left open is rolled back and autocommit restored; a connection whose session
+a request changed in ways that cannot be undone cheaply (``SET``, ``LOCK TABLES``,
+temporary tables, ``USE``, ``PRAGMA`` on SQLite) or that broke is closed instead of pooled.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from typing import Any
+
+from django.core.exceptions import ImproperlyConfigured
+from django.db.backends.base.base import NO_DB_ALIAS
+
+import fastpool
+from fastpool.errors import ConfigError
+
+__all__ = ["PoolingMixin"]
+
+# One pool per alias in this process: (the connect parameters it was made for, the pool).
+_POOLS: dict[str, tuple[str, fastpool.Pool]] = {}
+_POOLS_LOCK = threading.Lock()
+
+# Statements after which a connection's session is not what the pool handed out.
+_SESSION_CHANGING = re.compile(
+    r"^\s*(?:SET\b(?!\s+TRANSACTION\b)|LOCK\s|UNLOCK\s|CREATE\s+TEMPORARY\s|USE\s|PRAGMA\s)",
+    re.IGNORECASE,
+)
+
+
+_READY = object()
+
+
+class _TrackingCursor:
+    """The backend's cursor, noting statements that change the session (see above)."""
+
+    __slots__ = ("_cursor", "_owner")
+
+    def __init__(self, cursor: Any, owner: Any) -> None:
+        self._cursor = cursor
+        self._owner = owner
+
+    def execute(self, query: Any, args: Any = None) -> Any:
+        if isinstance(query, str) and _SESSION_CHANGING.match(query):
+            self._owner._fastpool_dirty = True
+        return self._cursor.execute(query, args)
+
+    def executemany(self, query: Any, args: Any) -> Any:
+        if isinstance(query, str) and _SESSION_CHANGING.match(query):
+            self._owner._fastpool_dirty = True
+        return self._cursor.executemany(query, args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._cursor, name)
+
+    def __iter__(self) -> Any:
+        return iter(self._cursor)
+
+
+class PoolingMixin:
+    """Mixed in before a Django backend's DatabaseWrapper: pooling when OPTIONS["pool"]."""
+
+    # What the Django DatabaseWrapper this is mixed into provides.
+    settings_dict: dict[str, Any]
+    alias: str
+    connection: Any
+    in_atomic_block: bool
+
+    _fastpool_driver = "generic"
+    _fastpool_rec: Any = None
+    _fastpool_dirty = False
+    _fastpool_tracking = True
+    _fastpool_constraints_off = False
+
+    # ---- the pool ----------------------------------------------------------------------
+    def _pool_options(self) -> dict[str, Any] | None:
+        options = self.settings_dict["OPTIONS"].get("pool")
+        if self.alias == NO_DB_ALIAS or not options or not self._poolable():
+            return None
+        if options is True:
+            return {}
+        if not isinstance(options, dict):
+            raise ImproperlyConfigured(
+                f"OPTIONS['pool'] must be True or a dict of fastpool options, got {options!r}")
+        return dict(options)
+
+    def _poolable(self) -> bool:
+        return True
+
+    @property
+    def pool(self) -> fastpool.Pool | None:
+        """This alias's fastpool.Pool in this process, or None when not pooling."""
+        options = self._pool_options()
+        if options is None:
+            return None
+        if self.settings_dict.get("CONN_MAX_AGE", 0) != 0:
+            raise ImproperlyConfigured(
+                "Pooling doesn't support persistent connections: set CONN_MAX_AGE to 0 with"
+                " OPTIONS['pool'] (the pool keeps the connections).")
+        params = self.get_connection_params()
+        key = repr(sorted(params.items(), key=lambda kv: kv[0]))
+        alias = self.alias
+        stale = None
+        with _POOLS_LOCK:
+            entry = _POOLS.get(alias)
+            if entry is not None and entry[0] == key:
+                return entry[1]
+            # First use, or the settings changed (the test database replaces the real one):
+            # a new pool, and the old one closed.
+            options.setdefault("name", f"django:{alias}")
+            try:
+                pool = fastpool.Pool(lambda: self._connect_for_pool(params),
+                                     driver=self._fastpool_driver, **options)
+            except ConfigError as exc:
+                raise ImproperlyConfigured(f"OPTIONS['pool'] of database {alias!r}: {exc}") from exc
+            if entry is not None:
+                stale = entry[1]
+            _POOLS[alias] = (key, pool)
+        if stale is not None:
+            stale.close()
+        return pool
+
+    def close_pool(self) -> None:
+        """Close this alias's pool (its idle connections now, the others as they come back)."""
+        with _POOLS_LOCK:
+            entry = _POOLS.pop(self.alias, None)
+        if entry is not None:
+            entry[1].close()
+
+    def _connect_for_pool(self, params: dict[str, Any]) -> Any:
+        # The backend's own connect: its driver module, converters and init commands.
+        return super().get_new_connection(params)  # type: ignore[misc]
+
+    # ---- Django's connection life cycle ----------------------------------------------
+    def get_connection_params(self) -> dict[str, Any]:
+        params = super().get_connection_params()  # type: ignore[misc]
+        params.pop("pool", None)  # a fastpool option, not the driver's
+        return params  # type: ignore[no-any-return]
+
+    def get_new_connection(self, conn_params: dict[str, Any]) -> Any:
+        pool = self.pool
+        if pool is None:
+            return super().get_new_connection(conn_params)  # type: ignore[misc]
+        rec = pool._take()
+        self._fastpool_rec = rec
+        self._fastpool_dirty = False
+        return rec.raw
+
+    def init_connection_state(self) -> None:
+        rec = self._fastpool_rec
+        # rec.info marks a physical connection Django has set up (not every driver's
+        # connection object takes new attributes).
+        if rec is not None and rec.info is _READY:
+            # Set up when this physical connection was new: only Django's own checks.
+            from django.db.backends.base.base import BaseDatabaseWrapper
+
+            BaseDatabaseWrapper.init_connection_state(self)
+            return
+        self._fastpool_tracking = False
+        try:
+            super().init_connection_state()  # type: ignore[misc]
+        finally:
+            self._fastpool_tracking = True
+        if rec is not None:
+            rec.info = _READY
+
+    # Django turns constraint checks off and on again around fixtures and flushes: not a
+    # session change while it is undone, one if a request left them off.
+    def disable_constraint_checking(self) -> bool:
+        self._fastpool_tracking = False
+        try:
+            disabled = bool(super().disable_constraint_checking())  # type: ignore[misc]
+        finally:
+            self._fastpool_tracking = True
+        if disabled:
+            self._fastpool_constraints_off = True
+        return disabled
+
+    def enable_constraint_checking(self) -> None:
+        self._fastpool_tracking = False
+        try:
+            super().enable_constraint_checking()  # type: ignore[misc]
+        finally:
+            self._fastpool_tracking = True
+        self._fastpool_constraints_off = False
+
+    def create_cursor(self, name: Any = None) -> Any:
+        cursor = super().create_cursor(name)  # type: ignore[misc]
+        if self._fastpool_rec is None or not self._fastpool_tracking:
+            return cursor
+        return _TrackingCursor(cursor, self)
+
+    def close_if_health_check_failed(self) -> None:
+        if self._fastpool_rec is not None:
+            return  # the pool polls each connection's socket at checkout (no round trip)
+        super().close_if_health_check_failed()  # type: ignore[misc]
+
+    def _close(self) -> None:
+        rec = self._fastpool_rec
+        if rec is None or self.connection is not rec.raw:
+            return super()._close()  # type: ignore[misc,no-any-return]
+        self._fastpool_rec = None
+        self.connection = None  # given back: Django must not touch it again
+        pool = self.pool
+        if pool is None:  # the pool was closed meanwhile
+            return None
+        pool._give(rec, not self._make_clean(rec.raw))
+        return None
+
+    def _make_clean(self, raw: Any) -> bool:
+        """Roll back what a request left open; False if the connection must be closed."""
+        if self._fastpool_dirty or self._fastpool_constraints_off or self.in_atomic_block:
+            return False
+        try:
+            if self._in_transaction(raw):
+                raw.rollback()
+            if not self._autocommit_of(raw):
+                self._restore_autocommit(raw)
+        except Exception:
+            return False
+        return True
+
+    # The driver-specific part (each backend overrides what differs).
+    def _in_transaction(self, raw: Any) -> bool:
+        return bool(getattr(raw, "in_transaction", True))
+
+    def _autocommit_of(self, raw: Any) -> bool:
+        return True
+
+    def _restore_autocommit(self, raw: Any) -> None:
+        pass

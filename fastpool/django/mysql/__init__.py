@@ -1,0 +1,1 @@
+"""``ENGINE: "fastpool.django.mysql"``: Django's MySQL/MariaDB backend, pooled by fastpool."""
