@@ -207,6 +207,10 @@ class PoolingMixin:
             return cursor
         return _TrackingCursor(cursor, self)
 
+    def is_usable(self) -> bool:
+        # A connection given back to the pool is gone from this wrapper: not usable here.
+        return self.connection is not None and bool(super().is_usable())  # type: ignore[misc]
+
     def close_if_health_check_failed(self) -> None:
         if self._fastpool_rec is not None:
             return  # the pool polls each connection's socket at checkout (no round trip)

@@ -1,0 +1,52 @@
+"""Django's own test suite on fastpool.django.mysql and fastpool.django.sqlite3, compared
+with Django's stock backends in the same run (tests/django_suite.py)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+
+pytest.importorskip("django", reason="Django is not installed")
+
+import django_suite  # noqa: E402
+
+
+def compare(stock: django_suite.Outcome, ours: django_suite.Outcome, engine: str) -> None:
+    listed = django_suite.expected(engine)
+    assert ours.ran == stock.ran, (ours.ran, stock.ran)
+    assert ours.skipped == stock.skipped, (ours.skipped, stock.skipped)
+    unexpected = ours.failing - stock.failing - set(listed)
+    assert not unexpected, f"fails on {engine} only, not listed:\n{ours.tail}"
+    now_passing = set(listed) - ours.failing
+    assert not now_passing, f"listed as failing but passing: {sorted(now_passing)}"
+
+
+def fetch_or_skip() -> None:
+    try:
+        django_suite.fetch(django_suite.DJANGO)
+    except (subprocess.SubprocessError, OSError) as exc:
+        if os.environ.get("FASTPOOL_REQUIRE_UPSTREAM"):
+            raise
+        pytest.skip(f"Django's sdist could not be downloaded: {exc}")
+
+
+def test_djangos_suite_on_the_sqlite_backend():
+    fetch_or_skip()
+    stock = django_suite.run("django.db.backends.sqlite3", "sqlite")
+    ours = django_suite.run("fastpool.django.sqlite3", "sqlite")
+    print(f"\nDjango {django_suite.DJANGO.version} suite on SQLite: stock ran {stock.ran}, "
+          f"skipped {stock.skipped}, failing {len(stock.failing)}; fastpool ran {ours.ran}, "
+          f"skipped {ours.skipped}, failing {len(ours.failing)}")
+    compare(stock, ours, "fastpool.django.sqlite3")
+
+
+def test_djangos_suite_on_the_mysql_backend(mariadb):
+    fetch_or_skip()
+    stock = django_suite.run("django.db.backends.mysql", "mysql", mariadb.dsn)
+    ours = django_suite.run("fastpool.django.mysql", "mysql", mariadb.dsn)
+    print(f"\nDjango {django_suite.DJANGO.version} suite on MariaDB: stock ran {stock.ran}, "
+          f"skipped {stock.skipped}, failing {len(stock.failing)}; fastpool ran {ours.ran}, "
+          f"skipped {ours.skipped}, failing {len(ours.failing)}")
+    compare(stock, ours, "fastpool.django.mysql")
