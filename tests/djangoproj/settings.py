@@ -24,6 +24,10 @@ else:
                 "TEST": {"NAME": os.environ.get("FASTPOOL_DJANGO_SQLITE", "db.sqlite3") + "-test"}}
 if POOL != "off" and ENGINE.startswith("fastpool."):
     database["OPTIONS"]["pool"] = json.loads(POOL)
+if ENGINE.startswith("dj_db_conn_pool."):
+    # django-db-connection-pool (SQLAlchemy's QueuePool), sized like fastpool's max_open.
+    size = json.loads(POOL).get("max_open", 4) if POOL != "off" else 4
+    database["POOL_OPTIONS"] = {"POOL_SIZE": size, "MAX_OVERFLOW": 0, "TIMEOUT": 30}
 database["CONN_MAX_AGE"] = int(os.environ.get("FASTPOOL_DJANGO_CONN_MAX_AGE", "0"))
 
 DATABASES = {"default": database}
