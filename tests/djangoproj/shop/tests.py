@@ -146,6 +146,8 @@ class GiveBackTests(TransactionTestCase):
 class ThreadedServerTests(LiveServerTestCase):
     """32 client threads against Django's threaded live server, on a pool of 4."""
 
+    host = "127.0.0.1"  # not "localhost": a bare root filesystem has no /etc/hosts
+
     def test_32_threads_no_starvation_and_connections_within_max_open(self) -> None:
         ids = [Item.objects.create(name=f"n{i}", qty=i).pk for i in range(8)]
         peak = [0]
