@@ -85,6 +85,7 @@ class PoolingMixin:
 
     _fastpool_driver = "generic"
     _fastpool_rec: Any = None
+    _fastpool_pool: Any = None
     _fastpool_dirty = False
     _fastpool_tracking = True
     _fastpool_constraints_off = False
@@ -114,8 +115,11 @@ class PoolingMixin:
             raise ImproperlyConfigured(
                 "Pooling doesn't support persistent connections: set CONN_MAX_AGE to 0 with"
                 " OPTIONS['pool'] (the pool keeps the connections).")
-        params = self.get_connection_params()
-        key = repr(sorted(params.items(), key=lambda kv: kv[0]))
+        # What the connections depend on, read cheaply (this runs at every connect): the
+        # test runner changes NAME in place, and a changed setting needs a new pool.
+        sd = self.settings_dict
+        key = repr((sd["NAME"], sd["USER"], sd["PASSWORD"], sd["HOST"], sd["PORT"],
+                    sorted(sd["OPTIONS"].items())))
         alias = self.alias
         stale = None
         with _POOLS_LOCK:
@@ -124,6 +128,7 @@ class PoolingMixin:
                 return entry[1]
             # First use, or the settings changed (the test database replaces the real one):
             # a new pool, and the old one closed.
+            params = self.get_connection_params()
             options.setdefault("name", f"django:{alias}")
             try:
                 pool = fastpool.Pool(lambda: self._connect_for_pool(params),
@@ -160,6 +165,7 @@ class PoolingMixin:
             return super().get_new_connection(conn_params)  # type: ignore[misc]
         rec = pool._take()
         self._fastpool_rec = rec
+        self._fastpool_pool = pool
         self._fastpool_dirty = False
         return rec.raw
 
@@ -222,10 +228,8 @@ class PoolingMixin:
             return super()._close()  # type: ignore[misc,no-any-return]
         self._fastpool_rec = None
         self.connection = None  # given back: Django must not touch it again
-        pool = self.pool
-        if pool is None:  # the pool was closed meanwhile
-            return None
-        pool._give(rec, not self._make_clean(rec.raw))
+        # To the pool it came from, even if the settings have changed since.
+        self._fastpool_pool._give(rec, not self._make_clean(rec.raw))
         return None
 
     def _make_clean(self, raw: Any) -> bool:
