@@ -41,27 +41,24 @@ def test_mysql_backend_under_djangos_runner(mariadb):
                        "FASTPOOL_DJANGO_DSN": mariadb.dsn}))
 
 
-def test_conn_max_age_with_a_pool_is_improperly_configured(tmp_path):
-    res = subprocess.run(
+def first_connect(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """A first connection on the SQLite backend with the given settings (environment)."""
+    return subprocess.run(
         [sys.executable, "manage.py", "shell", "-c",
          "from django.db import connection; connection.ensure_connection()"],
         cwd=PROJECT, capture_output=True, text=True, timeout=120,
         env={**os.environ, "FASTPOOL_DJANGO_ENGINE": "fastpool.django.sqlite3",
-             "FASTPOOL_DJANGO_SQLITE": str(tmp_path / "x.sqlite3"),
-             "FASTPOOL_DJANGO_CONN_MAX_AGE": "60"},
+             "FASTPOOL_DJANGO_SQLITE": str(tmp_path / "x.sqlite3"), **env},
     )
+
+
+def test_conn_max_age_with_a_pool_is_improperly_configured(tmp_path):
+    res = first_connect(tmp_path, FASTPOOL_DJANGO_CONN_MAX_AGE="60")
     assert res.returncode != 0
     assert "ImproperlyConfigured: Pooling doesn't support persistent connections" in res.stderr
 
 
 def test_bad_pool_options_name_the_option(tmp_path):
-    res = subprocess.run(
-        [sys.executable, "manage.py", "shell", "-c",
-         "from django.db import connection; connection.ensure_connection()"],
-        cwd=PROJECT, capture_output=True, text=True, timeout=120,
-        env={**os.environ, "FASTPOOL_DJANGO_ENGINE": "fastpool.django.sqlite3",
-             "FASTPOOL_DJANGO_SQLITE": str(tmp_path / "x.sqlite3"),
-             "FASTPOOL_DJANGO_POOL": '{"max_open": -1}'},
-    )
+    res = first_connect(tmp_path, FASTPOOL_DJANGO_POOL='{"max_open": -1}')
     assert res.returncode != 0
     assert "OPTIONS['pool'] of database 'default'" in res.stderr and "max_open" in res.stderr
