@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from ._core import CANCEL_STATES, DEADLINE, _use_deadlines
 from .errors import ConfigError
+from .workers import OwnThread
 
 if TYPE_CHECKING:
     from ._core import ConnRecord
@@ -119,7 +120,7 @@ def remaining() -> float | None:
 
 
 # ---- the watcher --------------------------------------------------------------------
-class Watcher:
+class Watcher(OwnThread):
     """Cancels a pool's statements that run past their deadline. One per pool."""
 
     def __init__(self, pool: Pool) -> None:
@@ -130,8 +131,7 @@ class Watcher:
         self._stopped = False
         self._pending: dict[ConnRecord, float] = {}  # KILL sent, shut the socket at time
         self._killer: Killer | None = None
-        self._thread = threading.Thread(target=self._run, name="fastpool-deadlines", daemon=True)
-        self._thread.start()
+        self._start_thread("fastpool-deadlines")
 
     def wake(self) -> None:
         with self._cond:
@@ -145,14 +145,6 @@ class Watcher:
             killer = self._killer
         if killer is not None:
             killer.stop()
-
-    def join(self, timeout: float | None = None) -> None:
-        if self._thread is not threading.current_thread():
-            self._thread.join(timeout)
-
-    @property
-    def alive(self) -> bool:
-        return self._thread.is_alive()
 
     def await_cancel(self, rec: ConnRecord) -> None:
         """Called by the core, on the statement's thread, when the watcher has claimed its

@@ -31,17 +31,34 @@ CLEAN_MIN_INTERVAL = 1.0
 CLEAN_MAX_INTERVAL = 60.0
 
 
-class _Worker:
+class OwnThread:
+    """A background worker that runs its _run() on one daemon thread of its own."""
+
+    def _start_thread(self, name: str) -> None:
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+    def join(self, timeout: float | None = None) -> None:
+        # Pool.close() may be called on this very thread: a thread cannot join itself.
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+
+class _Worker(OwnThread):
     name = "worker"
 
     def __init__(self, pool: Pool) -> None:
         self._pool_ref: weakref.ref[Pool] = weakref.ref(pool)
         self._wake = threading.Event()
         self._stop = threading.Event()
-        self._thread = threading.Thread(
-            target=self._run, name=f"fastpool-{self.name}", daemon=True
-        )
-        self._thread.start()
+        self._start_thread(f"fastpool-{self.name}")
 
     def wake(self) -> None:
         self._wake.set()
@@ -49,14 +66,6 @@ class _Worker:
     def stop(self) -> None:
         self._stop.set()
         self._wake.set()
-
-    def join(self, timeout: float | None = None) -> None:
-        if self._thread is not threading.current_thread():
-            self._thread.join(timeout)
-
-    @property
-    def alive(self) -> bool:
-        return self._thread.is_alive()
 
     def _run(self) -> None:
         try:
