@@ -9,7 +9,9 @@ or without a block. A statement still running at its deadline is cancelled:
   1317 and the connection stays usable, as Connector/J's query timeout does); if the
   statement has not ended KILL_GRACE seconds later (the server does not answer: a hung
   network), its socket is shut down, the caller gets its error at once and the connection
-  is discarded (go-sql-driver's cancel);
+  is discarded (go-sql-driver's cancel), and ``KILL <id>`` follows over the side
+  connection: a shut socket alone does not stop the statement on a server that is merely
+  slow to answer;
 * sqlite3: ``Connection.interrupt()``;
 * other drivers: not cancelled; only the wait for a connection and its opening are bounded.
 
@@ -129,7 +131,8 @@ class Watcher(OwnThread):
         # _cond protects the following fields.
         self._kicked = False
         self._stopped = False
-        self._pending: dict[ConnRecord, float] = {}  # KILL sent, shut the socket at time
+        # KILL QUERY sent: when to shut the socket, and the SQL that then ends the session
+        self._pending: dict[ConnRecord, tuple[float, str]] = {}
         self._killer: Killer | None = None
         self._start_thread("fastpool-deadlines")
 
@@ -201,7 +204,7 @@ class Watcher(OwnThread):
                 return
             if how == "kill":
                 with self._cond:
-                    self._pending[rec] = time.monotonic() + KILL_GRACE
+                    self._pending[rec] = (time.monotonic() + KILL_GRACE, dialect.kill_session(rec.raw))
                 self._killer_for(pool).send(rec, dialect.kill_statement(rec.raw))
                 return
         except Exception as exc:
@@ -217,7 +220,7 @@ class Watcher(OwnThread):
         with self._cond:
             pending = list(self._pending.items())
         later = []
-        for rec, at in pending:
+        for rec, (at, kill_session) in pending:
             if rec.cancel_state != _CLAIMED:
                 with self._cond:
                     self._pending.pop(rec, None)
@@ -225,6 +228,12 @@ class Watcher(OwnThread):
                 if rec.fd >= 0:
                     _shut_socket(rec.fd)
                 self._settle(pool, rec, _SHUT)
+                # The caller is free and its connection will be discarded, but the server
+                # may still be running the statement (it was slow to answer the KILL QUERY,
+                # not unreachable): end the whole session, which nobody uses any more. A
+                # session id is never reused while the server runs, so this cannot hit
+                # another connection.
+                self._killer_for(pool).send(None, kill_session)
             else:
                 later.append(at)
         return later
@@ -249,12 +258,14 @@ class Killer:
     def __init__(self, pool: Pool, watcher: Watcher) -> None:
         self._pool_ref: weakref.ref[Pool] = weakref.ref(pool)
         self._watcher = watcher
-        self._queue: queue.SimpleQueue[tuple[ConnRecord, str] | None] = queue.SimpleQueue()
+        # (rec, KILL QUERY): sent while rec's cancel is still claimed; (None, KILL <id>):
+        # always sent; None: stop.
+        self._queue: queue.SimpleQueue[tuple[ConnRecord | None, str] | None] = queue.SimpleQueue()
         self._side: Any = None
         self._thread = threading.Thread(target=self._run, name="fastpool-killer", daemon=True)
         self._thread.start()
 
-    def send(self, rec: ConnRecord, sql: str) -> None:
+    def send(self, rec: ConnRecord | None, sql: str) -> None:
         self._queue.put((rec, sql))
 
     def stop(self) -> None:
@@ -266,7 +277,7 @@ class Killer:
             if item is None:
                 break
             rec, sql = item
-            if rec.cancel_state != _CLAIMED:
+            if rec is not None and rec.cancel_state != _CLAIMED:
                 continue  # settled already (the socket was shut at the grace time)
             try:
                 self._execute(sql)
@@ -274,7 +285,8 @@ class Killer:
                 log.debug("fastpool: %s failed: %s: %s", sql, type(exc).__name__, exc)
                 self._close_side()
                 continue  # the watcher shuts the socket at the grace time
-            self._watcher.killed(rec)
+            if rec is not None:
+                self._watcher.killed(rec)
         self._close_side()
 
     def _execute(self, sql: str) -> None:

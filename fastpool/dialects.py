@@ -54,6 +54,11 @@ class Dialect:
         """The SQL that cancels the statement running on ``raw`` (cancel_method "kill")."""
         raise NotImplementedError
 
+    def kill_session(self, raw: Any) -> str:
+        """The SQL that ends the whole server session of ``raw`` (cancel_method "kill"), sent
+        after its socket was shut down because the statement's cancel went unanswered."""
+        raise NotImplementedError
+
     def interrupt(self, raw: Any) -> None:
         """Cancel the statement running on ``raw`` from another thread ("interrupt")."""
         raise NotImplementedError
@@ -142,6 +147,9 @@ class MySQLDialect(Dialect):
     def kill_statement(self, raw: Any) -> str:
         # KILL QUERY ends the statement with error 1317 and leaves the session usable.
         return f"KILL QUERY {int(raw._fastpool_server_id)}"
+
+    def kill_session(self, raw: Any) -> str:
+        return f"KILL {int(raw._fastpool_server_id)}"
 
     def side_connect(self, timeout: float) -> Any:
         if self._kwargs is None:
