@@ -36,6 +36,7 @@ from contextvars import Token
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from ._core import CANCEL_STATES, DEADLINE, _use_deadlines
+from .dialects import ERR_OK
 from .errors import ConfigError
 from .workers import OwnThread
 
@@ -283,7 +284,8 @@ class Killer:
                 self._execute(sql)
             except Exception as exc:
                 log.debug("fastpool: %s failed: %s: %s", sql, type(exc).__name__, exc)
-                self._close_side()
+                if not self._side_survives(exc):
+                    self._close_side()
                 continue  # the watcher shuts the socket at the grace time
             if rec is not None:
                 self._watcher.killed(rec)
@@ -300,6 +302,14 @@ class Killer:
             cur.execute(sql)
         finally:
             cur.close()
+
+    def _side_survives(self, exc: Exception) -> bool:
+        """Whether the side connection is still good after exc: the server's refusal (a
+        session that has ended already: "Unknown thread id") leaves it usable, so the next
+        KILL does not have to connect first."""
+        pool = self._pool_ref()
+        side = self._side
+        return pool is not None and side is not None and pool._dialect_of(side).classify(exc) == ERR_OK
 
     def _close_side(self) -> None:
         side, self._side = self._side, None

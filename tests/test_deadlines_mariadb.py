@@ -144,6 +144,31 @@ def test_a_kill_answered_late_shuts_the_socket_and_still_ends_the_statement(mysq
     check_tokens(db, 10)
 
 
+def test_the_killer_keeps_its_side_connection_when_the_server_refuses_a_kill(mysql_pool, admin):
+    db = mysql_pool(max_open=1)
+    with fastpool.deadline(5):
+        assert db.query_row("SELECT 1") == (1,)  # starts the deadline watcher
+    killer = db._deadline_watcher._killer_for(db)
+
+    def side_session(marker: str) -> int:
+        killer.send(None, f"DO SLEEP(0.3) /* {marker} */")
+        end = time.monotonic() + 5
+        while time.monotonic() < end:
+            cur = admin.cursor()
+            cur.execute("SELECT ID FROM information_schema.PROCESSLIST WHERE INFO LIKE %s"
+                        " AND ID <> CONNECTION_ID()", (f"%{marker}%",))
+            row = cur.fetchone()
+            cur.close()
+            if row:
+                return int(row[0])
+            time.sleep(0.01)
+        raise AssertionError(f"the killer never ran {marker}")
+
+    first = side_session("killer-side-a")
+    killer.send(None, "KILL 4000000000")  # no such session: the server refuses (1094)
+    assert side_session("killer-side-b") == first  # no reconnect for a refusal
+
+
 def test_deadline_while_streaming_rows(mysql_pool, admin):
     db = mysql_pool(max_open=2)
 
