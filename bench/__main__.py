@@ -118,9 +118,10 @@ def run(args: argparse.Namespace, rest: list[str]) -> int:
         from .progress import ProgressPlugin
 
         plugin = ProgressPlugin(sys.stderr)
-        # pytest's own output (and pytest-benchmark's tables) to the file; the bars write to
-        # the real stderr, which --capture=sys leaves alone.
-        with raw.open("w") as fh, contextlib.redirect_stdout(fh):
+        # pytest's own output, pytest-benchmark's tables and its log lines ("Wrote
+        # benchmark data ...", on sys.stderr) to the file; the bars keep the real stderr,
+        # taken above, which --capture=sys leaves alone.
+        with raw.open("w") as fh, contextlib.redirect_stdout(fh), contextlib.redirect_stderr(fh):
             code = pytest.main([*pytest_args, "--capture=sys", "-q"], plugins=[plugin])
         if plugin.failed:
             print(f"failed: {', '.join(plugin.failed)} (details in {raw})", file=sys.stderr)
