@@ -24,6 +24,7 @@ KILL still on its way can never hit the next holder's statement.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -165,6 +166,10 @@ class Watcher(OwnThread):
     def _run(self) -> None:
         last_busy = time.monotonic()
         try:
+            pool = self._pool_ref()
+            if pool is not None and pool._dialect_of(None).cancel_method == "kill":
+                self._killer_for(pool)  # its side connection is ready before the first cancel
+            del pool
             while True:
                 with self._cond:
                     if self._stopped:
@@ -273,6 +278,13 @@ class Killer:
         self._queue.put(None)
 
     def _run(self) -> None:
+        # Connect now, while nothing is waiting: the first cancel then costs one round trip
+        # instead of a connect as well, which on a busy machine or a distant server can
+        # outlast KILL_GRACE and cost the statement's connection.
+        try:
+            self._connect_side()
+        except Exception as exc:
+            log.debug("fastpool: the side connection for KILL failed: %s: %s", type(exc).__name__, exc)
         while True:
             item = self._queue.get()
             if item is None:
@@ -291,17 +303,31 @@ class Killer:
                 self._watcher.killed(rec)
         self._close_side()
 
-    def _execute(self, sql: str) -> None:
+    def _connect_side(self) -> Any:
         if self._side is None:
             pool = self._pool_ref()
             if pool is None:
                 raise RuntimeError("pool is gone")
             self._side = pool._side_connection(SIDE_TIMEOUT)
-        cur = self._side.cursor()
-        try:
-            cur.execute(sql)
-        finally:
+        return self._side
+
+    def _execute(self, sql: str) -> None:
+        while True:
+            fresh = self._side is None
+            cur = self._connect_side().cursor()
+            try:
+                cur.execute(sql)
+            except Exception as exc:
+                with contextlib.suppress(Exception):
+                    cur.close()
+                if fresh or self._side_survives(exc):
+                    raise
+                # The side connection went stale while idle (the server's wait_timeout, a
+                # restart): once more on a new one. Sending a KILL twice is harmless.
+                self._close_side()
+                continue
             cur.close()
+            return
 
     def _side_survives(self, exc: Exception) -> bool:
         """Whether the side connection is still good after exc: the server's refusal (a
@@ -314,10 +340,8 @@ class Killer:
     def _close_side(self) -> None:
         side, self._side = self._side, None
         if side is not None:
-            try:
+            with contextlib.suppress(Exception):
                 side.close()
-            except Exception:
-                pass
 
 
 def _shut_socket(fd: int) -> None:

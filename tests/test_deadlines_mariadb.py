@@ -144,29 +144,71 @@ def test_a_kill_answered_late_shuts_the_socket_and_still_ends_the_statement(mysq
     check_tokens(db, 10)
 
 
+def killer_session(db: fastpool.Pool, admin, marker: str) -> int:  # type: ignore[no-untyped-def]
+    """The server session of the pool's KILL side connection (it runs a marked statement)."""
+    killer = db._deadline_watcher._killer_for(db)
+    killer.send(None, f"DO SLEEP(0.3) /* {marker} */")
+    end = time.monotonic() + 5
+    while time.monotonic() < end:
+        cur = admin.cursor()
+        cur.execute("SELECT ID FROM information_schema.PROCESSLIST WHERE INFO LIKE %s"
+                    " AND ID <> CONNECTION_ID()", (f"%{marker}%",))
+        row = cur.fetchone()
+        cur.close()
+        if row:
+            return int(row[0])
+        time.sleep(0.01)
+    raise AssertionError(f"the killer never ran {marker}")
+
+
 def test_the_killer_keeps_its_side_connection_when_the_server_refuses_a_kill(mysql_pool, admin):
     db = mysql_pool(max_open=1)
     with fastpool.deadline(5):
         assert db.query_row("SELECT 1") == (1,)  # starts the deadline watcher
-    killer = db._deadline_watcher._killer_for(db)
+    first = killer_session(db, admin, "killer-side-a")
+    db._deadline_watcher._killer_for(db).send(None, "KILL 4000000000")  # no such session: 1094
+    assert killer_session(db, admin, "killer-side-b") == first  # no reconnect for a refusal
 
-    def side_session(marker: str) -> int:
-        killer.send(None, f"DO SLEEP(0.3) /* {marker} */")
-        end = time.monotonic() + 5
-        while time.monotonic() < end:
-            cur = admin.cursor()
-            cur.execute("SELECT ID FROM information_schema.PROCESSLIST WHERE INFO LIKE %s"
-                        " AND ID <> CONNECTION_ID()", (f"%{marker}%",))
-            row = cur.fetchone()
-            cur.close()
-            if row:
-                return int(row[0])
-            time.sleep(0.01)
-        raise AssertionError(f"the killer never ran {marker}")
 
-    first = side_session("killer-side-a")
-    killer.send(None, "KILL 4000000000")  # no such session: the server refuses (1094)
-    assert side_session("killer-side-b") == first  # no reconnect for a refusal
+def test_the_first_cancel_does_not_wait_for_the_side_connection(mysql_pool, monkeypatch):
+    # A distant or busy server takes longer to connect to than KILL_GRACE: the side
+    # connection is opened when the pool first uses a deadline, so the first cancel is a
+    # KILL QUERY that keeps the connection, not a shut socket.
+    from fastpool.dialects import MySQLDialect
+
+    slow_connect = MySQLDialect.side_connect
+
+    def side_connect(self, timeout):  # type: ignore[no-untyped-def]
+        time.sleep(0.2)
+        return slow_connect(self, timeout)
+
+    monkeypatch.setattr(MySQLDialect, "side_connect", side_connect)
+    db = mysql_pool(max_open=1)
+    (cid,) = db.query_row("SELECT CONNECTION_ID()")
+    took, exc = timed(lambda: _under(0.6, lambda: db.query_row("SELECT SLEEP(5) /* dl-first */")))
+    assert took < 0.6 + LATE
+    assert exc.__cause__.args[0] == 1317
+    assert db.query_row("SELECT CONNECTION_ID()") == (cid,)
+
+
+def test_a_stale_side_connection_is_replaced_and_the_kill_still_lands(mysql_pool, admin, monkeypatch):
+    # The side connection sat idle past the server's wait_timeout (here: killed by an
+    # admin): the next KILL QUERY must go out on a new one, not be lost.
+    import fastpool.deadlines
+
+    monkeypatch.setattr(fastpool.deadlines, "KILL_GRACE", 3.0)  # no socket shut to fall back on
+    db = mysql_pool(max_open=1)
+    (cid,) = db.query_row("SELECT CONNECTION_ID()")
+    with fastpool.deadline(5):
+        assert db.query_row("SELECT 1") == (1,)
+    side = killer_session(db, admin, "killer-side-stale")
+    time.sleep(0.4)  # its DO SLEEP(0.3) has ended
+    admin.cursor().execute(f"KILL {side}")
+    took, exc = timed(lambda: _under(0.3, lambda: db.query_row("SELECT SLEEP(5) /* dl-stale */")))
+    assert took < 0.3 + LATE
+    assert exc.__cause__.args[0] == 1317  # KILL QUERY, on a new side connection
+    assert db.query_row("SELECT CONNECTION_ID()") == (cid,)
+    assert killer_session(db, admin, "killer-side-new") != side
 
 
 def test_deadline_while_streaming_rows(mysql_pool, admin):
