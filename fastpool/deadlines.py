@@ -231,14 +231,21 @@ class Watcher(OwnThread):
                 with self._cond:
                     self._pending.pop(rec, None)
             elif at <= now:
-                if rec.fd >= 0:
-                    _shut_socket(rec.fd)
-                self._settle(pool, rec, _SHUT)
+                # Under _cond (re-entrant) the killer cannot settle the cancel between the
+                # check and the shut: a KILL QUERY answered at this very moment leaves the
+                # connection in sync and it may go back to the pool, where a shut socket
+                # would fail its next holder.
+                with self._cond:
+                    if rec.cancel_state != _CLAIMED:
+                        self._pending.pop(rec, None)
+                        continue
+                    if rec.fd >= 0:
+                        _shut_socket(rec.fd)
+                    self._settle(pool, rec, _SHUT)
                 # The caller is free and its connection will be discarded, but the server
-                # may still be running the statement (it was slow to answer the KILL QUERY,
-                # not unreachable): end the whole session, which nobody uses any more. A
-                # session id is never reused while the server runs, so this cannot hit
-                # another connection.
+                # may still be running the statement (it was slow to answer the KILL
+                # QUERY, not unreachable): end the whole session, which nobody uses any
+                # more.
                 self._killer_for(pool).send(None, kill_session)
             else:
                 later.append(at)
