@@ -133,8 +133,7 @@ class Watcher(OwnThread):
         # _cond protects the following fields.
         self._kicked = False
         self._stopped = False
-        # KILL QUERY sent: when to shut the socket, and the SQL that then ends the session
-        self._pending: dict[ConnRecord, tuple[float, str]] = {}
+        self._pending: dict[ConnRecord, float] = {}  # KILL sent, shut the socket at time
         self._killer: Killer | None = None
         self._start_thread("fastpool-deadlines")
 
@@ -210,7 +209,7 @@ class Watcher(OwnThread):
                 return
             if how == "kill":
                 with self._cond:
-                    self._pending[rec] = (time.monotonic() + KILL_GRACE, dialect.kill_session(rec.raw))
+                    self._pending[rec] = time.monotonic() + KILL_GRACE
                 self._killer_for(pool).send(rec, dialect.kill_statement(rec.raw))
                 return
         except Exception as exc:
@@ -226,29 +225,27 @@ class Watcher(OwnThread):
         with self._cond:
             pending = list(self._pending.items())
         later = []
-        for rec, (at, kill_session) in pending:
-            if rec.cancel_state != _CLAIMED:
-                with self._cond:
+        for rec, at in pending:
+            # Under _cond (re-entrant) the killer cannot settle the cancel between the check
+            # and the shut: a KILL QUERY answered at this very moment leaves the connection
+            # in sync and it may go back to the pool, where a shut socket would fail its
+            # next holder.
+            with self._cond:
+                if rec.cancel_state != _CLAIMED:
                     self._pending.pop(rec, None)
-            elif at <= now:
-                # Under _cond (re-entrant) the killer cannot settle the cancel between the
-                # check and the shut: a KILL QUERY answered at this very moment leaves the
-                # connection in sync and it may go back to the pool, where a shut socket
-                # would fail its next holder.
-                with self._cond:
-                    if rec.cancel_state != _CLAIMED:
-                        self._pending.pop(rec, None)
-                        continue
-                    if rec.fd >= 0:
-                        _shut_socket(rec.fd)
-                    self._settle(pool, rec, _SHUT)
-                # The caller is free and its connection will be discarded, but the server
-                # may still be running the statement (it was slow to answer the KILL
-                # QUERY, not unreachable): end the whole session, which nobody uses any
-                # more.
-                self._killer_for(pool).send(None, kill_session)
-            else:
-                later.append(at)
+                    continue
+                if at > now:
+                    later.append(at)
+                    continue
+                # The caller is free once settled and its connection will be discarded, but
+                # the server may still be running the statement (it was slow to answer the
+                # KILL QUERY, not unreachable): end the whole session, which nobody uses
+                # any more (its id read while the caller still holds the connection).
+                kill_session = pool._dialect_of(rec.raw).kill_session(rec.raw)
+                if rec.fd >= 0:
+                    _shut_socket(rec.fd)
+                self._settle(pool, rec, _SHUT)
+            self._killer_for(pool).send(None, kill_session)
         return later
 
     def _killer_for(self, pool: Pool) -> Killer:
@@ -264,7 +261,7 @@ class Watcher(OwnThread):
             self._settle(pool, rec, _KILLED)  # wakes the statement's caller
 
 
-class Killer:
+class Killer(OwnThread):
     """Sends KILL QUERY over a side connection, on a thread of its own, so a server that
     does not answer holds up neither the watcher nor any caller."""
 
@@ -275,8 +272,7 @@ class Killer:
         # always sent; None: stop.
         self._queue: queue.SimpleQueue[tuple[ConnRecord | None, str] | None] = queue.SimpleQueue()
         self._side: Any = None
-        self._thread = threading.Thread(target=self._run, name="fastpool-killer", daemon=True)
-        self._thread.start()
+        self._start_thread("fastpool-killer")
 
     def send(self, rec: ConnRecord | None, sql: str) -> None:
         self._queue.put((rec, sql))
