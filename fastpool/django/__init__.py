@@ -22,9 +22,10 @@ temporary tables, ``USE``, ``PRAGMA`` on SQLite) or that broke is closed instead
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
-from typing import Any
+from typing import Any, Iterator
 
 from django.core.exceptions import ImproperlyConfigured
 from django.db.backends.base.base import NO_DB_ALIAS
@@ -57,14 +58,16 @@ class _TrackingCursor:
         self._cursor = cursor
         self._owner = owner
 
-    def execute(self, query: Any, args: Any = None) -> Any:
+    def _note(self, query: Any) -> None:
         if isinstance(query, str) and _SESSION_CHANGING.match(query):
             self._owner._fastpool_dirty = True
+
+    def execute(self, query: Any, args: Any = None) -> Any:
+        self._note(query)
         return self._cursor.execute(query, args)
 
     def executemany(self, query: Any, args: Any) -> Any:
-        if isinstance(query, str) and _SESSION_CHANGING.match(query):
-            self._owner._fastpool_dirty = True
+        self._note(query)
         return self._cursor.executemany(query, args)
 
     def __getattr__(self, name: str) -> Any:
@@ -179,32 +182,32 @@ class PoolingMixin:
 
             BaseDatabaseWrapper.init_connection_state(self)
             return
-        self._fastpool_tracking = False
-        try:
+        with self._untracked():
             super().init_connection_state()  # type: ignore[misc]
-        finally:
-            self._fastpool_tracking = True
         if rec is not None:
             rec.info = _READY
+
+    @contextlib.contextmanager
+    def _untracked(self) -> Iterator[None]:
+        """Django's own session set-up and undoable changes: not noted as dirty."""
+        self._fastpool_tracking = False
+        try:
+            yield
+        finally:
+            self._fastpool_tracking = True
 
     # Django turns constraint checks off and on again around fixtures and flushes: not a
     # session change while it is undone, one if a request left them off.
     def disable_constraint_checking(self) -> bool:
-        self._fastpool_tracking = False
-        try:
+        with self._untracked():
             disabled = bool(super().disable_constraint_checking())  # type: ignore[misc]
-        finally:
-            self._fastpool_tracking = True
         if disabled:
             self._fastpool_constraints_off = True
         return disabled
 
     def enable_constraint_checking(self) -> None:
-        self._fastpool_tracking = False
-        try:
+        with self._untracked():
             super().enable_constraint_checking()  # type: ignore[misc]
-        finally:
-            self._fastpool_tracking = True
         self._fastpool_constraints_off = False
 
     def create_cursor(self, name: Any = None) -> Any:
