@@ -17,7 +17,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from upstream_suites import HERE, Suite, fetch
+from upstream_suites import HERE, Suite, expected_in, fetch
 
 import fastpool
 
@@ -86,11 +86,4 @@ def run(engine: str, kind: str, dsn: str | None = None) -> Outcome:
 
 
 def expected(engine: str) -> dict[str, str]:
-    path = HERE / "upstream" / f"expected-{DJANGO.name}-{engine}.txt"
-    out: dict[str, str] = {}
-    if path.exists():
-        for line in path.read_text().splitlines():
-            if line.strip() and not line.startswith("#"):
-                test_id, _, reason = line.partition("#")
-                out[test_id.strip()] = reason.strip()
-    return out
+    return expected_in(HERE / "upstream" / f"expected-{DJANGO.name}-{engine}.txt")

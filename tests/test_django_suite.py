@@ -3,14 +3,12 @@ with Django's stock backends in the same run (tests/django_suite.py)."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-
 import pytest
 
 pytest.importorskip("django", reason="Django is not installed")
 
 import django_suite  # noqa: E402
+import upstream_suites  # noqa: E402
 
 
 def compare(stock: django_suite.Outcome, ours: django_suite.Outcome, engine: str) -> None:
@@ -23,17 +21,8 @@ def compare(stock: django_suite.Outcome, ours: django_suite.Outcome, engine: str
     assert not now_passing, f"listed as failing but passing: {sorted(now_passing)}"
 
 
-def fetch_or_skip() -> None:
-    try:
-        django_suite.fetch(django_suite.DJANGO)
-    except (subprocess.SubprocessError, OSError) as exc:
-        if os.environ.get("FASTPOOL_REQUIRE_UPSTREAM"):
-            raise
-        pytest.skip(f"Django's sdist could not be downloaded: {exc}")
-
-
 def test_djangos_suite_on_the_sqlite_backend():
-    fetch_or_skip()
+    upstream_suites.fetch_or_skip(django_suite.DJANGO)
     stock = django_suite.run("django.db.backends.sqlite3", "sqlite")
     ours = django_suite.run("fastpool.django.sqlite3", "sqlite")
     print(f"\nDjango {django_suite.DJANGO.version} suite on SQLite: stock ran {stock.ran}, "
@@ -43,7 +32,7 @@ def test_djangos_suite_on_the_sqlite_backend():
 
 
 def test_djangos_suite_on_the_mysql_backend(mariadb):
-    fetch_or_skip()
+    upstream_suites.fetch_or_skip(django_suite.DJANGO)
     stock = django_suite.run("django.db.backends.mysql", "mysql", mariadb.dsn)
     ours = django_suite.run("fastpool.django.mysql", "mysql", mariadb.dsn)
     print(f"\nDjango {django_suite.DJANGO.version} suite on MariaDB: stock ran {stock.ran}, "

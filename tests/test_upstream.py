@@ -5,9 +5,6 @@ FASTPOOL_REQUIRE_UPSTREAM is set (as in CI), where a missing suite is a failure.
 
 from __future__ import annotations
 
-import os
-import subprocess
-
 import pytest
 import upstream_suites as u
 
@@ -16,12 +13,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.mark.parametrize("suite", u.SUITES, ids=lambda s: s.name)
 def test_originals_suite_fails_only_where_listed(suite):
-    try:
-        u.fetch(suite)
-    except (subprocess.SubprocessError, OSError) as exc:
-        if os.environ.get("FASTPOOL_REQUIRE_UPSTREAM"):
-            raise
-        pytest.skip(f"could not download the {suite.name} sdist: {exc}")
+    u.fetch_or_skip(suite)
     outcomes = u.run(suite)
     allowed = u.expected(suite)
     new, stale = u.compare(outcomes, allowed)
