@@ -270,7 +270,9 @@ class Killer(OwnThread):
         self._watcher = watcher
         # (rec, KILL QUERY): sent while rec's cancel is still claimed; (None, KILL <id>):
         # always sent; None: stop.
-        self._queue: queue.SimpleQueue[tuple[ConnRecord | None, str] | None] = queue.SimpleQueue()
+        # A queue.Queue (built on threading.Condition), not the C SimpleQueue: under
+        # gevent or eventlet its get() must yield to the hub.
+        self._queue: queue.Queue[tuple[ConnRecord | None, str] | None] = queue.Queue()
         self._side: Any = None
         self._start_thread("fastpool-killer")
 

@@ -17,6 +17,7 @@ from typing import Any, Callable
 from ._core import POOL_DEFAULT, CorePool
 from .dialects import Dialect, get_dialect, guess_dialect
 from .errors import ConfigError, PoolClosed
+from .green import new_parker
 from .hooks import CORE_EVENTS, HOLD_EVENTS, Listeners, PoolEvent, run_check, run_reset
 from .options import check_option, check_options
 from .stats import Stats
@@ -97,6 +98,7 @@ class Pool(CorePool):
         self._drain_budget = DRAIN_BUDGET
         self._wake_watcher = self._wake_deadline_watcher
         self._await_cancel = self._await_cancel_settled
+        self._new_parker = new_parker  # waiters sleep cooperatively under gevent / eventlet
         self._set_statement_timeout(opts["statement_timeout"])
         self._set_max_waiting(opts["max_waiting"])
         self._set_check_after(opts["check_after"])
@@ -409,18 +411,8 @@ class Pool(CorePool):
         """Make sure a connection can be had and answers (opening one if needed), like
         Go's db.Ping. A connection that fails the ping is closed, and the error raised."""
         rec = self._take(timeout)
-        raw = rec.raw
         try:
-            ping = getattr(raw, "ping", None)
-            if callable(ping):
-                ping()
-            else:
-                cur = raw.cursor()
-                try:
-                    cur.execute("SELECT 1")
-                    cur.fetchall()
-                finally:
-                    cur.close()
+            self._dialect_of(rec.raw).ping(rec.raw)
         except BaseException:
             self._give(rec, True)
             raise
@@ -477,9 +469,10 @@ class Pool(CorePool):
 
 
 def open(dsn: str, **options: Any) -> Pool:  # noqa: A001 - the API's name
-    """Open a pool for a database URL (``mysql://``, ``sqlite://``); lazy like sql.Open."""
+    """Open a pool for a database URL (``mysql://``, ``sqlite://``; ``?driver=pymysql``
+    picks PyMySQL for MySQL); lazy like sql.Open."""
     url = parse_url(dsn)
-    dialect = get_dialect(url.scheme)
+    dialect = get_dialect(url.driver or url.scheme)
     connect = dialect.connect_factory(url.connect_kwargs)
     return Pool(connect, driver=dialect, _display=url.masked, _name=url.name, **options)
 

@@ -10,8 +10,10 @@ from typing import Any
 class Stats:
     name: str  # the pool's name option (no password)
     max_open: int  # the limit; 0 = unlimited
-    open: int  # open connections, in use or idle (including ones being opened)
-    in_use: int  # held by callers (not counting connects still in flight)
+    # In every snapshot open == in_use + idle + opening (Go's InUse + Idle, with its
+    # connects in flight counted apart instead of inside in_use).
+    open: int  # open connections, in use or idle, and connects in flight
+    in_use: int  # held by callers
     idle: int
     wait_count: int  # callers that had to wait
     wait_duration: float  # seconds, summed over those waits
@@ -34,11 +36,12 @@ class Stats:
     wait_p50: float  # seconds; read off log-spaced bins, within 25% and never above wait_max
     wait_p99: float
     wait_max: float
+    opening: int = 0  # connects in flight (the opener's or a caller's), counted in open
 
     @classmethod
     def from_counts(cls, name: str, c: tuple[Any, ...], waits: tuple[float, float, float]) -> Stats:
         (max_open, open_, in_use, idle, waiting, wait_count, wait_duration, mic, mitc,
-         mlc, timeouts, bad, leaks, _opening, deadlines, cancelled, refused, connects,
+         mlc, timeouts, bad, leaks, opening, deadlines, cancelled, refused, connects,
          connect_errors, connect_time, checkins, use_time) = c
         return cls(
             name=name, max_open=max_open, open=open_, in_use=in_use, idle=idle,
@@ -48,5 +51,5 @@ class Stats:
             deadlines_exceeded=deadlines, statements_cancelled=cancelled,
             waits_refused=refused, connects=connects, connect_errors=connect_errors,
             connect_time=connect_time, checkins=checkins, use_time=use_time,
-            wait_p50=waits[0], wait_p99=waits[1], wait_max=waits[2],
+            wait_p50=waits[0], wait_p99=waits[1], wait_max=waits[2], opening=opening,
         )

@@ -21,6 +21,8 @@ MASK = "***"
 _SECRET_PARAM = re.compile(r"pass|pwd|secret|token|credential|auth", re.IGNORECASE)
 # Driver parameters longer than this many digits are refused, not turned into huge ints.
 _MAX_INT_DIGITS = 18
+# ?driver= of a mysql:// URL, and the dialect each names.
+MYSQL_DRIVERS = {"mysqlclient": "mysql", "mysqldb": "mysql", "pymysql": "pymysql"}
 _ENCODE_HINT = (
     "percent-encode '@', '/', ':', '?' and '#' in the user name and password"
     " (%40 %2F %3A %3F %23)"
@@ -34,6 +36,8 @@ class DatabaseURL:
     connect_kwargs: dict[str, Any] = field(repr=False)
     # The pool's default name: the masked URL less the password and the query.
     name: str = ""
+    # The driver ?driver= chose (a dialect name), or "" for the scheme's default.
+    driver: str = ""
 
     def __repr__(self) -> str:
         return f"DatabaseURL({self.masked!r})"
@@ -155,9 +159,13 @@ def _mysql_url(parts: SplitResult, url: str) -> DatabaseURL:
     if database:
         kwargs["database"] = database
     kwargs.update(_params(parts, masked))
+    driver = str(kwargs.pop("driver", "mysqlclient")).lower()
+    if driver not in MYSQL_DRIVERS:
+        raise ConfigError(f"unknown driver {driver!r} for a mysql:// URL (known: "
+                          f"{', '.join(MYSQL_DRIVERS)}) in {masked!r}")
     user = f"{parts.username}@" if parts.username else ""
     name = f"{parts.scheme}://{user}{parts.netloc.rpartition('@')[2]}{parts.path}"
-    return DatabaseURL("mysql", masked, kwargs, name)
+    return DatabaseURL("mysql", masked, kwargs, name, MYSQL_DRIVERS[driver])
 
 
 def _sqlite_url(parts: SplitResult, url: str) -> DatabaseURL:

@@ -116,8 +116,9 @@ def test_waiters_are_served_first_come_first_served(make_pool):
     assert pool.stats().in_use == 0
 
 
-def test_no_barging_a_newcomer_cannot_take_a_connection_handed_to_a_waiter(make_pool):
+def test_strict_hand_off_a_newcomer_cannot_take_a_connection_handed_to_a_waiter(make_pool):
     pool = make_pool(max_open=1)
+    pool._set_handoff_after(0)  # no barging at all
     held = pool.getconn()
     results: dict = {}
     t = start_waiter(pool, results, "w")
@@ -127,6 +128,67 @@ def test_no_barging_a_newcomer_cannot_take_a_connection_handed_to_a_waiter(make_
     t.join()
     assert isinstance(results["w"], fastpool.Conn)
     results["w"].close()
+
+
+def test_bounded_barging_a_newcomer_may_barge_only_until_a_waiter_starves(make_pool, clock):
+    # The injected clock makes the bound exact: the waiter is passed over while it has
+    # waited less than HANDOFF_AFTER (10 ms), and never after.
+    pool = make_pool(max_open=1, _clock=clock)
+    held = pool.getconn()
+    results: dict = {}
+    t = start_waiter(pool, results, "w", timeout=None)
+    held.close()  # the waiter has waited 0 s: to the free list, for whoever asks first
+    barger = pool.getconn(timeout=0)
+    assert pool._waiters_starving() == 0 and "w" not in results
+    clock.advance(0.011)  # now it has waited past the bound
+    wait_until(lambda: pool._waiters_starving() == 1)
+    barger.close()  # handed straight to the starving waiter
+    with pytest.raises(PoolTimeout):
+        pool.getconn(timeout=0)
+    t.join()
+    assert isinstance(results["w"], fastpool.Conn)
+    s = pool.stats()
+    assert (s.wait_count, s.in_use, s.idle, s.waiting) == (1, 1, 0, 0)
+    assert pool._waiters_starving() == 0
+    results["w"].close()
+
+
+def test_a_waiter_takes_a_connection_given_back_while_it_slept(make_pool):
+    # Given back to the free list (nobody starving) and nobody else asks for it: the
+    # waiter finds it when its timer fires, within about HANDOFF_AFTER.
+    pool = make_pool(max_open=1)
+    pool._set_handoff_after(0.05)
+    held = pool.getconn()
+    results: dict = {}
+    t = start_waiter(pool, results, "w", timeout=None)
+    held.close()
+    t.join(5)
+    assert isinstance(results["w"], fastpool.Conn)
+    s = pool.stats()
+    assert (s.wait_count, s.in_use, s.idle, s.waiting, s.timeouts) == (1, 1, 0, 0, 0)
+    results["w"].close()
+
+
+def test_a_barged_waiter_keeps_its_place_at_the_head(make_pool, clock):
+    # Two waiters; the first wakes to a free connection that a newcomer took first: it
+    # queues again ahead of the second and is served first.
+    pool = make_pool(max_open=1, _clock=clock)
+    held = pool.getconn()
+    results: dict = {}
+    t1 = start_waiter(pool, results, 1, timeout=None)
+    t2 = start_waiter(pool, results, 2, timeout=None)
+    held.close()
+    barger = pool.getconn(timeout=0)
+    clock.advance(0.011)
+    wait_until(lambda: pool._waiters_starving() == 2)
+    barger.close()
+    t1.join(5)
+    assert isinstance(results[1], fastpool.Conn) and 2 not in results
+    results[1].close()
+    t2.join(5)
+    assert isinstance(results[2], fastpool.Conn)
+    results[2].close()
+    assert pool.stats().wait_count == 2
 
 
 def test_waiter_that_times_out_as_it_is_handed_a_connection_passes_it_on(make_pool, driver):
@@ -699,3 +761,21 @@ def test_dropped_conn_is_reclaimed_counted_and_warned(make_pool, driver):
     assert (s.in_use, s.idle, s.leaks_reclaimed) == (0, 1, 1)
     with pool.conn(timeout=0) as c2:
         assert c2.raw is driver.conns[0]
+
+
+def test_counts_add_up_while_a_connect_is_in_flight(make_pool, driver):
+    # Go's DBStats: InUse + Idle = OpenConnections. Here connects in flight are their own
+    # state, so open == in_use + idle + opening in every snapshot.
+    driver.connect_delay = 0.5
+    pool = make_pool(max_open=2)
+    results: dict = {}
+    t = start_waiter(pool, results, "w")
+    s = pool.stats()
+    assert (s.open, s.in_use, s.idle, s.opening, s.waiting) == (1, 0, 0, 1, 1)
+    t.join(5)
+    s = pool.stats()
+    assert (s.open, s.in_use, s.idle, s.opening) == (1, 1, 0, 0)
+    results["w"].close()
+    s = pool.stats()
+    assert (s.open, s.in_use, s.idle, s.opening) == (1, 0, 1, 0)
+    assert s.open == s.in_use + s.idle + s.opening

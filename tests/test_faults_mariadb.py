@@ -28,12 +28,17 @@ class Sampler:
         self.db = db
         self.max_open = 0
         self.max_in_use = 0
+        self.samples = 0
+        self.identity_broken: list[object] = []  # snapshots where open != in_use + idle + opening
         self._stop = threading.Event()
         self._t = threading.Thread(target=self._run)
 
     def _run(self) -> None:
         while not self._stop.is_set():
             s = self.db.stats()
+            self.samples += 1
+            if s.open != s.in_use + s.idle + s.opening:
+                self.identity_broken.append(s)
             self.max_open = max(self.max_open, s.open)
             self.max_in_use = max(self.max_in_use, s.in_use)
             time.sleep(0.002)
@@ -120,6 +125,7 @@ def test_cut_while_16_threads_share_4_connections(proxied, proxy):
     assert not errors, errors[:3]  # every call returned a row or a clear error
     assert calls.longest < 5.0
     assert sampler.max_open <= 4
+    assert sampler.samples > 0 and not sampler.identity_broken, sampler.identity_broken[:3]
     assert set(calls.outcomes) <= {"ok", "OperationalError 2013", "OperationalError 2006", "PoolTimeout"}
     # The pool recovered by itself after the last cut.
     assert any(t > cut_at[-1] for t in calls.ok_times)
@@ -205,6 +211,7 @@ def test_delay_slows_calls_but_loses_nothing(proxied, proxy):
     assert not errors, errors[:3]
     assert set(calls.outcomes) == {"ok"}
     assert sampler.max_open <= 4
+    assert sampler.samples > 0 and not sampler.identity_broken, sampler.identity_broken[:3]
 
 
 def test_server_down_when_the_pool_starts(proxied, proxy, caplog):
@@ -252,6 +259,7 @@ def test_server_restart_under_load(mariadb, mysql_pool):
     assert not errors, errors[:3]
     assert restarted, "the restart did not finish"
     assert sampler.max_open <= 4
+    assert sampler.samples > 0 and not sampler.identity_broken, sampler.identity_broken[:3]
     assert calls.longest < 10.0
     assert any(t > restarted[0] for t in calls.ok_times), "no success after the restart"
     token_query(db, "after")
@@ -291,6 +299,8 @@ def test_the_server_refuses_more_connections(mariadb):
         assert set(calls.outcomes) == {"ok"}
         assert calls.longest < 6.0
         assert limited_open == 2
+        # Connects refused and retried all along: the counts still add up in every sample.
+        assert sampler.samples > 0 and not sampler.identity_broken, sampler.identity_broken[:3]
         # With the limit lifted the pool grows back by itself (after its back-off).
         time.sleep(2.5)
         calls2 = Calls()

@@ -69,8 +69,10 @@ class Instrumented:
 
         def count(db: Any, a: dict[str, str]) -> list[Observation]:
             s = db.stats()
+            # The conventions know two states; a connect in flight is "used", as Go's
+            # DBStats counts it, so that idle + used is the open count in every reading.
             return [Observation(s.idle, {**a, STATE: "idle"}),
-                    Observation(s.in_use, {**a, STATE: "used"})]
+                    Observation(s.in_use + s.opening, {**a, STATE: "used"})]
 
         def limits(index: int) -> Any:
             def read(db: Any, a: dict[str, str]) -> list[Observation]:

@@ -6,7 +6,7 @@
 
 It reads ``db.stats()`` at each scrape, so it costs the pools nothing between scrapes.
 Every sample carries a ``pool`` label (the pool's ``name`` option). Gauges:
-``fastpool_connections{state="idle"|"used"}``, ``fastpool_max_open``,
+``fastpool_connections{state="idle"|"used"|"opening"}`` (adding up to the open count), ``fastpool_max_open``,
 ``fastpool_waiting``, and the wait-time distribution since the start
 (``fastpool_wait_p50_seconds``, ``_p99_``, ``fastpool_wait_max_seconds``). Counters
 (``_total``): waits, wait seconds, timeouts, waits refused (``max_waiting``), connects,
@@ -64,6 +64,7 @@ class PoolCollector(Collector):
         for s in stats:
             conns.add_metric([s.name, "idle"], s.idle)
             conns.add_metric([s.name, "used"], s.in_use)
+            conns.add_metric([s.name, "opening"], s.opening)  # the three add up to open
         yield conns
         for name, field, doc in GAUGES:
             g = GaugeMetricFamily(name, doc, labels=["pool"])

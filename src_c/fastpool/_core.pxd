@@ -54,8 +54,12 @@ cdef class ConnRecord:
 
 
 cdef class Waiter:
-    """A caller queued for a connection; it sleeps on its own lock with the GIL released."""
+    """A caller queued for a connection. How it sleeps is the one thing that differs
+    between a thread and a greenlet: a thread sleeps on its own C lock with the GIL
+    released; under gevent or eventlet (CorePool._new_parker) it sleeps on a parker, a
+    cooperative lock from the monkey-patched _thread module, so the hub runs meanwhile."""
     cdef PyThread_type_lock sem
+    cdef object parker                # None: sleep on sem; else .acquire(True, s) / .release()
     cdef Waiter next
     cdef Waiter prev
     cdef ConnRecord rec
@@ -64,6 +68,9 @@ cdef class Waiter:
     cdef bint fresh                   # wants a new connection, not an idle one (last retry)
     cdef bint counted                 # waits because the pool is full (wait_count/duration, max_waiting)
     cdef bint by_deadline             # its timeout is a deadline block's: ends in DeadlineExceeded
+    cdef bint starving                # has waited handoff_after: give-backs go to waiters now
+    cdef bint requeued                # woke to try the free list and lost: queues at the head
+    cdef bint in_count                # counted in wait_count (once, however often it queues)
     cdef object err                   # a connect error handed to it (outcome W_ERROR)
 
 
@@ -79,6 +86,8 @@ cdef class CorePool:
     cdef Py_ssize_t n_fresh_waiters   # of n_waiters: those that want a new connection
     cdef Py_ssize_t n_full_waiters    # of n_waiters: those that wait because the pool is full
     cdef Py_ssize_t max_waiting_      # most full-pool waiters queued at once; < 0: unlimited
+    cdef Py_ssize_t n_starving        # of n_waiters: those that have waited handoff_after
+    cdef double handoff_after_        # the barging bound (seconds); 0: strict hand-off
     cdef Py_ssize_t num_open          # open + being opened; never above max_open
     cdef Py_ssize_t num_opening
     cdef Py_ssize_t pending_opens     # of num_opening: the background opener's
@@ -120,6 +129,7 @@ cdef class CorePool:
     cdef object fileno_fn             # (raw) -> int, -1 when unknown
     cdef object need_open_fn          # () -> None: wake the background opener
     cdef object clock                 # None: the C monotonic clock; else a callable (tests)
+    cdef public object _new_parker    # () -> a cooperative parker, or None to sleep in C (fastpool/green.py)
     cdef public object _last_connect_error  # the opener's latest failure, chained to PoolTimeout
     cdef public object _after_wait_hook   # tests: runs after a wait timed out, before it is settled
     # Policy hooks the façade sets (driver dialect); called outside mu, never per row.
@@ -159,6 +169,8 @@ cdef class CorePool:
     cdef int _push_free_locked(self, ConnRecord rec)
     cdef bint _expired_locked(self, ConnRecord rec, double now)
     cdef void _enqueue_locked(self, Waiter w)
+    cdef int _wake_waiter(self, Waiter w) except -1
+    cdef int _sleep(self, Waiter w, double seconds) except -2
     cdef void _unlink_locked(self, Waiter w)
     cdef Py_ssize_t _open_deficit_locked(self)
     cdef ConnRecord _new_record(self, object raw)

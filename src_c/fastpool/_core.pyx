@@ -6,7 +6,8 @@
 #  * with `mu` held we run no Python code: no driver calls, no callbacks, no allocation of
 #    objects the cyclic GC tracks (a collection could run a finalizer that re-enters the
 #    pool), no decref that could free an object; everything else happens after unlock;
-#  * a caller that must wait sleeps on its own Waiter lock with the GIL released.
+#  * a caller that must wait sleeps on its own Waiter lock with the GIL released (or, under
+#    gevent / eventlet, on a cooperative parker that lets the hub run: Waiter in _core.pxd).
 cimport cython
 from cpython.contextvars cimport get_value
 from cpython.exc cimport PyErr_CheckSignals
@@ -38,6 +39,7 @@ cdef enum:
     W_CLOSED = 2
     W_TIMEOUT = 3
     W_ERROR = 4      # handed the error of a connect that failed (Go's putConnDBLocked(nil, err))
+    W_RETRY = 5      # woke to find an idle connection: back to _get to take it (or queue again)
 
 cdef enum:
     # What _get decided under the lock.
@@ -114,6 +116,15 @@ cdef tuple _TX_CONTROL = ("BEGIN", "START", "SET", "COMMIT", "ROLLBACK", "SAVEPO
 # opened together (a burst, a restart) do not all expire together (psycopg#1100).
 cdef double LIFETIME_JITTER = 0.1
 
+# Bounded barging (Go's sync.Mutex "starvation mode", for connections). A connection given
+# back while callers wait goes to the free list, where whoever asks first takes it (often
+# the giver itself, looping): no sleep and wake-up per request. Each waiter sleeps at most
+# HANDOFF_AFTER before it looks at the free list itself; finding nothing there it is
+# starving, and from then on every give-back is handed straight to the oldest waiter until
+# none starves. So a waiter is passed over for at most HANDOFF_AFTER, then served in
+# arrival order. 0 restores strict hand-off on every give-back.
+cdef double HANDOFF_AFTER = 0.01
+
 # The longest finite duration accepted (the façade's options.MAX_SECONDS).
 cdef double MAX_SECONDS = 1e9
 
@@ -168,6 +179,7 @@ cdef class CorePool:
         self.statement_timeout_ = -1.0
         self.watch_at = INFINITY
         self.max_waiting_ = -1
+        self.handoff_after_ = HANDOFF_AFTER
 
     def __init__(self, connect, *, close=None, fileno=None, need_open=None, clock=None,
                  max_open=10, max_idle=None, min_idle=0, max_lifetime=None,
@@ -233,13 +245,21 @@ cdef class CorePool:
         if w.counted:
             self.n_full_waiters += 1
         w.queued = True
-        w.next = None
-        w.prev = self.wait_tail
-        if self.wait_tail is None:
+        if w.requeued and self.wait_head is not None:
+            # It was the head when it woke to try the free list and someone barged in
+            # first: it keeps its place (Go's queueLifo), so its wait stays bounded.
+            w.prev = None
+            w.next = self.wait_head
+            self.wait_head.prev = w
             self.wait_head = w
         else:
-            self.wait_tail.next = w
-        self.wait_tail = w
+            w.next = None
+            w.prev = self.wait_tail
+            if self.wait_tail is None:
+                self.wait_head = w
+            else:
+                self.wait_tail.next = w
+            self.wait_tail = w
         self.n_waiters += 1
 
     cdef void _unlink_locked(self, Waiter w):
@@ -260,6 +280,9 @@ cdef class CorePool:
             self.n_fresh_waiters -= 1
         if w.counted:
             self.n_full_waiters -= 1
+        if w.starving:
+            w.starving = False
+            self.n_starving -= 1
 
     cdef void _note_wait_locked(self, double waited):
         # One counted wait (wait_count's): summed, and binned for stats()' percentiles.
@@ -419,7 +442,9 @@ cdef class CorePool:
                     rec.taken_at = now
                     rec.waited = 0.0
                     action = A_GOT
-                if self.min_idle_ > 0:
+                if self.min_idle_ > 0 or self.n_waiters > 0:
+                    # Taking an idle connection from under waiters (barging) can leave one
+                    # with room under max_open and nobody opening for it.
                     wake = self._open_deficit_locked() > 0
             elif (timeout == 0 or self.inline_connect) and (self.max_open_ <= 0 or self.num_open < self.max_open_):
                 self.num_open += 1
@@ -432,7 +457,7 @@ cdef class CorePool:
                 action = A_NEED_WAITER
             else:
                 room = self.max_open_ <= 0 or self.num_open < self.max_open_
-                if not room and 0 <= self.max_waiting_ <= self.n_full_waiters:
+                if not room and not w.requeued and 0 <= self.max_waiting_ <= self.n_full_waiters:
                     # Load shedding: refuse at once rather than pile up behind a full pool.
                     # Callers waiting for a connect made for them are not counted: there are
                     # never more of them than free slots under max_open.
@@ -446,7 +471,9 @@ cdef class CorePool:
                     wake = self._open_deficit_locked() > 0
                     action = A_WAIT_OPEN
                 else:
-                    self.wait_count += 1
+                    if not w.in_count:
+                        w.in_count = True
+                        self.wait_count += 1
                     action = A_WAIT
             fp_mutex_unlock(&self.mu)
 
@@ -460,6 +487,14 @@ cdef class CorePool:
                     elif action == A_WAIT_OPEN:
                         self._abandon_wait(w)
                     raise
+            if action == A_GOT and w is not None:
+                # A waiter that woke to an idle connection and took it: its wait counts.
+                rec.waited = self._now_fine() - t0
+                if w.in_count:
+                    fp_mutex_lock(&self.mu)
+                    self._note_wait_locked(rec.waited)
+                    fp_mutex_unlock(&self.mu)
+                    w.in_count = False
             if action == A_GOT:
                 # An idle connection whose socket turned readable was closed by the server
                 # (wait_timeout, KILL, restart): replace it, the caller never sees it.
@@ -494,39 +529,87 @@ cdef class CorePool:
                 t0 = self._now_fine()
                 w = Waiter.__new__(Waiter)   # allocated outside the lock, then try again
                 w.by_deadline = by_deadline
+                if self._new_parker is not None:
+                    w.parker = self._new_parker()
                 continue
             if action == A_WAIT or action == A_WAIT_OPEN:
-                return self._wait(w, timeout, t0)
+                rec = self._wait(w, timeout, t0)
+                if rec is None:
+                    # It woke to an idle connection (W_RETRY): take it like anyone else,
+                    # checks included, or queue again at the head.
+                    w.requeued = True
+                    w.outcome = W_PENDING
+                    continue
+                return rec
             if action == A_CLOSED:
                 raise PoolClosed("pool is closed")
             raise self._timeout_error(0.0)
 
-    cdef ConnRecord _wait(self, Waiter w, double timeout, double t0):
+    cdef int _sleep(self, Waiter w, double seconds) except -2:
+        # Sleep until woken or `seconds` pass (< 0: no limit): 1 woken, 0 time is up,
+        # -1 a signal arrived (C sleep only; its handler has not run yet). The one place
+        # where a thread and a greenlet differ.
         cdef long long us
         cdef int r
-        cdef double remaining
+        if w.parker is not None:
+            return 1 if w.parker.acquire(True, seconds if seconds >= 0 else -1) else 0
+        if seconds < 0:
+            us = -1
+        elif seconds * 1e6 >= <double>FP_TIMEOUT_MAX_US:
+            # Compare as doubles before converting: a cast of a double past the range of
+            # long long is undefined behaviour in C.
+            us = FP_TIMEOUT_MAX_US
+        else:
+            us = <long long>(seconds * 1e6)
+        with nogil:
+            r = fp_lock_acquire_timed(w.sem, us, 1)
+        if r == PY_LOCK_ACQUIRED:
+            return 1
+        return -1 if r == PY_LOCK_INTR else 0
+
+    cdef int _wake_waiter(self, Waiter w) except -1:
+        # Called after unlocking mu, so it does not wake only to block on mu.
+        if w.parker is None:
+            PyThread_release_lock(w.sem)
+        else:
+            w.parker.release()
+        return 0
+
+    cdef ConnRecord _wait(self, Waiter w, double timeout, double t0):
+        # Returns the connection handed to w, raises, or returns None when w woke to find
+        # an idle connection it may take (W_RETRY: the caller goes round _get again).
+        cdef int r
+        cdef double now
+        cdef double seconds
         cdef double deadline = t0 + timeout
+        cdef double starve_at = t0 + self.handoff_after_
+        cdef bint timer
+        cdef bint wake
         cdef bint late = False
         cdef double waited
         cdef ConnRecord rec
         while True:
+            now = self._now_fine()
             if timeout < 0:
-                us = -1
+                seconds = -1.0
             else:
-                remaining = deadline - self._now_fine()
-                # Compare as doubles before converting: a cast of a double past the range
-                # of long long is undefined behaviour in C.
-                if remaining <= 0:
-                    us = 0
-                elif remaining * 1e6 >= <double>FP_TIMEOUT_MAX_US:
-                    us = FP_TIMEOUT_MAX_US
-                else:
-                    us = <long long>(remaining * 1e6)
-            with nogil:
-                r = fp_lock_acquire_timed(w.sem, us, 1)
-            if r == PY_LOCK_ACQUIRED:
+                seconds = deadline - now if deadline > now else 0.0
+            # Until it starves a waiter also wakes at starve_at, to look at the free list
+            # itself: a connection given back while it slept went there, not to it.
+            timer = (self.handoff_after_ > 0 and not w.starving
+                     and (timeout < 0 or starve_at < deadline))
+            if timer:
+                seconds = starve_at - now if starve_at > now else 0.0
+            try:
+                r = self._sleep(w, seconds)
+            except BaseException:
+                # gevent's Timeout, a GreenletExit, an interrupt: leave the queue, giving
+                # back anything handed over meanwhile.
+                self._abandon_wait(w)
+                raise
+            if r == 1:
                 break
-            if r == PY_LOCK_INTR:
+            if r == -1:
                 # A signal arrived (only the main thread gets them): run its handler; if it
                 # raised (KeyboardInterrupt), leave the queue, giving back anything we were
                 # handed in the meantime, so the connection is neither lost nor doubled.
@@ -535,6 +618,31 @@ cdef class CorePool:
                 except BaseException:
                     self._abandon_wait(w)
                     raise
+                continue
+            if timer:
+                if self._now_fine() < starve_at:
+                    continue     # an injected clock that has not moved yet (tests)
+                fp_mutex_lock(&self.mu)
+                if not w.queued:
+                    # Handed a connection (or the pool's end) as the timer fired; the giver's
+                    # wake-up is still on its way, and nobody needs it.
+                    fp_mutex_unlock(&self.mu)
+                    break
+                if self.n_free > 0 and not w.fresh:
+                    self._unlink_locked(w)
+                    w.outcome = W_RETRY
+                    fp_mutex_unlock(&self.mu)
+                    return None
+                w.starving = True
+                self.n_starving += 1
+                wake = self._open_deficit_locked() > 0
+                fp_mutex_unlock(&self.mu)
+                if wake and self.need_open_fn is not None:
+                    try:
+                        self.need_open_fn()
+                    except BaseException:
+                        self._abandon_wait(w)
+                        raise
                 continue
             # Timed out.
             if self._after_wait_hook is not None:
@@ -545,7 +653,7 @@ cdef class CorePool:
                 self._unlink_locked(w)
                 w.outcome = W_TIMEOUT
                 self.timeouts += 1
-                if w.counted:
+                if w.in_count:
                     self._note_wait_locked(waited)
             fp_mutex_unlock(&self.mu)
             if w.outcome == W_TIMEOUT:
@@ -554,7 +662,7 @@ cdef class CorePool:
             late = True
             break
         waited = self._now_fine() - t0
-        if w.counted:
+        if w.in_count:
             fp_mutex_lock(&self.mu)
             self._note_wait_locked(waited)
             fp_mutex_unlock(&self.mu)
@@ -650,8 +758,12 @@ cdef class CorePool:
         elif self._expired_locked(rec, now):
             self.num_open -= 1
             close_it = True
-        elif self.wait_head is not None:
-            # Hand straight to the longest waiter: no barging by newcomers, no starvation.
+        elif self.wait_head is not None and (
+                not held or self.n_starving > 0 or self.handoff_after_ <= 0
+                or (self.max_idle_ >= 0 and self.n_free >= self.max_idle_)):
+            # Hand straight to the longest waiter once one starves (bounded barging, see
+            # HANDOFF_AFTER), and always a connection that was not given back by its holder
+            # (a new one the opener made for the waiters, one a waiter got too late).
             w = self.wait_head
             self._unlink_locked(w)
             w.rec = rec
@@ -677,8 +789,7 @@ cdef class CorePool:
         if err:
             raise FastpoolError("connection was already returned to the pool")
         if w is not None:
-            # Wake it after unlocking, so it does not wake only to block on mu.
-            PyThread_release_lock(w.sem)
+            self._wake_waiter(w)
         elif close_it:
             self._close_rec(rec)
         elif orphan:
@@ -1136,7 +1247,7 @@ cdef class CorePool:
             w.err = error               # the reference we drop is None's: frees nothing
         fp_mutex_unlock(&self.mu)
         if w is not None:
-            PyThread_release_lock(w.sem)
+            self._wake_waiter(w)
             return True
         return False
 
@@ -1296,7 +1407,7 @@ cdef class CorePool:
                 woken.append(w)
         fp_mutex_unlock(&self.mu)
         for w in woken:
-            PyThread_release_lock(w.sem)
+            self._wake_waiter(w)
         for rec in idle:
             self._close_rec(rec)
 
@@ -1323,6 +1434,7 @@ cdef class CorePool:
         self.n_waiters = 0
         self.n_fresh_waiters = 0
         self.n_full_waiters = 0
+        self.n_starving = 0
         # So were the statements under a deadline: the child's watcher must never cancel
         # (KILL QUERY) a statement of the parent's.
         rec = self.watch_head
@@ -1398,6 +1510,20 @@ cdef class CorePool:
                     break
             out.append(min(_bin_upper(i), top))
         return (out[0], out[1], top)
+
+    def _waiters_starving(self):
+        """How many queued callers have waited past the barging bound (tests)."""
+        cdef Py_ssize_t n
+        fp_mutex_lock(&self.mu)
+        n = self.n_starving
+        fp_mutex_unlock(&self.mu)
+        return n
+
+    def _set_handoff_after(self, seconds):
+        """The barging bound (HANDOFF_AFTER); 0: hand every give-back to the oldest waiter."""
+        fp_mutex_lock(&self.mu)
+        self.handoff_after_ = max(0.0, float(seconds))
+        fp_mutex_unlock(&self.mu)
 
     def _set_max_waiting(self, max_waiting):
         fp_mutex_lock(&self.mu)

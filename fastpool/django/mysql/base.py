@@ -1,16 +1,18 @@
-"""Django's MySQL backend (mysqlclient) with fastpool underneath; see fastpool.django."""
+"""Django's MySQL backend (mysqlclient, or PyMySQL installed as MySQLdb) with fastpool underneath; see fastpool.django."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from django.db.backends.mysql.base import Database
 from django.db.backends.mysql.base import DatabaseWrapper as MySQLDatabaseWrapper
 
 from fastpool.django import PoolingMixin
 
 
 class DatabaseWrapper(PoolingMixin, MySQLDatabaseWrapper):  # type: ignore[misc]
-    _fastpool_driver = "mysql"
+    # mysqlclient, or PyMySQL where a gevent service ran pymysql.install_as_MySQLdb().
+    _fastpool_driver = "pymysql" if Database.__name__ == "pymysql" else "mysql"
 
     def _in_transaction(self, raw: Any) -> bool:
         # Autocommit off means a transaction may be open; with it on, Django's atomic

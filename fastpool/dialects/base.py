@@ -1,0 +1,140 @@
+"""The generic dialect, and what every dialect shares."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable
+
+from ..errors import ConfigError
+
+Connect = Callable[[], Any]
+
+# How a driver error bears on the connection it happened on (the core's ERR_* values).
+ERR_OK = 0  # the statement failed; the connection is fine
+ERR_BROKEN = 1  # the connection is unusable: close it, never pool it
+ERR_RETRY = 2  # broken, and the statement provably never reached the server: retry it
+
+
+class Dialect:
+    """The generic DB-API 2 dialect: no socket to poll, close() to close."""
+
+    name = "generic"
+    # True when the driver's streaming cursor iterates in C (sqlite3): Rows then steps it
+    # row by row; otherwise it reads batches with fetchmany().
+    cursor_iterates_in_c = False
+
+    def connect_factory(self, kwargs: dict[str, Any]) -> Connect:
+        raise ConfigError(f"the {self.name!r} dialect cannot open URLs; use fastpool.Pool(connect)")
+
+    def fileno(self, raw: Any) -> int:
+        """The connection's socket, polled for liveness at checkout; -1 when unknown."""
+        return -1
+
+    def close(self, raw: Any) -> None:
+        raw.close()
+
+    def stream_cursor(self, raw: Any) -> Any:
+        """A cursor that fetches rows from the server as they are read."""
+        return raw.cursor()
+
+    # The driver's DB-API ``Error`` class, found from its first connection (None: unknown).
+    error_class: type[BaseException] | None = None
+    # How a statement past its deadline is cancelled: "kill" (kill_statement() over a side
+    # connection), "interrupt" (interrupt() from another thread), None (it is not).
+    cancel_method: str | None = None
+
+    def kill_statement(self, raw: Any) -> str:
+        """The SQL that cancels the statement running on ``raw`` (cancel_method "kill")."""
+        raise NotImplementedError
+
+    def kill_session(self, raw: Any) -> str:
+        """The SQL that ends the whole server session of ``raw`` (cancel_method "kill"), sent
+        after its socket was shut down because the statement's cancel went unanswered."""
+        raise NotImplementedError
+
+    def interrupt(self, raw: Any) -> None:
+        """Cancel the statement running on ``raw`` from another thread ("interrupt")."""
+        raise NotImplementedError
+
+    def side_connect(self, timeout: float) -> Any:
+        """A connection for KILL QUERY, outside the pool; None: use the pool's connect()."""
+        return None
+
+    def prepare(self, raw: Any) -> None:
+        """Make a fresh connection ready for pooling (e.g. autocommit on)."""
+        if self.error_class is None:
+            self.error_class = driver_error_class(raw)
+
+    def classify(self, exc: BaseException) -> int:
+        """ERR_OK, ERR_BROKEN or ERR_RETRY for an error raised by a statement.
+
+        Only the driver's own report of a failed statement can leave the connection in a
+        known state. Anything else that escaped from the middle of a statement (an
+        interrupt, an exception raised by a signal handler or a timeout library) may have
+        cut the protocol anywhere: the connection is closed, never pooled.
+        """
+        if not isinstance(exc, Exception):
+            return ERR_BROKEN
+        if self.error_class is not None and not isinstance(exc, self.error_class):
+            return ERR_BROKEN
+        if type(exc).__name__ in ("InterfaceError", "OperationalError"):
+            return ERR_BROKEN  # DB-API's "connection trouble" classes: reconnecting is cheap
+        return ERR_OK
+
+    def ping(self, raw: Any) -> None:
+        """A round trip that proves the connection answers (Pool.ping): the driver's own
+        ping() where it has one, else SELECT 1."""
+        ping = getattr(raw, "ping", None)
+        if callable(ping):
+            ping()
+            return
+        cur = raw.cursor()
+        try:
+            cur.execute("SELECT 1")
+            cur.fetchall()
+        finally:
+            cur.close()
+
+    def reset(self, raw: Any) -> None:
+        """Undo what a holder may have left: an open transaction."""
+        raw.rollback()
+
+    def drain(self, cursor: Any, budget: int) -> bool:
+        """Discard a half-read result; True if the connection is clean afterwards."""
+        return True
+
+    def begin(self, raw: Any) -> None:
+        """Start a transaction (DB-API connections not in autocommit are always in one)."""
+
+    def neutralise_inherited(self, raw: Any) -> None:
+        """In a forked child: make sure dropping ``raw`` cannot touch the parent's socket.
+
+        The socket is replaced by /dev/null under the same descriptor number, so a close
+        (and a driver's goodbye packet) goes nowhere, while the parent's socket stays open.
+        """
+        fd = self.fileno(raw)
+        if fd < 0:
+            return
+        devnull = os.open(os.devnull, os.O_RDWR)
+        try:
+            os.dup2(devnull, fd)
+        finally:
+            os.close(devnull)
+
+
+def driver_error_class(raw: Any) -> type[BaseException] | None:
+    """The DB-API ``Error`` class of a connection's driver: looked up in the connection's
+    module and then in each package above it (``mysql.connector.connection`` ->
+    ``mysql.connector`` -> ``mysql``), as DBUtils does."""
+    import sys
+
+    path = type(raw).__module__.split(".")
+    while path:
+        module = sys.modules.get(".".join(path))
+        err = getattr(module, "Error", None)
+        if isinstance(err, type) and issubclass(err, Exception):
+            return err
+        path.pop()
+    return None
+
+

@@ -1,0 +1,142 @@
+"""MySQL and MariaDB: mysqlclient (the first-class driver) and PyMySQL (pure Python: under
+gevent or eventlet it talks through their monkey-patched sockets, so a statement yields
+to the hub, where mysqlclient's C client blocks it).
+
+Both speak the same protocol and report the same error codes; what differs is the module,
+how to reach the socket, and how a ping is kept from reconnecting behind the pool.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from ..errors import ConfigError
+from .base import ERR_BROKEN, ERR_OK, ERR_RETRY, Connect, Dialect
+
+# Seconds a mysql:// connect may take when the URL sets no connect_timeout.
+DEFAULT_CONNECT_TIMEOUT = 10
+
+
+class MySQLDialect(Dialect):
+    """mysqlclient (MySQLdb), the first-class driver."""
+
+    name = "mysql"
+    module_name = "MySQLdb"
+    install_hint = "mysql:// needs mysqlclient: pip install 'fastpool[mysql]'"
+    cancel_method = "kill"
+    _kwargs: dict[str, Any] | None = None
+
+    def _module(self) -> Any:
+        return importlib.import_module(self.module_name)
+
+    def connect_factory(self, kwargs: dict[str, Any]) -> Connect:
+        try:
+            module = self._module()
+        except ImportError:
+            raise ConfigError(self.install_hint) from None
+
+        # A connect that never returns must not hold a pool slot forever: without a
+        # connect_timeout, the client waits on a half-open network for as long as TCP does.
+        kwargs = {"connect_timeout": DEFAULT_CONNECT_TIMEOUT, **kwargs}
+        self._kwargs = kwargs
+
+        def connect() -> Any:
+            return module.connect(**kwargs)
+
+        return connect
+
+    def fileno(self, raw: Any) -> int:
+        return int(raw.fileno())
+
+    def kill_statement(self, raw: Any) -> str:
+        # KILL QUERY ends the statement with error 1317 and leaves the session usable.
+        return f"KILL QUERY {int(raw._fastpool_server_id)}"
+
+    def kill_session(self, raw: Any) -> str:
+        return f"KILL {int(raw._fastpool_server_id)}"
+
+    def side_connect(self, timeout: float) -> Any:
+        if self._kwargs is None:
+            return None
+        t = max(1, int(timeout))
+        conn = self._module().connect(**{**self._kwargs, "connect_timeout": t, "read_timeout": t,
+                                         "write_timeout": t})
+        conn.autocommit(True)
+        return conn
+
+    def stream_cursor(self, raw: Any) -> Any:
+        return raw.cursor(importlib.import_module(self.module_name + ".cursors").SSCursor)
+
+    # Error codes that leave the connection unusable, whatever exception class the driver
+    # raises them with (mysqlclient raises 2014 as ProgrammingError, for one). Every
+    # client-side code (2000-2999, libmariadb's errmsg.h) counts as broken too: they report
+    # trouble on the client's side of the protocol, and reconnecting is cheaper than guessing.
+    CR_SERVER_GONE_ERROR = 2006  # sending the command failed: it never reached the server
+    BROKEN_CODES = frozenset({
+        2006, 2013,  # server gone (send failed) / lost connection during the query
+        2055,  # lost connection (extended)
+        2014,  # commands out of sync
+        1927,  # ER_CONNECTION_KILLED
+        4031,  # ER_CLIENT_INTERACTION_TIMEOUT (disconnected for inactivity)
+        1053,  # ER_SERVER_SHUTDOWN
+    })
+
+    def prepare(self, raw: Any) -> None:
+        # Statements outside a transaction run in autocommit, so giving a connection back
+        # needs no round trip. The driver never reconnects by itself under the pool
+        # (mysqlclient's default), which would silently lose session settings.
+        raw.autocommit(True)
+        # The server's id for KILL QUERY, read now: mysqlclient refuses any call on a
+        # connection while another thread is inside a statement on it.
+        raw._fastpool_server_id = int(raw.thread_id())
+
+    def classify(self, exc: BaseException) -> int:
+        module = self._module()
+        if not isinstance(exc, module.Error):
+            return ERR_BROKEN  # not the driver's report: the protocol state is unknown
+        if isinstance(exc, module.InterfaceError):
+            return ERR_BROKEN  # the connection object is closed
+        code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
+        if code is None:
+            return ERR_OK  # raised by the driver's Python side before sending anything
+        if code == self.CR_SERVER_GONE_ERROR:
+            return ERR_RETRY
+        if code in self.BROKEN_CODES or 2000 <= code < 3000:
+            return ERR_BROKEN
+        return ERR_OK
+
+    def reset(self, raw: Any) -> None:
+        # Roll back first: turning autocommit back on would commit the open transaction.
+        raw.rollback()
+        if not raw.get_autocommit():
+            raw.autocommit(True)
+
+    def drain(self, cursor: Any, budget: int) -> bool:
+        # An unbuffered result must be read off the wire before the connection can be used.
+        left = cursor.fetchmany(budget + 1)
+        if len(left) > budget:
+            return False
+        cursor.close()
+        return True
+
+    def begin(self, raw: Any) -> None:
+        raw.begin()
+
+
+class PyMySQLDialect(MySQLDialect):
+    """PyMySQL: ``mysql://...?driver=pymysql``, what gevent and eventlet services run."""
+
+    name = "pymysql"
+    module_name = "pymysql"
+    install_hint = "mysql://...?driver=pymysql needs PyMySQL: pip install PyMySQL"
+
+    def fileno(self, raw: Any) -> int:
+        # PyMySQL keeps its socket (gevent's, when patched) in _sock; None once closed.
+        sock = getattr(raw, "_sock", None)
+        return -1 if sock is None else int(sock.fileno())
+
+    def ping(self, raw: Any) -> None:
+        # PyMySQL's ping() reconnects by default: a new session behind the pool's back,
+        # its settings and server id lost. Never.
+        raw.ping(reconnect=False)

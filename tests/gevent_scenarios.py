@@ -1,0 +1,239 @@
+"""Scenarios under gevent, each run in a fresh interpreter by tests/test_gevent.py:
+
+    python tests/gevent_scenarios.py NAME DSN [PROXY_DSN]
+
+monkey.patch_all() comes first, as gunicorn's gevent worker does; the result is one JSON
+line on stdout. A scenario that hangs the hub never prints it (the test's timeout).
+"""
+
+from __future__ import annotations
+
+from gevent import monkey
+
+monkey.patch_all()
+
+import json  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import gevent  # noqa: E402
+import gevent.event  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import fastpool  # noqa: E402
+
+
+class Ticker:
+    """A greenlet that ticks every 10 ms: the longest gap between ticks is the longest
+    time the hub was blocked."""
+
+    def __init__(self) -> None:
+        self.ticks = 0
+        self.longest_gap = 0.0
+        self._g = gevent.spawn(self._run)
+
+    def _run(self) -> None:
+        last = time.perf_counter()
+        while True:
+            gevent.sleep(0.01)
+            now = time.perf_counter()
+            self.longest_gap = max(self.longest_gap, now - last)
+            last = now
+            self.ticks += 1
+
+    def stop(self) -> None:
+        self._g.kill()
+
+
+def sampled(db: fastpool.Pool, out: dict) -> gevent.Greenlet:
+    """Samples stats() every 5 ms: the largest open count, and whether every snapshot had
+    open == in_use + idle + opening."""
+    out["max_open_seen"] = 0
+    out["identity_broken"] = 0
+
+    def run() -> None:
+        while True:
+            c = db._counts()
+            out["max_open_seen"] = max(out["max_open_seen"], c[1])
+            if c[1] != c[2] + c[3] + c[13]:
+                out["identity_broken"] += 1
+            gevent.sleep(0.005)
+
+    return gevent.spawn(run)
+
+
+def many_greenlets(dsn: str) -> dict:
+    """64 greenlets on 4 connections, 3 x SELECT SLEEP(0.05) each."""
+    db = fastpool.open(dsn, max_open=4, timeout=20)
+    out: dict = {"errors": [], "first_served": []}
+    sampler = sampled(db, out)
+    ticker = Ticker()
+
+    def task(i: int) -> None:
+        try:
+            for n in range(3):
+                with db.conn() as c:
+                    if n == 0:
+                        out["first_served"].append(i)
+                    c.execute("DO SLEEP(0.05)")
+        except Exception as exc:
+            out["errors"].append(f"{type(exc).__name__}: {exc}")
+
+    t0 = time.perf_counter()
+    greenlets = []
+    for i in range(64):
+        greenlets.append(gevent.spawn(task, i))
+        gevent.sleep(0)  # each queues before the next starts: arrival order is 0..63
+    gevent.joinall(greenlets, timeout=60)
+    out["seconds"] = time.perf_counter() - t0
+    sampler.kill()
+    ticker.stop()
+    s = db.stats()
+    out.update(in_use=s.in_use, open=s.open, waiting=s.waiting, checkins=s.checkins,
+               longest_hub_gap=ticker.longest_gap)
+    db.close()
+    return out
+
+
+def timeout_while_held(dsn: str) -> dict:
+    """The only connection held by another greenlet for 2 s; a checkout with timeout=0.5."""
+    db = fastpool.open(dsn, max_open=1, timeout=20)
+    holder_has_it = gevent.event.Event()
+
+    def holder() -> None:
+        with db.conn():
+            holder_has_it.set()
+            gevent.sleep(2.0)
+
+    g = gevent.spawn(holder)
+    holder_has_it.wait(10)
+    ticker = Ticker()
+    t0 = time.perf_counter()
+    try:
+        db.getconn(timeout=0.5).close()
+        outcome = "got a connection"
+    except fastpool.PoolTimeout as exc:
+        outcome = type(exc).__name__
+    waited = time.perf_counter() - t0
+    ticks = ticker.ticks
+    ticker.stop()
+    g.join(10)
+    row = db.query_row("SELECT 1")
+    s = db.stats()
+    db.close()
+    return {"outcome": outcome, "waited": waited, "ticks_during_wait": ticks, "row": row,
+            "timeouts": s.timeouts, "in_use": s.in_use, "longest_hub_gap": ticker.longest_gap}
+
+
+def deadline_cancels(dsn: str) -> dict:
+    """fastpool.deadline(0.5) around SELECT SLEEP(5): DeadlineExceeded, KILL QUERY sent by
+    the watcher greenlet over PyMySQL, nothing left on the server."""
+    db = fastpool.open(dsn, max_open=2, timeout=5)
+    db.ping()
+    ticker = Ticker()
+    t0 = time.perf_counter()
+    try:
+        with fastpool.deadline(0.5):
+            db.query_row("SELECT SLEEP(5)")
+        outcome = "returned"
+    except fastpool.DeadlineExceeded as exc:
+        outcome = type(exc).__name__
+    took = time.perf_counter() - t0
+    ticker.stop()
+    gevent.sleep(0.3)
+    running = db.query_row(
+        "SELECT COUNT(*) FROM information_schema.processlist WHERE info LIKE 'SELECT SLEEP(5)%'")
+    s = db.stats()
+    db.close()
+    return {"outcome": outcome, "took": took, "still_running": running[0],
+            "statements_cancelled": s.statements_cancelled, "in_use": s.in_use,
+            "longest_hub_gap": ticker.longest_gap}
+
+
+def faults(dsn: str) -> dict:
+    """16 greenlets loop on SELECT 1 through the proxy for 4 s while the parent test cuts
+    every connection and restarts the server (it starts when this prints "ready")."""
+    db = fastpool.open(dsn, max_open=4, timeout=5)
+    db.ping()
+    out: dict = {"ok": 0, "errors": {}, "ok_after": []}
+    sampler = sampled(db, out)
+    stop = time.monotonic() + 4.0
+
+    def task() -> None:
+        while time.monotonic() < stop:
+            try:
+                db.query_row("SELECT 1")
+                out["ok"] += 1
+                out["ok_after"].append(time.monotonic())
+            except Exception as exc:  # counted: the driver's error for calls in flight
+                key = f"{type(exc).__name__} {exc.args[0] if exc.args else ''}".strip()
+                out["errors"][key] = out["errors"].get(key, 0) + 1
+                gevent.sleep(0.01)
+
+    greenlets = [gevent.spawn(task) for _ in range(16)]
+    print("ready", flush=True)
+    gevent.joinall(greenlets, timeout=30)
+    out["hung"] = sum(1 for g in greenlets if not g.dead)
+    sampler.kill()
+    out["last_ok"] = max(out.pop("ok_after") or [0.0])
+    out["now"] = time.monotonic()
+    out["token"] = db.query_row("SELECT 42")
+    s = db.stats()
+    out.update(in_use=s.in_use, open=s.open)
+    db.close()
+    return out
+
+
+def django_requests(dsn: str) -> dict:
+    """A gevent Django service: PyMySQL installed as MySQLdb, fastpool.django.mysql with a
+    pool of 4, 64 greenlets each serving one request."""
+    import pymysql
+
+    pymysql.install_as_MySQLdb()
+    import django
+    from django.conf import settings
+
+    from fastpool.url import parse_url
+
+    kw = parse_url(dsn).connect_kwargs
+    settings.configure(
+        DATABASES={"default": {
+            "ENGINE": "fastpool.django.mysql", "NAME": kw["database"], "USER": kw["user"],
+            "PASSWORD": kw["password"], "HOST": kw["host"], "PORT": str(kw["port"]),
+            "CONN_MAX_AGE": 0, "OPTIONS": {"pool": {"max_open": 4, "timeout": 20}},
+        }},
+        INSTALLED_APPS=[], USE_TZ=True,
+    )
+    django.setup()
+    from django.db import close_old_connections, connection
+
+    out: dict = {"ok": 0, "errors": []}
+
+    def request() -> None:
+        try:
+            with connection.cursor() as cur:
+                cur.execute("SELECT SLEEP(0.05)")
+                cur.fetchall()
+            out["ok"] += 1
+        except Exception as exc:
+            out["errors"].append(f"{type(exc).__name__}: {exc}")
+        finally:
+            close_old_connections()  # what request_finished runs
+            connection.close()
+
+    t0 = time.perf_counter()
+    gevent.joinall([gevent.spawn(request) for _ in range(64)], timeout=60)
+    out["seconds"] = time.perf_counter() - t0
+    pool = connection.pool
+    s = pool.stats()
+    out.update(driver=pool.driver, open=s.open, in_use=s.in_use, connects=s.connects)
+    pool.close()
+    return out
+
+
+if __name__ == "__main__":
+    name, dsn = sys.argv[1], sys.argv[2]
+    result = globals()[name](dsn)
+    print(json.dumps(result, default=str), flush=True)
