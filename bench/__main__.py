@@ -44,6 +44,7 @@ REFERENCE = {
     "DBUtils SELECT 1": "test_dbutils_select1[DBUtils]",
 }
 CONTENDED = "contended: 16 threads share 4 connections"
+SCALE = "scale: 16, 64 and 256 threads share 16 connections"
 LEAK_PREFIX = "leak:"
 README_START, README_END = "<!-- bench:start -->", "<!-- bench:end -->"
 
@@ -184,6 +185,8 @@ def report(data: dict) -> str:
     for group, benches in by_group(data).items():
         if group == CONTENDED:
             lines += contended_table(benches)
+        elif group == SCALE:
+            lines += scale_table(benches)
         elif group.startswith(LEAK_PREFIX):
             lines += leak_table(group, benches)
         else:
@@ -219,6 +222,34 @@ def contended_table(benches: list[dict]) -> list[str]:
     return lines
 
 
+def scale_rows(benches: list[dict]) -> dict[int, dict[str, dict]]:
+    """{threads: {contender: extra_info}} of the scale group's runs."""
+    rows: dict[int, dict[str, dict]] = {}
+    for b in benches:
+        e = b["extra_info"]
+        if e and "contender" in e:
+            rows.setdefault(int(e["threads"]), {})[e["contender"]] = e
+    return dict(sorted(rows.items()))
+
+
+def scale_table(benches: list[dict]) -> list[str]:
+    lines = [f"\n{SCALE} (ratio: req/s to lifoqueue_pool's at the same size)",
+             f"  {'':<24} {'threads':>7} {'req/s':>8} {'ratio':>6} {'p99':>8} {'longest':>9}"
+             f" {'fewest/thread':>14}"]
+    for threads, runs in scale_rows(benches).items():
+        ref = runs.get("lifoqueue_pool", {}).get("requests_per_s")
+        for name, e in sorted(runs.items(), key=lambda kv: -kv[1]["requests_per_s"]):
+            ratio = f"{e['requests_per_s'] / ref:5.2f}x" if ref else ""
+            lines.append(f"  {name:<24} {threads:7d} {e['requests_per_s']:8.0f} {ratio:>6} "
+                         f"{e['p99_ms']:6.2f}ms {e['max_ms']:7.1f}ms "
+                         f"{e['fewest_requests_by_one_thread']:14d}")
+    fp = {t: r["fastpool"]["requests_per_s"] for t, r in scale_rows(benches).items() if "fastpool" in r}
+    if fp and min(fp) != max(fp):
+        lines.append(f"  fastpool at {max(fp)} threads: {fp[max(fp)] / fp[min(fp)]:.2f}x its "
+                     f"throughput at {min(fp)}")
+    return lines
+
+
 def leak_table(group: str, benches: list[dict]) -> list[str]:
     lines = [f"\n{group}", f"  {'':<40} {'per call':>10} {'failed':>7} {'open after':>11}"]
     for b in benches:
@@ -233,7 +264,7 @@ def plot(data: dict, path: Path) -> bool:
     from .chart import plot as draw
 
     return draw(data, path, f"fastpool comparison on {backend_name(data)}", by_group(data),
-                REFERENCE, CONTENDED, LEAK_PREFIX)
+                REFERENCE, CONTENDED, LEAK_PREFIX, scale_rows(by_group(data).get(SCALE, [])))
 
 
 def update_readme(text: str, data: dict) -> None:

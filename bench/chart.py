@@ -57,7 +57,8 @@ def fmt_time(seconds: float) -> str:
 
 
 def plot(data: dict[str, Any], path: Path, title: str, groups: dict[str, list[dict[str, Any]]],
-         reference: dict[str, str], contended: str, leak_prefix: str) -> bool:
+         reference: dict[str, str], contended: str, leak_prefix: str,
+         scale: dict[int, dict[str, dict[str, Any]]] | None = None) -> bool:
     try:
         import matplotlib
 
@@ -67,7 +68,7 @@ def plot(data: dict[str, Any], path: Path, title: str, groups: dict[str, list[di
     except ImportError:
         print("(matplotlib is not installed: no chart)")
         return False
-    fig, axes = plt.subplots(2, 3, figsize=(19, 10.5))
+    fig, axes = plt.subplots(3, 3, figsize=(19, 15.5))
     leak = next((b for g, b in groups.items() if g.startswith(leak_prefix)), [])
     _leak_panel(axes[0][0], axes[0][1], leak)
     _ratio_panel(axes[0][2], groups, "checkout+checkin (no I/O)", reference,
@@ -84,6 +85,7 @@ def plot(data: dict[str, Any], path: Path, title: str, groups: dict[str, list[di
         _ratio_panel(ax, groups, select1, reference, "SELECT 1 per request (x raw connection)")
     else:
         ax.set_axis_off()
+    _scale_panels(axes[2], scale or {})
     fig.suptitle(title, fontsize=14)
     fig.tight_layout(rect=(0, 0, 1, 0.97))
     fig.savefig(path, dpi=100)
@@ -210,6 +212,38 @@ def _tails_panel(ax: Any, benches: list[dict[str, Any]]) -> None:
     ax.set_title("contended latency: p50, p99, longest\n(lower is better; a longest far right"
                  " is a caller starved)")
     ax.legend(loc="lower right", fontsize=8)
+
+
+def _scale_panels(axes: Any, scale: dict[int, dict[str, dict[str, Any]]]) -> None:
+    """Throughput, longest wait and the unluckiest thread's requests against thread count
+    (16 connections), one line per pool."""
+    if not scale:
+        for ax in axes:
+            ax.set_axis_off()
+        return
+    threads = list(scale)
+    names = sorted({n for runs in scale.values() for n in runs}, key=lambda n: not is_fastpool(n))
+    panels = (("requests_per_s", "scale: throughput, 16 connections\n(requests/s; higher is better)", False),
+              ("max_ms", "scale: longest request\n(ms, log scale; lower is better)", True),
+              ("fewest_requests_by_one_thread",
+               "scale: requests of the unluckiest thread\n(0 = a thread starved all run)", False))
+    for ax, (key, title, log) in zip(axes, panels):
+        for name in names:
+            pts = [(t, scale[t][name][key]) for t in threads if name in scale[t]]
+            colour, marker = style(name)
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], "-" if is_fastpool(name) else "--",
+                    color=colour, marker=marker, label=name, linewidth=2 if is_fastpool(name) else 1.2)
+            for t, v in pts:
+                ax.annotate(f"{v:,.0f}" if v >= 10 else f"{v:.1f}", (t, v), textcoords="offset points",
+                            xytext=(4, 4), fontsize=7)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(threads, [str(t) for t in threads])
+        ax.set_xlabel("threads")
+        if log:
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+        ax.set_title(title)
+        ax.legend(fontsize=8)
 
 
 def write_html(path: Path, summary: str, chart: Path | None) -> None:

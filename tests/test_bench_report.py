@@ -37,3 +37,24 @@ def test_report_gives_ratios_to_the_reference_and_the_tails():
     assert "9000" in line and "14.0ms" in line and line.rstrip().endswith("1700")
     line = next(ln for ln in text.splitlines() if "leak_go_style_pool" in ln)
     assert line.split()[-2:] == ["297", "4"]
+
+
+def test_report_gives_the_scale_group_by_size_with_ratios_to_the_naive_pool():
+    group = "scale: 16, 64 and 256 threads share 16 connections"
+
+    def run(contender, threads, rps, longest, fewest):  # type: ignore[no-untyped-def]
+        return bench(f"test_scale[{contender}-{threads}]", group, 3.0, extra={
+            "contender": contender, "threads": threads, "requests_per_s": rps, "p50_ms": 1.0,
+            "p99_ms": 9.0, "max_ms": longest, "fewest_requests_by_one_thread": fewest})
+
+    data = {"machine_info": {"python_version": "3.11.7"}, "fastpool_backend": "x",
+            "benchmarks": [run("fastpool", 16, 12000.0, 20.0, 900),
+                           run("lifoqueue_pool", 16, 10000.0, 2000.0, 0),
+                           run("fastpool", 256, 9000.0, 45.0, 50),
+                           run("lifoqueue_pool", 256, 6000.0, 2100.0, 0)]}
+    lines = report(data).splitlines()
+    fp16 = next(ln for ln in lines if ln.split()[:2] == ["fastpool", "16"])
+    assert "12000" in fp16 and "1.20x" in fp16 and "20.0ms" in fp16
+    fp256 = next(ln for ln in lines if ln.split()[:2] == ["fastpool", "256"])
+    assert "1.50x" in fp256 and fp256.rstrip().endswith("50")
+    assert any("0.75x its throughput at 16" in ln for ln in lines)
