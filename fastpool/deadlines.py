@@ -36,14 +36,13 @@ import weakref
 from contextvars import Token
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
-from ._core import CANCEL_STATES, DEADLINE, _use_deadlines
-from .dialects import ERR_OK
+from ._core import CANCEL_STATES, DEADLINE, CorePool, _use_deadlines
+from .dialects import ERR_OK, Dialect
 from .errors import ConfigError
-from .workers import OwnThread
+from .workers import OwnThread, WeakCallable
 
 if TYPE_CHECKING:
     from ._core import ConnRecord
-    from .pool import Pool
 
 __all__ = ["deadline", "remaining", "WSGIDeadline", "DjangoDeadlineMiddleware"]
 
@@ -125,10 +124,17 @@ def remaining() -> float | None:
 
 # ---- the watcher --------------------------------------------------------------------
 class Watcher(OwnThread):
-    """Cancels a pool's statements that run past their deadline. One per pool."""
+    """Cancels a pool's statements that run past their deadline. One per pool.
 
-    def __init__(self, pool: Pool) -> None:
-        self._pool_ref: weakref.ref[Pool] = weakref.ref(pool)
+    Made with what it needs: the core (claims and settles the statements under a
+    deadline), the façade's dialect of a connection (how to cancel), and its side
+    connect (for KILL QUERY); all held weakly."""
+
+    def __init__(self, core: CorePool, dialect_of: Callable[[Any], Dialect],
+                 side_connection: Callable[[float], Any]) -> None:
+        self._pool_ref: weakref.ref[CorePool] = weakref.ref(core)
+        self._dialect_of = WeakCallable(dialect_of)
+        self._side_connection = WeakCallable(side_connection)
         self._cond = threading.Condition()
         # _cond protects the following fields.
         self._kicked = False
@@ -156,7 +162,12 @@ class Watcher(OwnThread):
         with self._cond:
             self._cond.wait_for(lambda: rec.cancel_state != _CLAIMED or self._stopped, SETTLE_WAIT)
 
-    def _settle(self, pool: Pool, rec: ConnRecord, state: int) -> None:
+    def dialect(self, raw: Any) -> Dialect:
+        """The dialect of raw (None: the pool's), or the generic one once the pool is gone."""
+        dialect_of = self._dialect_of()
+        return Dialect() if dialect_of is None else dialect_of(raw)
+
+    def _settle(self, pool: CorePool, rec: ConnRecord, state: int) -> None:
         with self._cond:
             self._pending.pop(rec, None)
             pool._settle_cancel(rec, state)
@@ -166,7 +177,7 @@ class Watcher(OwnThread):
         last_busy = time.monotonic()
         try:
             pool = self._pool_ref()
-            if pool is not None and pool._dialect_of(None).cancel_method == "kill":
+            if pool is not None and self.dialect(None).cancel_method == "kill":
                 self._killer_for(pool)  # its side connection is ready before the first cancel
             del pool
             while True:
@@ -199,8 +210,8 @@ class Watcher(OwnThread):
             if killer is not None:
                 killer.stop()  # it ends with the watcher, also when the pool was dropped
 
-    def _cancel(self, pool: Pool, rec: ConnRecord) -> None:
-        dialect = pool._dialect_of(rec.raw)
+    def _cancel(self, pool: CorePool, rec: ConnRecord) -> None:
+        dialect = self.dialect(rec.raw)
         how = dialect.cancel_method
         try:
             if how == "interrupt":
@@ -219,7 +230,7 @@ class Watcher(OwnThread):
         # No way to cancel (a generic driver): the statement runs on; release the claim.
         self._settle(pool, rec, _IGNORED)
 
-    def _shutdowns_due(self, pool: Pool, now: float) -> Iterable[float]:
+    def _shutdowns_due(self, pool: CorePool, now: float) -> Iterable[float]:
         """Shut the sockets of statements a KILL did not end in time; return the times
         of those still pending."""
         with self._cond:
@@ -241,17 +252,17 @@ class Watcher(OwnThread):
                 # the server may still be running the statement (it was slow to answer the
                 # KILL QUERY, not unreachable): end the whole session, which nobody uses
                 # any more (its id read while the caller still holds the connection).
-                kill_session = pool._dialect_of(rec.raw).kill_session(rec.raw)
+                kill_session = self.dialect(rec.raw).kill_session(rec.raw)
                 if rec.fd >= 0:
                     _shut_socket(rec.fd)
                 self._settle(pool, rec, _SHUT)
             self._killer_for(pool).send(None, kill_session)
         return later
 
-    def _killer_for(self, pool: Pool) -> Killer:
+    def _killer_for(self, pool: CorePool) -> Killer:
         with self._cond:
             if self._killer is None:
-                self._killer = Killer(pool, self)
+                self._killer = Killer(self, self._side_connection)
             return self._killer
 
     def killed(self, rec: ConnRecord) -> None:
@@ -265,9 +276,9 @@ class Killer(OwnThread):
     """Sends KILL QUERY over a side connection, on a thread of its own, so a server that
     does not answer holds up neither the watcher nor any caller."""
 
-    def __init__(self, pool: Pool, watcher: Watcher) -> None:
-        self._pool_ref: weakref.ref[Pool] = weakref.ref(pool)
+    def __init__(self, watcher: Watcher, side_connection: WeakCallable[Callable[[float], Any]]) -> None:
         self._watcher = watcher
+        self._side_connection = side_connection
         # (rec, KILL QUERY): sent while rec's cancel is still claimed; (None, KILL <id>):
         # always sent; None: stop.
         # A queue.Queue (built on threading.Condition), not the C SimpleQueue: under
@@ -310,10 +321,10 @@ class Killer(OwnThread):
 
     def _connect_side(self) -> Any:
         if self._side is None:
-            pool = self._pool_ref()
-            if pool is None:
+            side_connection = self._side_connection()
+            if side_connection is None:
                 raise RuntimeError("pool is gone")
-            self._side = pool._side_connection(SIDE_TIMEOUT)
+            self._side = side_connection(SIDE_TIMEOUT)
         return self._side
 
     def _execute(self, sql: str) -> None:
@@ -338,9 +349,8 @@ class Killer(OwnThread):
         """Whether the side connection is still good after exc: the server's refusal (a
         session that has ended already: "Unknown thread id") leaves it usable, so the next
         KILL does not have to connect first."""
-        pool = self._pool_ref()
         side = self._side
-        return pool is not None and side is not None and pool._dialect_of(side).classify(exc) == ERR_OK
+        return side is not None and self._watcher.dialect(side).classify(exc) == ERR_OK
 
     def _close_side(self) -> None:
         side, self._side = self._side, None

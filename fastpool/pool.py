@@ -180,7 +180,7 @@ class Pool(CorePool):
         _neutralise_inherited(self._dialect_of(raw), raw)
 
     # ---- background workers ---------------------------------------------------------
-    def _started(self, attr: str, start: Callable[[Pool], Any]) -> Any:
+    def _started(self, attr: str, start: Callable[[], Any]) -> Any:
         """The background worker in `attr`, started on first use; None once closed."""
         worker = getattr(self, attr)
         if worker is None:
@@ -188,12 +188,12 @@ class Pool(CorePool):
                 if self.closed:
                     return None
                 if getattr(self, attr) is None:
-                    setattr(self, attr, start(self))
+                    setattr(self, attr, start())
                 worker = getattr(self, attr)
         return worker
 
     def _need_open(self) -> None:
-        opener = self._started("_opener", Opener)
+        opener = self._started("_opener", lambda: Opener(self, self._connect_raw))
         if opener is not None:
             opener.wake()
 
@@ -204,7 +204,7 @@ class Pool(CorePool):
     def _start_cleaner(self) -> None:
         with self._workers_lock:
             if self._cleaner is None and not self.closed:
-                self._cleaner = Cleaner(self)
+                self._cleaner = Cleaner(self, self._clean_interval)
 
     def _clean_interval(self) -> float:
         o = self._options
@@ -217,7 +217,8 @@ class Pool(CorePool):
     def _wake_deadline_watcher(self) -> None:
         # Called by the core when a statement's deadline is the earliest; the watcher
         # thread exists only once a deadline has been used.
-        watcher = self._started("_deadline_watcher", Watcher)
+        watcher = self._started("_deadline_watcher",
+                                lambda: Watcher(self, self._dialect_of, self._side_connection))
         if watcher is not None:
             watcher.wake()
 
@@ -312,7 +313,8 @@ class Pool(CorePool):
             return
         with self._workers_lock:
             if self._leak_watcher is None or not self._leak_watcher.alive:
-                self._leak_watcher = None if self.closed else LeakWatcher(self)
+                self._leak_watcher = None if self.closed else LeakWatcher(
+                    self, self._leak_limit, self._report_long_holds)
         if self._leak_watcher is not None:
             self._leak_watcher.wake()
 
@@ -332,6 +334,10 @@ class Pool(CorePool):
             since = self._taken.pop(rec, None)
             held = None if since is None else time.perf_counter() - since
             self._listeners.emit("checkin", self.name, rec.raw, held)
+
+    def _leak_limit(self) -> float | None:
+        limit: float | None = self._options["leak_timeout"]
+        return limit
 
     def _report_long_holds(self, limit: float) -> None:
         now = time.monotonic()

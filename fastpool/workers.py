@@ -1,21 +1,24 @@
-"""Background workers of a pool: the opener and the cleaner.
+"""Background workers of a pool: the opener, the cleaner and the leak watcher.
 
 Each runs on daemon threads (the opener on up to MAX_CONCURRENT_CONNECTS of them, the
-others on one), started the first time they are needed and stopped by ``Pool.close()``. They hold the pool only through a weak reference, so a pool that is
-dropped without ``close()`` can still be collected.
+others on one), started the first time they are needed and stopped by ``Pool.close()``.
+A worker is handed what it needs when it is made: the compiled core (for the mechanism:
+reserve a slot, pool a new connection, collect expired ones) and the few policy callables
+of the façade it calls (connect, the cleaning interval, ...). It never imports the façade.
+Both are held weakly, so a pool that is dropped without ``close()`` can still be collected.
 """
 
 from __future__ import annotations
 
 import copy
+import inspect
 import logging
 import threading
 import time
 import weakref
-from typing import TYPE_CHECKING
+from typing import Any, Callable, Generic, TypeVar
 
-if TYPE_CHECKING:
-    from .pool import Pool
+from ._core import CorePool
 
 log = logging.getLogger("fastpool")
 
@@ -29,6 +32,21 @@ MAX_CONCURRENT_CONNECTS = 4
 # this (Go uses 1 s) nor less often than the longest value.
 CLEAN_MIN_INTERVAL = 1.0
 CLEAN_MAX_INTERVAL = 60.0
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class WeakCallable(Generic[F]):
+    """A callable held weakly when it is a bound method (a worker must not keep its pool
+    alive); calling this gives the callable back, or None once its object is gone."""
+
+    def __init__(self, fn: F) -> None:
+        self._ref: Callable[[], F | None] = (
+            weakref.WeakMethod(fn) if inspect.ismethod(fn) else (lambda: fn))
+
+    def __call__(self) -> F | None:
+        return self._ref()
 
 
 class OwnThread:
@@ -54,8 +72,8 @@ class OwnThread:
 class _Worker(OwnThread):
     name = "worker"
 
-    def __init__(self, pool: Pool) -> None:
-        self._pool_ref: weakref.ref[Pool] = weakref.ref(pool)
+    def __init__(self, core: CorePool) -> None:
+        self._core_ref: weakref.ref[CorePool] = weakref.ref(core)
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._start_thread(f"fastpool-{self.name}")
@@ -109,8 +127,9 @@ class Opener:
 
     name = "opener"
 
-    def __init__(self, pool: Pool) -> None:
-        self._pool_ref: weakref.ref[Pool] = weakref.ref(pool)
+    def __init__(self, core: CorePool, connect: Callable[[], Any]) -> None:
+        self._core_ref: weakref.ref[CorePool] = weakref.ref(core)
+        self._connect = WeakCallable(connect)  # the façade's: dialect preparation, hooks, counts
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
         # _lock protects the following fields.
@@ -120,7 +139,7 @@ class Opener:
         self._retry_at = 0.0
 
     def wake(self) -> None:
-        pool = self._pool_ref()
+        pool = self._core_ref()
         if pool is None:
             return
         with self._lock:
@@ -134,7 +153,7 @@ class Opener:
                 self._threads.add(t)
                 t.start()
 
-    def _may_open_locked(self, pool: Pool) -> bool:
+    def _may_open_locked(self, pool: CorePool) -> bool:
         # During a back-off only a starved waiter (nothing open or opening that could
         # serve it) may start a connect early; waiters with connections circulating, and
         # min_idle, wait the back-off out.
@@ -144,7 +163,7 @@ class Opener:
         me = threading.current_thread()
         try:
             while True:
-                pool = self._pool_ref()
+                pool = self._core_ref()
                 if pool is None:
                     return
                 self._open_one(pool)  # a slot was reserved for this connect
@@ -160,9 +179,12 @@ class Opener:
             with self._lock:
                 self._threads.discard(me)
 
-    def _open_one(self, pool: Pool) -> None:
+    def _open_one(self, pool: CorePool) -> None:
         try:
-            raw = pool._connect_raw()
+            connect = self._connect()
+            if connect is None:
+                raise RuntimeError("the pool is gone")
+            raw = connect()
         except BaseException as exc:
             delivered = pool._open_failed(exc)
             pool._last_connect_error = _detached(exc)
@@ -207,16 +229,22 @@ class Opener:
 
 
 class Cleaner(_Worker):
-    """Closes idle connections past max_lifetime or max_idle_time."""
+    """Closes idle connections past max_lifetime or max_idle_time, every interval()
+    seconds (read again at each round: the options can change)."""
 
     name = "cleaner"
 
+    def __init__(self, core: CorePool, interval: Callable[[], float]) -> None:
+        self._interval = WeakCallable(interval)
+        super().__init__(core)
+
     def _step(self) -> float | None:
-        pool = self._pool_ref()
-        if pool is None:
+        pool = self._core_ref()
+        interval = self._interval()
+        if pool is None or interval is None:
             return None
         pool._collect_expired()
-        return pool._clean_interval()
+        return interval()
 
 
 class LeakWatcher(_Worker):
@@ -225,12 +253,18 @@ class LeakWatcher(_Worker):
 
     name = "leak-watcher"
 
+    def __init__(self, core: CorePool, limit: Callable[[], float | None],
+                 report: Callable[[float], None]) -> None:
+        self._limit = WeakCallable(limit)  # the leak_timeout option, read at each round
+        self._report = WeakCallable(report)
+        super().__init__(core)
+
     def _step(self) -> float | None:
-        pool = self._pool_ref()
-        if pool is None:
+        limit_of, report = self._limit(), self._report()
+        if self._core_ref() is None or limit_of is None or report is None:
             return None
-        limit: float | None = pool.leak_timeout
+        limit = limit_of()
         if limit is None:
             return None
-        pool._report_long_holds(limit)
+        report(limit)
         return min(max(limit / 4, 0.01), 5.0)

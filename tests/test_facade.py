@@ -268,3 +268,21 @@ def test_child_after_fork_never_reuses_or_closes_the_parents_connections():
         assert c.raw is parent_idle
     a.close()
     db.close()
+
+
+def test_workers_do_not_keep_a_dropped_pool_alive(tmp_path):
+    # Every worker is made with what it needs (the core, the façade's callables), all held
+    # weakly: a pool dropped without close() is collected, workers and all.
+    import gc
+    import weakref
+
+    db = fastpool.open(f"sqlite:///{tmp_path}/w.db", min_idle=1, max_lifetime=60,
+                       leak_timeout=30, statement_timeout=5)
+    with fastpool.deadline(5):
+        db.query_row("SELECT 1")
+    assert db._opener is not None and db._cleaner is not None
+    assert db._leak_watcher is not None and db._deadline_watcher is not None
+    ref = weakref.ref(db)
+    del db
+    gc.collect()
+    assert ref() is None
