@@ -1,4 +1,4 @@
-"""fastpool under gevent (gunicorn's gevent worker: monkey.patch_all(), PyMySQL), on the
+"""fastpool under gevent (gunicorn's gevent worker: monkey.patch_all(), PyMySQL) and eventlet, on the
 real MariaDB. Each scenario runs in a fresh interpreter (tests/gevent_scenarios.py), since
 monkey-patching cannot be undone; see that file for what each one does."""
 
@@ -100,3 +100,18 @@ def test_django_under_gevent_with_pymysql(mariadb):
     assert r["ok"] == 64
     assert r["driver"] == "pymysql"
     assert r["open"] <= 4 and r["in_use"] == 0
+
+
+def test_eventlet_too(mariadb):
+    pytest.importorskip("eventlet", reason="eventlet is not installed")
+    script = Path(__file__).with_name("eventlet_scenario.py")
+    proc = subprocess.run([sys.executable, str(script), pymysql_dsn(mariadb.dsn)],
+                          capture_output=True, text=True, timeout=90)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r = json.loads(proc.stdout.strip().splitlines()[-1])
+    print(f"\n64 eventlet green threads on 4 PyMySQL connections: {r['seconds']:.2f} s")
+    assert r["patched"] == "eventlet"
+    assert r["errors"] == [] and r["checkins"] == 64 * 3 and r["in_use"] == 0
+    assert r["first_served"] == list(range(64))
+    assert r["seconds"] < 10
+    assert r["outcome"] == "DeadlineExceeded" and r["took"] < 2.0 and r["still_running"] == 0
