@@ -241,6 +241,8 @@ def _scale_panels(axes: Any, scale: dict[int, dict[str, dict[str, Any]]]) -> Non
         ax.set_xlabel("threads")
         if log:
             ax.set_yscale("log")
+        else:
+            ax.set_ylim(bottom=0)
         ax.grid(alpha=0.3)
         ax.set_title(title)
         ax.legend(fontsize=8)

@@ -442,7 +442,7 @@ cdef class CorePool:
                     rec.taken_at = now
                     rec.waited = 0.0
                     action = A_GOT
-                if self.min_idle_ > 0 or self.n_waiters > 0:
+                if (self.min_idle_ | self.n_waiters) > 0:   # both >= 0: one test
                     # Taking an idle connection from under waiters (barging) can leave one
                     # with room under max_open and nobody opening for it.
                     wake = self._open_deficit_locked() > 0
@@ -487,15 +487,15 @@ cdef class CorePool:
                     elif action == A_WAIT_OPEN:
                         self._abandon_wait(w)
                     raise
-            if action == A_GOT and w is not None:
-                # A waiter that woke to an idle connection and took it: its wait counts.
-                rec.waited = self._now_fine() - t0
-                if w.in_count:
-                    fp_mutex_lock(&self.mu)
-                    self._note_wait_locked(rec.waited)
-                    fp_mutex_unlock(&self.mu)
-                    w.in_count = False
             if action == A_GOT:
+                if w is not None:
+                    # A waiter that woke to an idle connection and took it: its wait counts.
+                    rec.waited = self._now_fine() - t0
+                    if w.in_count:
+                        fp_mutex_lock(&self.mu)
+                        self._note_wait_locked(rec.waited)
+                        fp_mutex_unlock(&self.mu)
+                        w.in_count = False
                 # An idle connection whose socket turned readable was closed by the server
                 # (wait_timeout, KILL, restart): replace it, the caller never sees it.
                 if rec.fd >= 0 and fp_fd_dead(rec.fd):
