@@ -99,100 +99,30 @@ def contend(benchmark, request, threads=THREADS, conns=CONNS):  # type: ignore[n
     return result
 
 
-@pytest.mark.benchmark(group=GROUP)
-def test_contended_fastpool(benchmark, backend):
-    db = fastpool.open(backend.dsn, max_open=CONNS, timeout=60)
-    r = contend(benchmark, lambda: db.query_row("SELECT 1"))
-    s = db.stats()
-    db.close()
-    assert s.open <= CONNS and s.in_use == 0
-    assert r["fewest_requests_by_one_thread"] > 0
-
-
-@pytest.mark.benchmark(group=GROUP)
-def test_contended_lifoqueue_pool(benchmark, backend):
-    pool = LifoQueuePool(backend.connect, CONNS)
-
-    def request() -> None:
-        conn = pool.get(timeout=60)
-        try:
-            select1(conn)
-        finally:
-            pool.put(conn)
-
-    contend(benchmark, request)
-    pool.close()
-
-
-@pytest.mark.benchmark(group=GROUP)
-@pytest.mark.parametrize("poolclass", ["QueuePool", "FastQueuePool"])
-def test_contended_sqlalchemy(benchmark, backend, poolclass):
-    sa = pytest.importorskip("sqlalchemy", reason="SQLAlchemy is not installed")
-    if poolclass == "QueuePool":
-        cls = sa.pool.QueuePool
-    else:
-        from fastpool.sqlalchemy import FastQueuePool as cls
-    engine = sa.create_engine(backend.sa_url, poolclass=cls, pool_size=CONNS, max_overflow=0,
-                              pool_timeout=60)
-    stmt = sa.text("SELECT 1")
-
-    def request() -> None:
-        with engine.connect() as c:
-            c.execute(stmt).fetchall()
-
-    contend(benchmark, request)
-    assert engine.pool.checkedout() == 0
-    engine.dispose()
-
-
-@pytest.mark.benchmark(group=GROUP)
-@pytest.mark.parametrize("impl", ["DBUtils", "fastpool.dbutils"])
-def test_contended_dbutils(benchmark, backend, impl):
-    if impl == "DBUtils":
-        mod = pytest.importorskip("dbutils.pooled_db", reason="DBUtils is not installed")
-    else:
-        import fastpool.dbutils as mod
-    pool = mod.PooledDB(backend.module, maxconnections=CONNS, blocking=True, **backend.kwargs)
-
-    def request() -> None:
-        conn = pool.connection()
-        try:
-            select1(conn)
-        finally:
-            conn.close()
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        contend(benchmark, request)
-    pool.close()
-
-
-@pytest.mark.benchmark(group=GROUP)
-def test_contended_mysql_connector_pool(benchmark, backend):
-    pytest.skip("mysql-connector's pool does not wait: get_connection() raises PoolError "
-                "while all connections are in use, so 16 threads cannot share 4")
-
-
-# ---- scale: 16, 64 and 256 threads on 16 connections -----------------------------------
-def _scale_request(backend, contender, conns):  # type: ignore[no-untyped-def]
-    """(request, close) for one contender with a pool of `conns`."""
+def pool_request(backend, contender: str, conns: int):  # type: ignore[no-untyped-def]
+    """(request, pool, close) for one contender with `conns` connections: request() runs
+    one SELECT 1 through the pool, as a request handler would."""
     if contender == "fastpool":
         db = fastpool.open(backend.dsn, max_open=conns, timeout=60)
-        return (lambda: db.query_row("SELECT 1")), db.close
+        return (lambda: db.query_row("SELECT 1")), db, db.close
     if contender == "lifoqueue_pool":
-        pool = LifoQueuePool(backend.connect, conns)
+        lifo = LifoQueuePool(backend.connect, conns)
 
         def request() -> None:
-            conn = pool.get(timeout=60)
+            conn = lifo.get(timeout=60)
             try:
                 select1(conn)
             finally:
-                pool.put(conn)
+                lifo.put(conn)
 
-        return request, pool.close
-    if contender == "QueuePool":
+        return request, lifo, lifo.close
+    if contender in ("QueuePool", "FastQueuePool"):
         sa = pytest.importorskip("sqlalchemy", reason="SQLAlchemy is not installed")
-        engine = sa.create_engine(backend.sa_url, poolclass=sa.pool.QueuePool, pool_size=conns,
+        if contender == "QueuePool":
+            cls = sa.pool.QueuePool
+        else:
+            from fastpool.sqlalchemy import FastQueuePool as cls
+        engine = sa.create_engine(backend.sa_url, poolclass=cls, pool_size=conns,
                                   max_overflow=0, pool_timeout=60)
         stmt = sa.text("SELECT 1")
 
@@ -200,8 +130,11 @@ def _scale_request(backend, contender, conns):  # type: ignore[no-untyped-def]
             with engine.connect() as c:
                 c.execute(stmt).fetchall()
 
-        return request, engine.dispose
-    mod = pytest.importorskip("dbutils.pooled_db", reason="DBUtils is not installed")
+        return request, engine, engine.dispose
+    if contender == "DBUtils":
+        mod = pytest.importorskip("dbutils.pooled_db", reason="DBUtils is not installed")
+    else:
+        import fastpool.dbutils as mod
     pdb = mod.PooledDB(backend.module, maxconnections=conns, blocking=True, **backend.kwargs)
 
     def request() -> None:
@@ -211,19 +144,65 @@ def _scale_request(backend, contender, conns):  # type: ignore[no-untyped-def]
         finally:
             conn.close()
 
-    return request, pdb.close
+    return request, pdb, pdb.close
 
 
+def contend_with(benchmark, backend, contender: str, threads: int, conns: int,  # type: ignore[no-untyped-def]
+                 check=None):
+    """One contender's run; check(pool), if given, runs before the pool is closed."""
+    request, pool, close = pool_request(backend, contender, conns)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # DBUtils' ping(reconnect)
+            r = contend(benchmark, request, threads, conns)
+        if check is not None:
+            check(pool)
+        return r
+    finally:
+        close()
+
+
+@pytest.mark.benchmark(group=GROUP)
+def test_contended_fastpool(benchmark, backend):
+    def check(db) -> None:  # type: ignore[no-untyped-def]
+        s = db.stats()
+        assert s.open <= CONNS and s.in_use == 0
+
+    r = contend_with(benchmark, backend, "fastpool", THREADS, CONNS, check)
+    assert r["fewest_requests_by_one_thread"] > 0
+
+
+@pytest.mark.benchmark(group=GROUP)
+def test_contended_lifoqueue_pool(benchmark, backend):
+    contend_with(benchmark, backend, "lifoqueue_pool", THREADS, CONNS)
+
+
+@pytest.mark.benchmark(group=GROUP)
+@pytest.mark.parametrize("poolclass", ["QueuePool", "FastQueuePool"])
+def test_contended_sqlalchemy(benchmark, backend, poolclass):
+    def check(engine) -> None:  # type: ignore[no-untyped-def]
+        assert engine.pool.checkedout() == 0
+
+    contend_with(benchmark, backend, poolclass, THREADS, CONNS, check)
+
+
+@pytest.mark.benchmark(group=GROUP)
+@pytest.mark.parametrize("impl", ["DBUtils", "fastpool.dbutils"])
+def test_contended_dbutils(benchmark, backend, impl):
+    contend_with(benchmark, backend, impl, THREADS, CONNS)
+
+
+@pytest.mark.benchmark(group=GROUP)
+def test_contended_mysql_connector_pool(benchmark, backend):
+    pytest.skip("mysql-connector's pool does not wait: get_connection() raises PoolError "
+                "while all connections are in use, so 16 threads cannot share 4")
+
+
+# ---- scale: 16, 64 and 256 threads on 16 connections -----------------------------------
 @pytest.mark.benchmark(group=SCALE)
 @pytest.mark.parametrize("threads", SCALE_THREADS)
 @pytest.mark.parametrize("contender", ["fastpool", "lifoqueue_pool", "QueuePool", "DBUtils"])
 def test_scale(benchmark, backend, contender, threads):
-    request, close = _scale_request(backend, contender, SCALE_CONNS)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            r = contend(benchmark, request, threads, SCALE_CONNS)
-    finally:
-        close()
+    r = contend_with(benchmark, backend, contender, threads, SCALE_CONNS)
     benchmark.extra_info["contender"] = contender
     assert r["requests_per_s"] > 0

@@ -17,9 +17,11 @@ import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import fastpool  # noqa: E402
 from fastpool.green import patched  # noqa: E402
+from green_checks import cancel_by_deadline  # noqa: E402
 
 
 def main(dsn: str) -> dict:
@@ -45,22 +47,12 @@ def main(dsn: str) -> dict:
     green.waitall()
     seconds = time.perf_counter() - t0
     checkins = db.stats().checkins
-    t0 = time.perf_counter()
-    try:
-        with fastpool.deadline(0.5):
-            db.query_row("SELECT SLEEP(5)")
-        outcome = "returned"
-    except fastpool.DeadlineExceeded as exc:
-        outcome = type(exc).__name__
-    took = time.perf_counter() - t0
-    eventlet.sleep(0.3)
-    running = db.query_row(
-        "SELECT COUNT(*) FROM information_schema.processlist WHERE info LIKE 'SELECT SLEEP(5)%'")
+    cancelled = cancel_by_deadline(db, eventlet.sleep)
     s = db.stats()
     db.close()
     return {"patched": patched(), "seconds": seconds, "errors": errors,
             "first_served": first_served, "checkins": checkins, "in_use": s.in_use,
-            "outcome": outcome, "took": took, "still_running": running[0]}
+            **cancelled}
 
 
 if __name__ == "__main__":

@@ -21,8 +21,10 @@ import gevent  # noqa: E402
 import gevent.event  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import fastpool  # noqa: E402
+from green_checks import cancel_by_deadline  # noqa: E402
 
 
 class Ticker:
@@ -133,22 +135,11 @@ def deadline_cancels(dsn: str) -> dict:
     db = fastpool.open(dsn, max_open=2, timeout=5)
     db.ping()
     ticker = Ticker()
-    t0 = time.perf_counter()
-    try:
-        with fastpool.deadline(0.5):
-            db.query_row("SELECT SLEEP(5)")
-        outcome = "returned"
-    except fastpool.DeadlineExceeded as exc:
-        outcome = type(exc).__name__
-    took = time.perf_counter() - t0
+    cancelled = cancel_by_deadline(db, gevent.sleep)
     ticker.stop()
-    gevent.sleep(0.3)
-    running = db.query_row(
-        "SELECT COUNT(*) FROM information_schema.processlist WHERE info LIKE 'SELECT SLEEP(5)%'")
     s = db.stats()
     db.close()
-    return {"outcome": outcome, "took": took, "still_running": running[0],
-            "statements_cancelled": s.statements_cancelled, "in_use": s.in_use,
+    return {**cancelled, "statements_cancelled": s.statements_cancelled, "in_use": s.in_use,
             "longest_hub_gap": ticker.longest_gap}
 
 
