@@ -17,8 +17,9 @@ from urllib.parse import SplitResult, parse_qsl, unquote, urlsplit
 from .errors import ConfigError
 
 MASK = "***"
-# Query parameters whose values are secrets (mysqlclient takes password= and passwd=).
-_SECRET_PARAM = re.compile(r"pass|pwd|secret|token|credential|auth", re.IGNORECASE)
+# Query parameters whose values are secrets (mysqlclient takes password= and passwd=);
+# ssl_key names where a private key lives: not shown either.
+_SECRET_PARAM = re.compile(r"pass|pwd|secret|token|credential|auth|key", re.IGNORECASE)
 # Driver parameters longer than this many digits are refused, not turned into huge ints.
 _MAX_INT_DIGITS = 18
 # ?driver= of a mysql:// URL, and the dialect each names.

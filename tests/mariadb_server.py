@@ -59,7 +59,8 @@ def _free_port() -> int:
 class MariaDBServer:
     """Start with start(), stop with stop(); restart() keeps data and port."""
 
-    def __init__(self) -> None:
+    def __init__(self, extra_args: list[str] | None = None) -> None:
+        self.extra_args = list(extra_args or [])  # more mariadbd options (TLS: --ssl-cert ...)
         found = binaries()
         if found is None:
             raise RuntimeError("MariaDB binaries (mariadb-install-db, mariadbd) not found")
@@ -107,7 +108,7 @@ class MariaDBServer:
             f"--port={self.port}", "--bind-address=127.0.0.1", "--skip-name-resolve",
             f"--pid-file={self.tmp / 'mysqld.pid'}", "--innodb-buffer-pool-size=64M",
             "--max-connections=500", "--skip-log-bin", f"--log-error={self.log}",
-            *self._user_args(),
+            *self._user_args(), *self.extra_args,
         ]
         # PDEATHSIG fires when the starting *thread* ends, so only a server started from the
         # main thread gets it: a test that restarts the server from a worker thread must not

@@ -4,6 +4,7 @@ monkey-patching cannot be undone; see that file for what each one does."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -12,8 +13,15 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("gevent", reason="gevent is not installed")
-pytest.importorskip("pymysql", reason="PyMySQL is not installed")
+
+def installed(name: str) -> bool:
+    # Looked up, not imported: importing eventlet (or gevent) into the test process itself
+    # would install its fork hooks here, where other tests fork.
+    return importlib.util.find_spec(name) is not None
+
+
+pytestmark = pytest.mark.skipif(not (installed("gevent") and installed("pymysql")),
+                                reason="gevent or PyMySQL is not installed")
 
 SCENARIOS = Path(__file__).with_name("gevent_scenarios.py")
 
@@ -93,7 +101,8 @@ def test_a_cut_and_a_server_restart_under_gevent(mariadb, proxy):
 
 
 def test_django_under_gevent_with_pymysql(mariadb):
-    pytest.importorskip("django", reason="Django is not installed")
+    if not installed("django"):
+        pytest.skip("Django is not installed")
     r = run("django_requests", mariadb.dsn)
     print(f"\nDjango, 64 greenlet requests on a pool of 4: {r['seconds']:.2f} s")
     assert r["errors"] == []
@@ -103,7 +112,8 @@ def test_django_under_gevent_with_pymysql(mariadb):
 
 
 def test_eventlet_too(mariadb):
-    pytest.importorskip("eventlet", reason="eventlet is not installed")
+    if not installed("eventlet"):
+        pytest.skip("eventlet is not installed")
     script = Path(__file__).with_name("eventlet_scenario.py")
     proc = subprocess.run([sys.executable, str(script), pymysql_dsn(mariadb.dsn)],
                           capture_output=True, text=True, timeout=90)

@@ -9,9 +9,11 @@ how to reach the socket, and how a ping is kept from reconnecting behind the poo
 from __future__ import annotations
 
 import importlib
+import inspect
 from typing import Any
 
 from ..errors import ConfigError
+from . import mysql_params
 from .base import ERR_BROKEN, ERR_OK, ERR_RETRY, Connect, Dialect
 
 # Seconds a mysql:// connect may take when the URL sets no connect_timeout.
@@ -35,16 +37,49 @@ class MySQLDialect(Dialect):
             module = self._module()
         except ImportError:
             raise ConfigError(self.install_hint) from None
-
+        # Every parameter checked now (mysql_params): a typo is a ConfigError at open().
+        params, tls = mysql_params.split(kwargs, self.accepted_params(module), self.driver)
         # A connect that never returns must not hold a pool slot forever: without a
         # connect_timeout, the client waits on a half-open network for as long as TCP does.
-        kwargs = {"connect_timeout": DEFAULT_CONNECT_TIMEOUT, **kwargs}
+        kwargs = {"connect_timeout": DEFAULT_CONNECT_TIMEOUT, **params, **self.tls_kwargs(tls)}
         self._kwargs = kwargs
+        self.tls = tls
 
         def connect() -> Any:
-            return module.connect(**kwargs)
+            return self._connected(module.connect(**kwargs))
 
         return connect
+
+    driver = "mysqlclient"
+    tls = mysql_params.TLS()
+
+    def accepted_params(self, module: Any) -> frozenset[str]:
+        return mysql_params.MYSQLCLIENT_PARAMS
+
+    def tls_kwargs(self, tls: mysql_params.TLS) -> dict[str, Any]:
+        return mysql_params.mysqlclient_tls(tls)
+
+    def _connected(self, raw: Any) -> Any:
+        """A new connection, checked against the TLS the URL asked for. mysqlclient on
+        libmariadb 3.3 goes on in plain text with ssl_mode=REQUIRED when the server offers
+        no TLS (seen here), so the session's cipher is read once per new connection."""
+        if self.tls.mode in self.REQUIRES_TLS:
+            cur = raw.cursor()
+            try:
+                cur.execute("SHOW SESSION STATUS LIKE 'Ssl_cipher'")
+                row = cur.fetchone()
+            finally:
+                cur.close()
+            if not row or not row[1]:
+                self._refuse_plain(raw)
+        return raw
+
+    REQUIRES_TLS = ("REQUIRED", "VERIFY_CA", "VERIFY_IDENTITY")
+
+    def _refuse_plain(self, raw: Any) -> None:
+        raw.close()
+        raise self._module().OperationalError(
+            2026, f"TLS was required (ssl_mode={self.tls.mode}) but the server did not start it")
 
     def fileno(self, raw: Any) -> int:
         return int(raw.fileno())
@@ -60,8 +95,8 @@ class MySQLDialect(Dialect):
         if self._kwargs is None:
             return None
         t = max(1, int(timeout))
-        conn = self._module().connect(**{**self._kwargs, "connect_timeout": t, "read_timeout": t,
-                                         "write_timeout": t})
+        conn = self._connected(self._module().connect(
+            **{**self._kwargs, "connect_timeout": t, "read_timeout": t, "write_timeout": t}))
         conn.autocommit(True)
         return conn
 
@@ -129,7 +164,29 @@ class PyMySQLDialect(MySQLDialect):
 
     name = "pymysql"
     module_name = "pymysql"
+    driver = "PyMySQL"
     install_hint = "mysql://...?driver=pymysql needs PyMySQL: pip install PyMySQL"
+
+    def accepted_params(self, module: Any) -> frozenset[str]:
+        names = inspect.signature(module.connections.Connection.__init__).parameters
+        return frozenset(names) - mysql_params.PYMYSQL_EXCLUDED
+
+    def tls_kwargs(self, tls: mysql_params.TLS) -> dict[str, Any]:
+        if tls.mode == "DISABLED":
+            return {"ssl_disabled": True}
+        if tls.mode == "PREFERRED":
+            return {}  # PyMySQL's own default: TLS when the server offers it, unverified
+        ctx = mysql_params.ssl_context(tls)
+        return {} if ctx is None else {"ssl": ctx}
+
+    def _connected(self, raw: Any) -> Any:
+        # PyMySQL refuses a server without TLS when given an SSLContext; checked here all
+        # the same, from the socket (no round trip).
+        if self.tls.mode in self.REQUIRES_TLS:
+            cipher = getattr(getattr(raw, "_sock", None), "cipher", None)
+            if cipher is None or cipher() is None:
+                self._refuse_plain(raw)
+        return raw
 
     def fileno(self, raw: Any) -> int:
         # PyMySQL keeps its socket (gevent's, when patched) in _sock; None once closed.
