@@ -143,5 +143,6 @@ def proxied(mariadb, proxy):  # type: ignore[no-untyped-def]
 
 def pytest_collection_modifyitems(config, items):  # type: ignore[no-untyped-def]
     for item in items:
-        if "mariadb" in getattr(item, "fixturenames", ()):
+        names = getattr(item, "fixturenames", ())
+        if "mariadb" in names or "tls" in names:  # tls: the TLS servers of test_tls_mariadb
             item.add_marker(pytest.mark.mariadb)
