@@ -177,7 +177,11 @@ def test_blackhole_with_read_timeout_fails_the_statement_and_discards_the_connec
 
 
 def test_checkout_on_a_blackholed_network_is_bounded_by_timeout_and_frees_its_slot(proxied, proxy):
-    db = proxied("connect_timeout=2", max_open=2, timeout=1)
+    # connect_timeout 3 s against two 1 s waits: the second caller waits for the connect
+    # the first one started (it is still in flight), and must time out a clear second
+    # before that connect fails. With 2 s the two raced: when the connect failed first, its
+    # error went to the waiter, as it should, and the test saw no PoolTimeout (CI, once).
+    db = proxied("connect_timeout=3", max_open=2, timeout=1)
     proxy.blackhole()
     times = []
     for call in (lambda: db.query_row("SELECT 1"), db.getconn):
@@ -192,7 +196,7 @@ def test_checkout_on_a_blackholed_network_is_bounded_by_timeout_and_frees_its_sl
         time.sleep(0.05)
     freed = db.stats().open == 0
     proxy.restore()
-    print(f"\nblackholed connect, timeout=1, connect_timeout=2: PoolTimeout after "
+    print(f"\nblackholed connect, timeout=1, connect_timeout=3: PoolTimeout after "
           f"{', '.join(f'{t:.2f}s' for t in times)}; slots freed: {freed}")
     assert all(t < 2.5 for t in times), times
     assert freed
