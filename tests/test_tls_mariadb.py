@@ -215,3 +215,20 @@ def test_preferred_uses_tls_where_offered_and_plain_text_where_not(tls, mariadb,
     assert cipher_of(tls.url(tls.right, driver, "ssl_mode=PREFERRED")).startswith("TLS_")
     plain = mariadb.dsn + ("&" if "?" in mariadb.dsn else "?") + f"driver={driver}&ssl_mode=preferred"
     assert cipher_of(plain) == ""
+
+
+def test_verify_without_a_ca_uses_the_system_trust_store():
+    # No CA given: VERIFY_* check against the system's store, so a throwaway CA's server is
+    # refused; nothing is named that the system does not have.
+    from fastpool.dialects.mysql_params import TLS, mysqlclient_tls, ssl_context
+
+    tls = TLS("VERIFY_IDENTITY")
+    ctx = ssl_context(tls)
+    assert ctx is not None and ctx.check_hostname and ctx.verify_mode.name == "CERT_REQUIRED"
+    for path in mysqlclient_tls(tls)["ssl"].values():
+        assert os.path.exists(path)
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_verify_identity_without_a_ca_refuses_a_private_ca(tls, driver):
+    refused(tls.url(tls.right, driver, "ssl_mode=VERIFY_IDENTITY", tls_user=True))

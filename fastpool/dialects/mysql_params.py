@@ -75,11 +75,14 @@ class TLS:
             self.mode == "REQUIRED" and (self.ca is not None or self.capath is not None))
 
     def trust(self) -> tuple[str | None, str | None]:
-        """(cafile, capath) to verify with: the ones given, else the system's store."""
+        """(cafile, capath) to verify with: the ones given, else those of the system's store
+        that exist (OpenSSL's defaults name paths a distribution may not have)."""
         if self.ca is not None or self.capath is not None:
             return self.ca, self.capath
         paths = ssl.get_default_verify_paths()
-        return paths.cafile, paths.capath
+        cafile = paths.cafile if paths.cafile and os.path.isfile(paths.cafile) else None
+        capath = paths.capath if paths.capath and os.path.isdir(paths.capath) else None
+        return cafile, capath
 
 
 def as_bool(name: str, value: Any) -> bool:
@@ -163,8 +166,10 @@ def ssl_context(tls: TLS) -> ssl.SSLContext | None:
         return None
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     if tls.verifies:
-        cafile, capath = tls.trust()
-        ctx.load_verify_locations(cafile=cafile, capath=capath)
+        if tls.ca is not None or tls.capath is not None:
+            ctx.load_verify_locations(cafile=tls.ca, capath=tls.capath)
+        else:
+            ctx.load_default_certs()  # the system's trust store
         ctx.verify_mode = ssl.CERT_REQUIRED
         ctx.check_hostname = tls.mode == "VERIFY_IDENTITY"
     else:
