@@ -1,4 +1,5 @@
-"""Build the compiled core (fastpool._core) from src_c/.
+"""Build the compiled core (fastpool._core) and fastpool.aio's bridge (fastpool._bridge)
+from src_c/.
 
 All Cython compiler directives live here, in one place. Set FASTPOOL_DEBUG=1 for a
 debug build: line tracing (coverage/profilers see the .pyx lines), bounds checks and
@@ -124,7 +125,14 @@ def _extensions() -> list:
             define_macros=macros,
             extra_compile_args=compile_args,
             depends=["src_c/fastpool/_core.pxd", "src_c/fastpool/fp_sys.h"],
-        )
+        ),
+        # fastpool.aio's bridge: the per-statement steps of a task through the core.
+        Extension(
+            "fastpool._bridge",
+            sources=["src_c/fastpool/_bridge.pyx"],
+            define_macros=macros,
+            extra_compile_args=compile_args,
+        ),
     ]
     return cythonize(
         extensions,

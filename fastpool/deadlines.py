@@ -27,9 +27,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
 import queue
-import socket
 import threading
 import time
 import weakref
@@ -252,9 +250,9 @@ class Watcher(OwnThread):
                 # the server may still be running the statement (it was slow to answer the
                 # KILL QUERY, not unreachable): end the whole session, which nobody uses
                 # any more (its id read while the caller still holds the connection).
-                kill_session = self.dialect(rec.raw).kill_session(rec.raw)
-                if rec.fd >= 0:
-                    _shut_socket(rec.fd)
+                dialect = self.dialect(rec.raw)
+                kill_session = dialect.kill_session(rec.raw)
+                dialect.abort(rec.raw, rec.fd)
                 self._settle(pool, rec, _SHUT)
             self._killer_for(pool).send(None, kill_session)
         return later
@@ -357,20 +355,6 @@ class Killer(OwnThread):
         if side is not None:
             with contextlib.suppress(Exception):
                 side.close()
-
-
-def _shut_socket(fd: int) -> None:
-    """Shut a connection's socket down under the driver: its blocked read returns at once."""
-    try:
-        s = socket.socket(fileno=os.dup(fd))
-    except OSError:
-        return
-    try:
-        s.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
-    finally:
-        s.close()
 
 
 # ---- integrations ---------------------------------------------------------------------

@@ -45,11 +45,16 @@ class DeadlineExceeded(FastpoolError, TimeoutError):
     server, or its connection closed). The driver's error, if any, is ``__cause__``."""
 
 
+class EventLoopError(FastpoolError, RuntimeError):
+    """A ``fastpool.aio`` pool was used from an event loop other than the one it is bound to
+    (the first that used it), or its driver I/O was asked for where it cannot be awaited."""
+
+
 class ConnectionLeakWarning(ResourceWarning):
     """A connection was dropped without being given back (reclaimed), or held too long."""
 
 
 for _cls in (FastpoolError, ConfigError, PoolTimeout, TooManyWaiting, PoolClosed, DeadlineExceeded,
-             ConnectionLeakWarning):
+             EventLoopError, ConnectionLeakWarning):
     _cls.__module__ = "fastpool"
 del _cls

@@ -432,6 +432,11 @@ class Pool(CorePool):
         so that no connection is still being opened once close() returns.
         """
         self._close_core()
+        self._stop_workers()
+
+    def _stop_workers(self) -> None:
+        """Stop the background workers and wait for them (fastpool.aio calls this off its
+        loop: a connect in flight may need the loop to end)."""
         with self._workers_lock:
             workers = [w for w in (self._opener, self._cleaner, self._leak_watcher,
                                    self._deadline_watcher) if w is not None]
@@ -479,6 +484,9 @@ def open(dsn: str, **options: Any) -> Pool:  # noqa: A001 - the API's name
     picks PyMySQL for MySQL); lazy like sql.Open."""
     url = parse_url(dsn)
     dialect = get_dialect(url.driver or url.scheme)
+    if dialect.is_async:
+        raise ConfigError(f"driver={dialect.name} is an asyncio driver: open the pool with"
+                          f" fastpool.aio.open()")
     connect = dialect.connect_factory(url.connect_kwargs)
     return Pool(connect, driver=dialect, _display=url.masked, _name=url.name, **options)
 

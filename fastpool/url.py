@@ -22,8 +22,9 @@ MASK = "***"
 _SECRET_PARAM = re.compile(r"pass|pwd|secret|token|credential|auth|key", re.IGNORECASE)
 # Driver parameters longer than this many digits are refused, not turned into huge ints.
 _MAX_INT_DIGITS = 18
-# ?driver= of a mysql:// URL, and the dialect each names.
-MYSQL_DRIVERS = {"mysqlclient": "mysql", "mysqldb": "mysql", "pymysql": "pymysql"}
+# ?driver= of a mysql:// URL, and the dialect each names (the last two: fastpool.aio).
+MYSQL_DRIVERS = {"mysqlclient": "mysql", "mysqldb": "mysql", "pymysql": "pymysql",
+                 "asyncmy": "asyncmy", "aiomysql": "aiomysql"}
 _ENCODE_HINT = (
     "percent-encode '@', '/', ':', '?' and '#' in the user name and password"
     " (%40 %2F %3A %3F %23)"
@@ -160,13 +161,13 @@ def _mysql_url(parts: SplitResult, url: str) -> DatabaseURL:
     if database:
         kwargs["database"] = database
     kwargs.update(_params(parts, masked))
-    driver = str(kwargs.pop("driver", "mysqlclient")).lower()
-    if driver not in MYSQL_DRIVERS:
+    driver = str(kwargs.pop("driver", "")).lower()
+    if driver and driver not in MYSQL_DRIVERS:
         raise ConfigError(f"unknown driver {driver!r} for a mysql:// URL (known: "
                           f"{', '.join(MYSQL_DRIVERS)}) in {masked!r}")
     user = f"{parts.username}@" if parts.username else ""
     name = f"{parts.scheme}://{user}{parts.netloc.rpartition('@')[2]}{parts.path}"
-    return DatabaseURL("mysql", masked, kwargs, name, MYSQL_DRIVERS[driver])
+    return DatabaseURL("mysql", masked, kwargs, name, MYSQL_DRIVERS.get(driver, ""))
 
 
 def _sqlite_url(parts: SplitResult, url: str) -> DatabaseURL:

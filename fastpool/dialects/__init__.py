@@ -1,8 +1,9 @@
 """Driver dialects: how to open, prepare, check and close one kind of DB-API connection.
 
 A dialect holds what differs between drivers; the pool itself never imports a driver.
-One module per database, its drivers together: ``mysql`` (mysqlclient, PyMySQL),
-``sqlite`` (sqlite3); ``base`` is the generic DB-API dialect they build on.
+One module per database, its drivers together: ``mysql`` (mysqlclient, PyMySQL; asyncmy and
+aiomysql for asyncio), ``sqlite`` (sqlite3; aiosqlite); ``base`` is the generic DB-API
+dialect they build on.
 """
 
 from __future__ import annotations
@@ -11,12 +12,15 @@ from typing import Any
 
 from ..errors import ConfigError
 from .base import ERR_BROKEN, ERR_OK, ERR_RETRY, Connect, Dialect, driver_error_class
-from .mysql import DEFAULT_CONNECT_TIMEOUT, MySQLDialect, PyMySQLDialect
-from .sqlite import SQLiteDialect
+from .mysql import (
+    DEFAULT_CONNECT_TIMEOUT, AioMySQLDialect, AsyncMyDialect, MySQLDialect, PyMySQLDialect,
+)
+from .sqlite import AioSQLiteDialect, SQLiteDialect
 
 __all__ = [
     "ERR_BROKEN", "ERR_OK", "ERR_RETRY", "Connect", "Dialect", "DEFAULT_CONNECT_TIMEOUT",
-    "MySQLDialect", "PyMySQLDialect", "SQLiteDialect", "DIALECTS", "get_dialect",
+    "MySQLDialect", "PyMySQLDialect", "SQLiteDialect", "AsyncMyDialect", "AioMySQLDialect",
+    "AioSQLiteDialect", "DIALECTS", "get_dialect",
     "guess_dialect", "driver_error_class",
 ]
 
@@ -28,6 +32,10 @@ DIALECTS: dict[str, type[Dialect]] = {
     "pymysql": PyMySQLDialect,
     "sqlite": SQLiteDialect,
     "sqlite3": SQLiteDialect,
+    # asyncio drivers (fastpool.aio)
+    "asyncmy": AsyncMyDialect,
+    "aiomysql": AioMySQLDialect,
+    "aiosqlite": AioSQLiteDialect,
 }
 
 
@@ -43,8 +51,15 @@ def get_dialect(name: str | Dialect) -> Dialect:
 
 
 def guess_dialect(raw: Any) -> Dialect:
-    """Pick the dialect from the module a connection object comes from."""
-    module = type(raw).__module__.split(".", 1)[0]
+    """Pick the dialect from the module a connection object comes from (for fastpool.aio:
+    the driver's connection behind its SyncConnection)."""
+    module = type(getattr(raw, "driver_connection", raw)).__module__.split(".", 1)[0]
+    if module == "asyncmy":
+        return AsyncMyDialect()
+    if module == "aiomysql":
+        return AioMySQLDialect()
+    if module == "aiosqlite":
+        return AioSQLiteDialect()
     if module == "MySQLdb":
         return MySQLDialect()
     if module == "pymysql":

@@ -26,9 +26,26 @@ class Dialect:
     def connect_factory(self, kwargs: dict[str, Any]) -> Connect:
         raise ConfigError(f"the {self.name!r} dialect cannot open URLs; use fastpool.Pool(connect)")
 
+    # True for an asyncio driver: its connections reach the dialect through fastpool.aio's
+    # SyncConnection, and connect_factory returns a coroutine function.
+    is_async = False
+
     def fileno(self, raw: Any) -> int:
         """The connection's socket, polled for liveness at checkout; -1 when unknown."""
         return -1
+
+    def is_dead(self, raw: Any) -> bool:
+        """For a connection with no socket to poll (fileno -1): whether the driver already
+        knows it is closed, without a round trip. Used when ``checks_liveness`` is True."""
+        return False
+
+    checks_liveness = False
+
+    def abort(self, raw: Any, fd: int) -> None:
+        """Cut the connection under the driver from another thread (a statement whose
+        cancel went unanswered): its blocked read returns at once."""
+        if fd >= 0:
+            shut_socket(fd)
 
     def close(self, raw: Any) -> None:
         raw.close()
@@ -122,12 +139,29 @@ class Dialect:
             os.close(devnull)
 
 
+def shut_socket(fd: int) -> None:
+    """Shut a connection's socket down under the driver: its blocked read returns at once."""
+    import socket
+
+    try:
+        s = socket.socket(fileno=os.dup(fd))
+    except OSError:
+        return
+    try:
+        s.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    finally:
+        s.close()
+
+
 def driver_error_class(raw: Any) -> type[BaseException] | None:
     """The DB-API ``Error`` class of a connection's driver: looked up in the connection's
     module and then in each package above it (``mysql.connector.connection`` ->
     ``mysql.connector`` -> ``mysql``), as DBUtils does."""
     import sys
 
+    raw = getattr(raw, "driver_connection", raw)  # fastpool.aio's SyncConnection
     path = type(raw).__module__.split(".")
     while path:
         module = sys.modules.get(".".join(path))

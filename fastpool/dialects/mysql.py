@@ -1,9 +1,12 @@
 """MySQL and MariaDB: mysqlclient (the first-class driver) and PyMySQL (pure Python: under
 gevent or eventlet it talks through their monkey-patched sockets, so a statement yields
-to the hub, where mysqlclient's C client blocks it).
+to the hub, where mysqlclient's C client blocks it); for asyncio (fastpool.aio), asyncmy
+and aiomysql.
 
-Both speak the same protocol and report the same error codes; what differs is the module,
-how to reach the socket, and how a ping is kept from reconnecting behind the pool.
+All speak the same protocol and report the same error codes; what differs is the module,
+how to reach the socket, and how a ping is kept from reconnecting behind the pool. The
+asyncio drivers are PyMySQL's descendants: fastpool.aio gives their connections a blocking
+face (fastpool/aio/adapt.py), so the same statements serve them.
 """
 
 from __future__ import annotations
@@ -126,8 +129,12 @@ class MySQLDialect(Dialect):
         # connection while another thread is inside a statement on it.
         raw._fastpool_server_id = int(raw.thread_id())
 
+    def _errors(self) -> Any:
+        """The module holding the driver's DB-API exception classes."""
+        return self._module()
+
     def classify(self, exc: BaseException) -> int:
-        module = self._module()
+        module = self._errors()
         if not isinstance(exc, module.Error):
             return ERR_BROKEN  # not the driver's report: the protocol state is unknown
         if isinstance(exc, module.InterfaceError):
@@ -197,3 +204,110 @@ class PyMySQLDialect(MySQLDialect):
         # PyMySQL's ping() reconnects by default: a new session behind the pool's back,
         # its settings and server id lost. Never.
         raw.ping(reconnect=False)
+
+
+class AsyncMySQLDialect(PyMySQLDialect):
+    """What asyncmy and aiomysql share: ``fastpool.aio.open("mysql://...")``.
+
+    ``connect_factory`` returns a coroutine function; every other method gets the
+    connection's blocking face (fastpool.aio's SyncConnection), so the statements, the
+    reset, the drain and KILL QUERY are PyMySQL's. There is no socket to poll: the loop
+    reads it, and what it has seen (the server's end of the stream) is read instead."""
+
+    is_async = True
+    checks_liveness = True
+    # URL names the driver spells otherwise.
+    renamed: dict[str, str] = {}
+
+    def accepted_params(self, module: Any) -> frozenset[str]:
+        names = set(inspect.signature(module.connect).parameters)
+        names |= set(self.renamed)
+        return frozenset(names - mysql_params.PYMYSQL_EXCLUDED - self.EXCLUDED)
+
+    # Objects a URL cannot carry, and what the pool itself must decide.
+    EXCLUDED = frozenset({"loop", "cursor_cls", "sock", "password_creator", "query_callback",
+                          "echo", "conv", "db"})
+
+    def connect_factory(self, kwargs: dict[str, Any]) -> Connect:
+        try:
+            module = self._module()
+        except ImportError:
+            raise ConfigError(self.install_hint) from None
+        params, tls = mysql_params.split(kwargs, self.accepted_params(module), self.driver)
+        params = {self.renamed.get(k, k): v for k, v in params.items()}
+        kwargs = {"connect_timeout": DEFAULT_CONNECT_TIMEOUT, **params, **self.tls_kwargs(tls)}
+        self._kwargs = kwargs
+        self.tls = tls
+
+        async def connect() -> Any:
+            return await module.connect(**kwargs)
+
+        return connect
+
+    def tls_kwargs(self, tls: mysql_params.TLS) -> dict[str, Any]:
+        if tls.mode in (None, "DISABLED", "PREFERRED"):
+            return {}  # these drivers use TLS only when given a context
+        ctx = mysql_params.ssl_context(tls)
+        return {} if ctx is None else {"ssl": ctx}
+
+    def _connected(self, raw: Any) -> Any:
+        return raw
+
+    def fileno(self, raw: Any) -> int:
+        return -1
+
+    def side_connect(self, timeout: float) -> Any:
+        return None  # the pool's own connect, on its loop
+
+    def _transport(self, raw: Any) -> Any:
+        conn = raw.driver_connection
+        transport = getattr(conn, "_transport", None)  # asyncmy
+        if transport is None:
+            writer = getattr(conn, "_writer", None)  # aiomysql
+            transport = None if writer is None else writer.transport
+        return transport
+
+    def is_dead(self, raw: Any) -> bool:
+        transport = self._transport(raw)
+        if transport is None or transport.is_closing():
+            return True
+        reader = getattr(raw.driver_connection, "_reader", None)  # aiomysql's StreamReader
+        return reader is not None and reader.at_eof()
+
+    def abort(self, raw: Any, fd: int) -> None:
+        transport = self._transport(raw)
+        if transport is not None:
+            from ..aio.bridge import call_soon_on
+
+            call_soon_on(raw.loop, transport.abort)
+
+    def ping(self, raw: Any) -> None:
+        raw.ping(False)  # never reconnect behind the pool
+
+
+class AsyncMyDialect(AsyncMySQLDialect):
+    """asyncmy: ``mysql://...?driver=asyncmy``."""
+
+    name = "asyncmy"
+    module_name = "asyncmy"
+    driver = "asyncmy"
+    install_hint = "mysql://...?driver=asyncmy needs asyncmy: pip install 'fastpool[asyncmy]'"
+
+    def _errors(self) -> Any:
+        return importlib.import_module("asyncmy.errors")
+
+    def stream_cursor(self, raw: Any) -> Any:
+        return raw.cursor(importlib.import_module("asyncmy.cursors").SSCursor)
+
+
+class AioMySQLDialect(AsyncMySQLDialect):
+    """aiomysql: ``mysql://...?driver=aiomysql``."""
+
+    name = "aiomysql"
+    module_name = "aiomysql"
+    driver = "aiomysql"
+    install_hint = "mysql://...?driver=aiomysql needs aiomysql: pip install 'fastpool[aiomysql]'"
+    renamed = {"database": "db"}
+
+    def stream_cursor(self, raw: Any) -> Any:
+        return raw.cursor(self._module().SSCursor)

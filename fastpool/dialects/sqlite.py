@@ -1,4 +1,5 @@
-"""SQLite through the standard library's sqlite3: the embedded default."""
+"""SQLite through the standard library's sqlite3 (the embedded default), and through
+aiosqlite for fastpool.aio."""
 
 from __future__ import annotations
 
@@ -25,6 +26,14 @@ class SQLiteDialect(Dialect):
     def connect_factory(self, kwargs: dict[str, Any]) -> Connect:
         import sqlite3
 
+        database, kwargs = self._connect_args(kwargs)
+
+        def connect() -> Any:
+            return sqlite3.connect(database, **kwargs)
+
+        return connect
+
+    def _connect_args(self, kwargs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         kwargs = dict(kwargs)
         database = kwargs.pop("database")
         if database == ":memory:":
@@ -34,11 +43,7 @@ class SQLiteDialect(Dialect):
         # Connections move between threads through the pool (one thread at a time).
         kwargs.setdefault("check_same_thread", False)
         kwargs.setdefault("isolation_level", None)  # autocommit, transactions via BEGIN
-
-        def connect() -> Any:
-            return sqlite3.connect(database, **kwargs)
-
-        return connect
+        return database, kwargs
 
     def classify(self, exc: BaseException) -> int:
         import sqlite3
@@ -57,3 +62,33 @@ class SQLiteDialect(Dialect):
 
     def begin(self, raw: Any) -> None:
         raw.execute("BEGIN")
+
+
+class AioSQLiteDialect(SQLiteDialect):
+    """aiosqlite (sqlite3 on a thread of its own per connection): ``fastpool.aio.open(
+    "sqlite://...")``. Its connections reach the dialect through fastpool.aio's
+    SyncConnection, so sqlite3's reset, BEGIN and interrupt serve it unchanged."""
+
+    name = "aiosqlite"
+    is_async = True
+    cursor_iterates_in_c = False
+
+    def connect_factory(self, kwargs: dict[str, Any]) -> Connect:
+        try:
+            import aiosqlite
+        except ImportError:
+            from ..errors import ConfigError
+
+            raise ConfigError("sqlite:// under fastpool.aio needs aiosqlite:"
+                              " pip install 'fastpool[aiosqlite]'") from None
+        database, kwargs = self._connect_args(kwargs)
+
+        async def connect() -> Any:
+            return await aiosqlite.connect(database, **kwargs)
+
+        return connect
+
+    def classify(self, exc: BaseException) -> int:
+        if isinstance(exc, ValueError) and "no active connection" in str(exc):
+            return ERR_BROKEN  # aiosqlite's own report of a closed connection
+        return super().classify(exc)

@@ -144,6 +144,7 @@ cdef class CorePool:
     cdef public object _wake_watcher      # () -> None: a statement's deadline is the earliest
     cdef public object _await_cancel      # (rec) -> None: wait until a claimed cancel is settled
     # Operators' hooks and events (fastpool/hooks.py); None costs one test each.
+    cdef public object _dead_hook         # (raw) -> bool, at checkout when there is no socket to poll
     cdef public object _check_hook        # (rec) -> bool, at checkout of a connection idle >= check_after_
     cdef public object _reset_hook        # (rec) -> bool, at give-back of a good connection
     cdef public object _event_hook        # (name, rec or None, seconds, reason): discard/timeout/leak
@@ -202,6 +203,7 @@ cdef class Conn:
     cdef bint _in_tx
     cdef Rows _rows                   # its streaming Rows still open, if any
     cdef int _give_back(self, bint bad) except -1
+    cdef int _reclaim(self) except -1
     cdef ConnRecord _live(self)
     cdef object _run_here(self, object sql, object params, int mode)
     cdef str _kind(self)

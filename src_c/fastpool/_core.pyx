@@ -498,10 +498,23 @@ cdef class CorePool:
                         w.in_count = False
                 # An idle connection whose socket turned readable was closed by the server
                 # (wait_timeout, KILL, restart): replace it, the caller never sees it.
-                if rec.fd >= 0 and fp_fd_dead(rec.fd):
-                    self._discard_dead(rec, "dead")
-                    rec = None
-                    continue
+                if rec.fd >= 0:
+                    if fp_fd_dead(rec.fd):
+                        self._discard_dead(rec, "dead")
+                        rec = None
+                        continue
+                elif self._dead_hook is not None:
+                    # No socket to poll (an asyncio driver: its loop reads the socket):
+                    # the dialect reads what the driver already knows, no round trip.
+                    try:
+                        dead = self._dead_hook(rec.raw)
+                    except BaseException:
+                        self._discard_dead(rec, "dead")
+                        raise
+                    if dead:
+                        self._discard_dead(rec, "dead")
+                        rec = None
+                        continue
                 if self._check_hook is not None and now - rec.returned_at >= self.check_after_:
                     # The operator's check (fastpool/hooks.py): False discards the
                     # connection and the caller gets another; an exception it lets through
@@ -1465,6 +1478,13 @@ cdef class CorePool:
         fp_mutex_unlock(&self.mu)
         return t
 
+    def _count_cancelled(self):
+        """The façade ended a statement on the server whose caller was cancelled (an
+        asyncio task): counted with the deadline cancels in statements_cancelled."""
+        fp_mutex_lock(&self.mu)
+        self.statements_cancelled += 1
+        fp_mutex_unlock(&self.mu)
+
     def _count_leak(self, ConnRecord rec=None):
         fp_mutex_lock(&self.mu)
         self.leaks_reclaimed += 1
@@ -1767,12 +1787,15 @@ cdef class Conn:
 
     def __dealloc__(self):
         # Dropped while still holding a connection: the leak that takes Go services down.
-        # Take the connection back clean (rolled back if need be), count it, say so.
         # This is __dealloc__, not __del__: a __del__ runs once per object memory, and the
         # freelist reuses memory, so a recycled Conn would never be finalized.
+        self._reclaim()
+
+    cdef int _reclaim(self) except -1:
+        # Take the connection back clean (rolled back if need be), count it, say so.
         cdef CorePool pool = self._pool
         if self._rec is None or pool is None:
-            return
+            return 0
         code, lasti = self._site_code, self._site_lasti
         what = self._kind()
         if self._in_tx:
@@ -1780,6 +1803,7 @@ cdef class Conn:
         pool._count_leak(self._rec)
         self._give_back(False)
         _warn_leak(what, code, lasti, "commit() or rollback()" if what == "Tx" else "close()")
+        return 0
 
     @property
     def raw(self):
@@ -1791,6 +1815,16 @@ cdef class Conn:
     @property
     def closed(self):
         return self._rec is None
+
+    def _set_site(self, code, int lasti):
+        """Where it was opened, for the leak warning, when the caller's frame is not the one
+        below the core (fastpool.aio runs the core in a greenlet of its own)."""
+        self._site_code, self._site_lasti = code, lasti
+
+    def _reclaim_now(self):
+        """What dropping it does, done now: fastpool.aio's wrapper was dropped, and the
+        reclaim's I/O must run where it can be awaited."""
+        self._reclaim()
 
     @property
     def pool(self):
@@ -2055,6 +2089,23 @@ cdef class Rows:
     def description(self):
         """The driver's DB-API cursor.description."""
         return self._description
+
+    def _set_site(self, code, int lasti):
+        """Where it was opened (see Conn._set_site)."""
+        self._site_code, self._site_lasti = code, lasti
+
+    def _reclaim_now(self):
+        """Reclaim it now as if dropped (see Conn._reclaim_now)."""
+        if self._rec is not None:
+            self._reclaim()
+        elif self._owner is not None:
+            self._finish(False)
+
+    @property
+    def holds_result(self):
+        """True while a streaming result is unfinished: its connection (or its Conn's) is
+        still busy with it."""
+        return self._rec is not None or self._owner is not None
 
     @property
     def holds_connection(self):

@@ -1,0 +1,128 @@
+"""One implementation for threads and tasks: fastpool's pool runs on the event loop in a greenlet.
+
+fastpool's pool (the compiled core: checkout, waiters, statements, rows, transactions,
+deadlines, reclaim of dropped objects) is written once, as blocking code. ``fastpool.aio``
+runs that same code for a task inside a greenlet of its own (:func:`call`); wherever it
+would block, on a driver's I/O or on a wait for a connection, it hands an awaitable up to
+the task (:func:`await_`), which awaits it on the loop and switches back with the result
+(or throws the exception, ``CancelledError`` included, into the code at that point).
+SQLAlchemy's asyncio support works the same way; psycopg generates its sync pool from its
+async one instead. Either way nothing is written twice.
+
+What waits how:
+
+* a task waiting for a connection sleeps on a :class:`TaskParker` (the core's waiter
+  interface, as threads sleep on a C lock and greenlets on a gevent lock): a future,
+  woken from whichever thread gives a connection back;
+* the pool's background workers (opener, cleaner, deadline watcher, KILL sender) stay
+  threads; their I/O on an async driver's connection is run on the pool's loop
+  (:func:`run_on_loop`) while the thread waits, so the loop itself never blocks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+from typing import Any, Awaitable, Callable, TypeVar
+
+from greenlet import getcurrent
+
+from ..errors import EventLoopError
+
+T = TypeVar("T")
+
+# How often a worker thread waiting on the loop checks that the loop still runs.
+LOOP_CHECK_INTERVAL = 1.0
+
+
+# The per-statement hot path is compiled (src_c/fastpool/_bridge.pyx): call() runs fn in a
+# reused greenlet; await_() steps an awaitable in place, switching to the task only while
+# it must wait.
+from .._bridge import Bridged as _Bridged
+from .._bridge import await_, call, call_soon_on, in_bridge
+from .._bridge import step as _step
+
+__all__ = ["TaskParker", "await_", "call", "call_soon_on", "in_bridge", "run_on_loop"]
+
+
+async def _awaited(awaitable: Awaitable[T]) -> T:
+    return await awaitable
+
+
+def run_on_loop(loop: asyncio.AbstractEventLoop, awaitable: Awaitable[T]) -> T:
+    """Wait for ``awaitable``: awaited by the task inside :func:`call`, else (a worker
+    thread) run on ``loop`` while this thread waits. Refused on the loop's own thread
+    outside :func:`call`, where waiting would stop the loop for good."""
+    g = getcurrent()
+    if type(g) is _Bridged:
+        return _step(g, awaitable)
+    if asyncio._get_running_loop() is loop:
+        close = getattr(awaitable, "close", None)
+        if close is not None:
+            close()  # a coroutine never awaited would warn
+        raise EventLoopError("fastpool.aio: driver I/O on the event loop's thread outside"
+                          " fastpool's async calls")
+    try:
+        fut = asyncio.run_coroutine_threadsafe(_awaited(awaitable), loop)
+    except RuntimeError as exc:  # the loop is closed
+        close = getattr(awaitable, "close", None)
+        if close is not None:
+            close()
+        raise EventLoopError(f"fastpool.aio: the pool's event loop is gone ({exc})") from None
+    while True:
+        try:
+            return fut.result(LOOP_CHECK_INTERVAL)
+        except concurrent.futures.TimeoutError:
+            if loop.is_closed() or not loop.is_running():
+                fut.cancel()
+                raise EventLoopError("fastpool.aio: the pool's event loop stopped") from None
+        except concurrent.futures.CancelledError:
+            raise EventLoopError("fastpool.aio: the pool's event loop cancelled the call"
+                              " (it is shutting down)") from None
+
+
+class TaskParker:
+    """How a task waits for a connection: the core's parker interface (``acquire(True,
+    seconds)`` sleeps until ``release()`` or the time is up, like a held lock).
+
+    It is made and acquired by the waiting task inside :func:`call`; ``release`` comes from
+    whoever hands it a connection: another task, the opener thread or the cleaner, so the
+    wake-up is posted to the loop. A release before the acquire is kept (lock semantics),
+    so a wake-up that races the timer is never lost."""
+
+    __slots__ = ("_loop", "_fut", "_released")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._fut: asyncio.Future[bool] | None = None
+        self._released = False
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        if self._released:
+            self._released = False
+            return True
+        loop = self._loop
+        fut = self._fut = loop.create_future()
+        timer = None if timeout < 0 else loop.call_later(timeout, _expire, fut)
+        try:
+            return bool(await_(fut))
+        finally:
+            self._fut = None
+            if timer is not None:
+                timer.cancel()
+
+    def release(self) -> None:
+        if not call_soon_on(self._loop, self._wake):
+            self._released = True  # the loop is gone; nobody is asleep
+
+    def _wake(self) -> None:
+        fut = self._fut
+        if fut is not None and not fut.done():
+            fut.set_result(True)
+        else:
+            self._released = True
+
+
+def _expire(fut: asyncio.Future[bool]) -> None:
+    if not fut.done():
+        fut.set_result(False)

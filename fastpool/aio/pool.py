@@ -1,0 +1,349 @@
+"""fastpool.aio.Pool: the pool for asyncio tasks, on the same compiled core as threads.
+
+The pool is a ``fastpool.Pool`` (:class:`TaskPool`) whose connections are an async
+driver's, behind a blocking face (adapt.py), and whose waiters are tasks (bridge.py). Each
+async method runs the sync one for the calling task through the bridge, so the free list,
+the FIFO hand-off under the fairness bound, the counts, deadlines, hooks and the reclaim
+of dropped objects are the very ones threads get.
+
+The pool is bound to the first event loop that uses it: its connections' transports
+belong to that loop. Using it from another loop raises ``EventLoopError`` at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import logging
+import threading
+from typing import Any, Awaitable, Callable
+
+from .._core import POOL_DEFAULT
+from ..dialects import Dialect, get_dialect
+from ..errors import ConfigError, EventLoopError, PoolClosed
+from ..green import new_parker as green_parker
+from ..hooks import PoolEvent
+from ..options import DEFAULTS, HOOKS
+from ..pool import Pool as SyncPool
+from ..stats import Stats
+from ..url import parse_url
+from .adapt import SyncConnection
+from .bridge import TaskParker, call, in_bridge, run_on_loop
+from .objects import Acquire, Conn, Rows, Tx, caller_site
+
+log = logging.getLogger("fastpool")
+
+__all__ = ["Pool", "TaskPool", "open"]
+
+# Seconds a worker thread waits for the pool to be bound to a loop before it connects
+# (min_idle > 0 asks for connections before any task has used the pool).
+BIND_WAIT = 60.0
+
+
+class TaskPool(SyncPool):
+    """The sync pool under a fastpool.aio.Pool: its connect opens the async driver's
+    connection on the pool's loop, its waiters are tasks, and a connection discarded
+    because its task was cancelled mid-statement has its server session ended."""
+
+    __slots__ = ("_aio",)
+
+    def __init__(self, aio: Pool, connect: Callable[[], Any], **kwargs: Any) -> None:
+        self._aio = aio
+        super().__init__(connect, **kwargs)
+        self._new_parker = self._task_parker
+
+    def _task_parker(self) -> Any:
+        if in_bridge():
+            return TaskParker(self._aio._loop)  # type: ignore[arg-type]
+        return green_parker()
+
+    def _close_raw(self, raw: Any) -> None:
+        if getattr(raw, "interrupted", False) and not raw.closed:
+            self._end_interrupted(raw)
+        super()._close_raw(raw)
+
+    def _end_interrupted(self, raw: Any) -> None:
+        # A task was cancelled (or timed out) inside a statement: the driver's coroutine was
+        # cut off, the protocol is somewhere mid-way, and the server runs the statement on.
+        # The connection is discarded; its whole session is ended over the side connection
+        # (the KILL QUERY / KILL of the deadline watcher), so nothing keeps running there.
+        dialect = self._dialect_of(raw)
+        try:
+            if dialect.cancel_method == "kill":
+                sql = dialect.kill_session(raw)
+                watcher = self._started("_deadline_watcher", self._new_deadline_watcher)
+                if watcher is None:
+                    return
+                watcher._killer_for(self).send(None, sql)
+            elif dialect.cancel_method == "interrupt":
+                dialect.interrupt(raw)
+            else:
+                return
+        except Exception as exc:
+            log.debug("fastpool: ending a cancelled statement failed: %s: %s",
+                      type(exc).__name__, exc)
+            return
+        self._count_cancelled()
+
+    def _new_deadline_watcher(self) -> Any:
+        from ..deadlines import Watcher
+
+        return Watcher(self, self._dialect_of, self._side_connection)
+
+
+def _sync_hook(fn: Callable[[Any], Any] | None) -> Callable[[Any], Any] | None:
+    """A configure / check / reset hook for the core: it gets the driver's connection, and
+    a coroutine it returns is awaited."""
+    if fn is None or not callable(fn):
+        return fn
+
+    def hook(raw: Any) -> Any:
+        conn = getattr(raw, "driver_connection", raw)
+        res = fn(conn)
+        if isinstance(raw, SyncConnection):
+            return raw.wait(res)
+        return res
+
+    hook.__wrapped__ = fn  # type: ignore[attr-defined]
+    return hook
+
+
+class Pool:
+    """A pool of asyncio driver connections for tasks (Go's ``sql.DB``), on fastpool's
+    compiled core. ``connect`` is an async callable returning a new driver connection
+    (asyncmy, aiomysql, aiosqlite, or any async DB-API-like driver); ``driver`` names
+    the dialect, else it is guessed from the first connection. No I/O happens until the
+    first use, unless ``min_idle`` asks for warm connections.
+
+    ``db.sync`` is the same pool seen from threads (the core underneath); its connections
+    belong to this pool's loop."""
+
+    __slots__ = ("sync", "_connect", "_loop", "_bound", "_reclaims", "_hooks", "__weakref__")
+
+    def __init__(self, connect: Callable[[], Awaitable[Any]], *,
+                 driver: str | Dialect | None = None, _display: str | None = None,
+                 _name: str | None = None, **options: Any) -> None:
+        if not callable(connect):
+            raise ConfigError(f"connect must be an async callable returning a connection, got {connect!r}")
+        dialect = None if driver is None else get_dialect(driver)
+        if dialect is not None and not dialect.is_async and type(dialect) is not Dialect:
+            raise ConfigError(f"driver={dialect.name} is not an asyncio driver; use fastpool.Pool")
+        self._connect = connect
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._bound = threading.Event()
+        self._reclaims: set[asyncio.Task[Any]] = set()
+        self._hooks = {h: options.get(h) for h in HOOKS}
+        opts = {k: (_sync_hook(v) if k in HOOKS else v) for k, v in options.items()}
+        display = _display or getattr(connect, "__qualname__", type(connect).__name__)
+        self.sync = TaskPool(self, self._connect_sync, driver=dialect, _display=display,
+                             _name=_name, **opts)
+        self.sync._dead_hook = self._is_dead
+
+    # ---- the loop and the bridge ------------------------------------------------------
+    def _bind(self) -> asyncio.AbstractEventLoop:
+        loop = asyncio.get_running_loop()
+        if self._loop is loop:
+            return loop
+        if self._loop is None or (self._loop.is_closed() and self.sync.stats().open == 0):
+            self._loop = loop
+            self._bound.set()
+            return loop
+        raise EventLoopError(
+            f"fastpool.aio pool {self.sync.name!r} is bound to another event loop (the first"
+            f" that used it; its connections belong to that loop): open one pool per loop")
+
+    async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """fn(*args) of the sync pool (or of a core object), run for the calling task."""
+        if self._loop is not asyncio._get_running_loop():
+            self._bind()
+        if self._reclaims:
+            await self._settle_reclaims()
+        return await call(fn, *args)
+
+    def _connect_sync(self) -> Any:
+        # The core's connect: a task connects through the bridge, a worker thread (the
+        # opener) has the loop run the driver's connect while it waits.
+        loop = self._loop
+        if loop is None and not in_bridge():
+            self._bound.wait(BIND_WAIT)
+            loop = self._loop
+        if loop is None:
+            raise EventLoopError("fastpool.aio: the pool has not been used from an event loop yet")
+        conn = run_on_loop(loop, self._connect())
+        return SyncConnection(conn, loop)
+
+    def _is_dead(self, raw: Any) -> bool:
+        dialect = self.sync._dialect_of(raw)
+        # Once the dialect is known, ask it directly (or not at all) from then on.
+        self.sync._dead_hook = dialect.is_dead if dialect.checks_liveness else None
+        return dialect.checks_liveness and dialect.is_dead(raw)
+
+    def _reclaim_later(self, reclaim: Callable[[], Any]) -> None:
+        """A dropped Rows / Conn / Tx: run its reclaim as a task on the loop now."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return  # the core object reclaims what it can when it is freed
+        if asyncio._get_running_loop() is loop:
+            self._start_reclaim(reclaim)
+        else:
+            try:
+                loop.call_soon_threadsafe(self._start_reclaim, reclaim)
+            except RuntimeError:
+                pass
+
+    def _start_reclaim(self, reclaim: Callable[[], Any]) -> None:
+        task = asyncio.ensure_future(call(reclaim))
+        self._reclaims.add(task)
+        task.add_done_callback(self._reclaim_done)
+
+    def _reclaim_done(self, task: asyncio.Task[Any]) -> None:
+        self._reclaims.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            exc = task.exception()
+            log.warning("fastpool %s: reclaiming a dropped object: %s: %s", self.sync.name,
+                        type(exc).__name__, exc)
+
+    async def _settle_reclaims(self) -> None:
+        # Wait for dropped objects' connections to come back before taking another: a leak
+        # in a loop then costs no extra connection. Shielded: cancelling the caller must not
+        # cancel a reclaim half-way (its connection would be lost).
+        while self._reclaims:
+            await asyncio.shield(asyncio.gather(*self._reclaims, return_exceptions=True))
+
+    # ---- statements (Go's DB.Exec / QueryRow / Query) -----------------------------------
+    async def execute(self, sql: str, params: Any = None) -> Any:
+        """Run a statement; -> Result(rowcount, lastrowid)."""
+        return await self._call(self.sync.execute, sql, params)
+
+    async def query_row(self, sql: str, params: Any = None) -> Any:
+        """The first row (a tuple) or None; the connection is back before it returns."""
+        return await self._call(self.sync.query_row, sql, params)
+
+    def query(self, sql: str, params: Any = None, *, stream: bool = False) -> Rows:
+        """Rows of a query: ``await`` it (read at once, the connection already back), or with
+        ``stream=True`` iterate it with ``async for`` / ``async with``."""
+        return Rows(self, self.sync, sql, params, stream, caller_site() if stream else None)
+
+    # ---- connections and transactions -----------------------------------------------
+    def conn(self, timeout: Any = POOL_DEFAULT) -> Acquire:
+        """``async with db.conn() as c``: a dedicated connection, given back on exit."""
+        return Acquire(self, self.sync.conn, timeout, Conn, caller_site())
+
+    async def getconn(self, timeout: Any = POOL_DEFAULT) -> Conn:
+        """Take a dedicated connection; give it back with ``putconn()`` or ``close()``."""
+        core = await self._call(self.sync.getconn, timeout)
+        core._set_site(*caller_site())
+        return Conn(self, core)
+
+    async def putconn(self, conn: Conn) -> None:
+        """Give back a connection from ``getconn()`` (FastpoolError if it is back already
+        or belongs to another pool)."""
+        if not isinstance(conn, Conn) or conn._pool is not self:
+            from ..errors import FastpoolError
+
+            raise FastpoolError("connection belongs to another pool")
+        await self._call(self.sync.putconn, conn._conn)
+
+    def transaction(self, timeout: Any = POOL_DEFAULT) -> Acquire:
+        """``async with db.transaction() as tx``: COMMIT on normal exit, ROLLBACK on error."""
+        return Acquire(self, self.sync.begin, timeout, Tx, caller_site())
+
+    async def begin(self, timeout: Any = POOL_DEFAULT) -> Tx:
+        """Start a transaction: a Tx holding one connection until commit() or rollback()."""
+        core = await self._call(self.sync.begin, timeout)
+        core._set_site(*caller_site())
+        return Tx(self, core)
+
+    async def ping(self, timeout: Any = POOL_DEFAULT) -> None:
+        """Make sure a connection can be had and answers (Go's db.Ping)."""
+        await self._call(self.sync.ping, timeout)
+
+    # ---- the rest: the sync pool's ----------------------------------------------------
+    def stats(self, reset: bool = False) -> Stats:
+        return self.sync.stats(reset)
+
+    def on(self, event: str, fn: Callable[[PoolEvent], Any]) -> Callable[[PoolEvent], Any]:
+        """Call ``fn(PoolEvent)`` on each ``event`` (see fastpool.Pool.on); fn runs where the
+        event happens (a task or a worker thread) and must not block."""
+        return self.sync.on(event, fn)
+
+    def off(self, event: str, fn: Callable[[PoolEvent], Any]) -> bool:
+        return self.sync.off(event, fn)
+
+    @property
+    def closed(self) -> bool:
+        return bool(self.sync.closed)
+
+    @property
+    def driver(self) -> str | None:
+        return self.sync.driver
+
+    async def close(self) -> None:
+        """Close idle connections now and in-use ones as they come back, wake waiting tasks
+        with PoolClosed, stop the background workers. Calling it again is harmless."""
+        if self._loop is not None and self._loop is asyncio._get_running_loop():
+            await call(self.sync._close_core)
+            await self._settle_reclaims()
+        else:
+            self.sync._close_core()
+        self._bound.set()  # a worker waiting for a loop gives up
+        # Joining the workers blocks: off the loop, which a connect in flight may need.
+        await asyncio.get_running_loop().run_in_executor(None, self.sync._stop_workers)
+
+    async def __aenter__(self) -> Pool:
+        if self.closed:
+            raise PoolClosed("pool is closed")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        return "<fastpool.aio.Pool" + repr(self.sync)[len("<fastpool.Pool"):]
+
+
+def _option_property(name: str) -> property:
+    if name in HOOKS:
+        def get_hook(self: Pool) -> Any:
+            return self._hooks[name]
+
+        def set_hook(self: Pool, value: Any) -> None:
+            setattr(self.sync, name, _sync_hook(value))
+            self._hooks[name] = value
+
+        return property(get_hook, set_hook, doc=getattr(SyncPool, name).__doc__)
+    return property(lambda self: getattr(self.sync, name),
+                    lambda self, value: setattr(self.sync, name, value),
+                    doc=getattr(SyncPool, name).__doc__)
+
+
+for _name in DEFAULTS:
+    setattr(Pool, _name, _option_property(_name))
+del _name
+
+# mysql:// without ?driver=: the first of these that is installed.
+MYSQL_ASYNC_DRIVERS = ("asyncmy", "aiomysql")
+
+
+def _default_driver(scheme: str) -> str:
+    if scheme == "mysql":
+        for name in MYSQL_ASYNC_DRIVERS:
+            if importlib.util.find_spec(name) is not None:
+                return name
+        raise ConfigError("mysql:// under fastpool.aio needs asyncmy or aiomysql:"
+                          " pip install 'fastpool[asyncmy]'")
+    if scheme == "sqlite":
+        return "aiosqlite"
+    raise ConfigError(f"no asyncio driver for {scheme}:// yet")
+
+
+def open(dsn: str, **options: Any) -> Pool:  # noqa: A001 - the API's name
+    """Open a pool for tasks on a database URL (``mysql://`` with asyncmy or aiomysql,
+    ``?driver=`` choosing; ``sqlite://`` with aiosqlite). Lazy: no I/O until first use."""
+    url = parse_url(dsn)
+    dialect = get_dialect(url.driver or _default_driver(url.scheme))
+    if not dialect.is_async:
+        raise ConfigError(f"driver={dialect.name} is not an asyncio driver: use fastpool.open(),"
+                          f" or ?driver={'|'.join(MYSQL_ASYNC_DRIVERS)} under fastpool.aio")
+    connect = dialect.connect_factory(url.connect_kwargs)
+    return Pool(connect, driver=dialect, _display=url.masked, _name=url.name, **options)
