@@ -16,9 +16,10 @@ import asyncio
 import importlib.util
 import logging
 import threading
+import time
 from typing import Any, Awaitable, Callable
 
-from .._core import POOL_DEFAULT
+from .._core import CANCEL_STATES, POOL_DEFAULT
 from ..dialects import Dialect, get_dialect
 from ..errors import ConfigError, EventLoopError, PoolClosed
 from ..green import new_parker as green_parker
@@ -28,13 +29,17 @@ from ..pool import Pool as SyncPool
 from ..stats import Stats
 from ..url import parse_url
 from .adapt import SyncConnection
-from .bridge import TaskParker, call, in_bridge, run_on_loop
+from ..deadlines import SETTLE_WAIT
+from .bridge import TaskParker, await_, call, in_bridge, run_on_loop
 from .objects import Acquire, Conn, Rows, Tx, caller_site
 
 log = logging.getLogger("fastpool")
 
 __all__ = ["Pool", "TaskPool", "open"]
 
+_CLAIMED = CANCEL_STATES["claimed"]
+# How often a task looks whether the watcher's cancel of its statement is settled.
+SETTLE_POLL = 0.002
 # Seconds a worker thread waits for the pool to be bound to a loop before it connects
 # (min_idle > 0 asks for connections before any task has used the pool).
 BIND_WAIT = 60.0
@@ -56,6 +61,20 @@ class TaskPool(SyncPool):
         if in_bridge():
             return TaskParker(self._aio._loop)  # type: ignore[arg-type]
         return green_parker()
+
+    def _await_cancel_settled(self, rec: Any) -> None:
+        # The watcher has claimed this task's statement (its deadline passed) and its KILL
+        # QUERY is on the way. A thread waits on the watcher's condition; a task must not
+        # (the loop would stop, and with it the KILL, which runs on the loop): it sleeps on
+        # the loop in short steps until the cancel is settled.
+        if not in_bridge():
+            super()._await_cancel_settled(rec)
+            return
+        watcher = self._deadline_watcher
+        until = time.monotonic() + SETTLE_WAIT
+        while (rec.cancel_state == _CLAIMED and watcher is not None and watcher.alive
+               and time.monotonic() < until):
+            await_(asyncio.sleep(SETTLE_POLL))
 
     def _close_raw(self, raw: Any) -> None:
         if getattr(raw, "interrupted", False) and not raw.closed:
