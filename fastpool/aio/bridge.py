@@ -39,7 +39,7 @@ LOOP_CHECK_INTERVAL = 1.0
 # reused greenlet; await_() steps an awaitable in place, switching to the task only while
 # it must wait.
 from .._bridge import Bridged as _Bridged
-from .._bridge import await_, call, call_soon_on, in_bridge
+from .._bridge import TaskParker, await_, call, call_soon_on, in_bridge
 from .._bridge import step as _step
 
 __all__ = ["TaskParker", "await_", "call", "call_soon_on", "in_bridge", "run_on_loop"]
@@ -79,50 +79,3 @@ def run_on_loop(loop: asyncio.AbstractEventLoop, awaitable: Awaitable[T]) -> T:
         except concurrent.futures.CancelledError:
             raise EventLoopError("fastpool.aio: the pool's event loop cancelled the call"
                               " (it is shutting down)") from None
-
-
-class TaskParker:
-    """How a task waits for a connection: the core's parker interface (``acquire(True,
-    seconds)`` sleeps until ``release()`` or the time is up, like a held lock).
-
-    It is made and acquired by the waiting task inside :func:`call`; ``release`` comes from
-    whoever hands it a connection: another task, the opener thread or the cleaner, so the
-    wake-up is posted to the loop. A release before the acquire is kept (lock semantics),
-    so a wake-up that races the timer is never lost."""
-
-    __slots__ = ("_loop", "_fut", "_released")
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self._fut: asyncio.Future[bool] | None = None
-        self._released = False
-
-    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
-        if self._released:
-            self._released = False
-            return True
-        loop = self._loop
-        fut = self._fut = loop.create_future()
-        timer = None if timeout < 0 else loop.call_later(timeout, _expire, fut)
-        try:
-            return bool(await_(fut))
-        finally:
-            self._fut = None
-            if timer is not None:
-                timer.cancel()
-
-    def release(self) -> None:
-        if not call_soon_on(self._loop, self._wake):
-            self._released = True  # the loop is gone; nobody is asleep
-
-    def _wake(self) -> None:
-        fut = self._fut
-        if fut is not None and not fut.done():
-            fut.set_result(True)
-        else:
-            self._released = True
-
-
-def _expire(fut: asyncio.Future[bool]) -> None:
-    if not fut.done():
-        fut.set_result(False)

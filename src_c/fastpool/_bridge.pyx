@@ -12,7 +12,6 @@ from cpython.object cimport PyObject_GenericSetAttr
 from cpython.ref cimport PyObject
 
 import threading
-import types
 from asyncio import ensure_future
 from asyncio.events import _get_running_loop
 
@@ -92,12 +91,35 @@ def in_bridge():
     return type(getcurrent()) is Bridged
 
 
-@types.coroutine
-def _suspend(signal):
-    # Hand the task what the awaitable inside fn yielded, exactly as if the task's own
-    # coroutine had yielded it: a future (the task resumes us when it is done; its result
-    # or error is the awaitable's to read) or None (run again on the loop's next round).
-    yield signal
+@cython.final
+@cython.freelist(32)
+cdef class _Suspend:
+    """`await _Suspend(signal)` hands the task what the awaitable inside fn yielded,
+    exactly as if the task's own coroutine had yielded it: a future (the task resumes us
+    when it is done; its result or error is the awaitable's to read) or None (run again on
+    the loop's next round). An exception the task throws in (cancellation) is raised at the
+    await. (A compiled awaitable: types.coroutine would wrap a compiled generator in a
+    Python-level wrapper, several isinstance checks per step.)"""
+    cdef object signal
+    cdef bint sent
+
+    def __await__(self):
+        return self
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self.sent:
+            raise StopIteration
+        self.sent = True
+        return self.signal
+
+
+cdef inline _Suspend _suspend(object signal):
+    cdef _Suspend s = _Suspend.__new__(_Suspend)
+    s.signal = signal
+    return s
 
 
 async def call(fn, *args):
@@ -161,6 +183,62 @@ cpdef object step(object g, object awaitable):
         signal = fp_steal(res)
         if r == PYGEN_RETURN:
             return signal
+
+
+# ---- how a task waits for a connection -------------------------------------------------
+@cython.final
+cdef class TaskParker:
+    """How a task waits for a connection: the core's parker interface (acquire(True,
+    seconds) sleeps until release() or the time is up, like a held lock).
+
+    It is made and acquired by the waiting task inside call(); release() comes from whoever
+    hands it a connection: another task, the opener thread or the cleaner, so a wake-up
+    from another thread is posted to the loop. A release before the acquire is kept (lock
+    semantics), so a wake-up that races the timer is never lost."""
+    cdef object loop
+    cdef object fut
+    cdef bint released
+
+    def __cinit__(self, loop):
+        self.loop = loop
+
+    def acquire(self, blocking=True, double timeout=-1):
+        if self.released:
+            self.released = False
+            return True
+        g = getcurrent()
+        if type(g) is not Bridged:
+            raise EventLoopError("fastpool.aio: a task waited outside fastpool's async calls")
+        loop = self.loop
+        fut = self.fut = loop.create_future()
+        timer = None if timeout < 0 else loop.call_later(timeout, _expire, fut)
+        try:
+            return bool(step(g, fut))
+        finally:
+            self.fut = None
+            if timer is not None:
+                timer.cancel()
+
+    def release(self):
+        if _get_running_loop() is self.loop:
+            self._wake()
+            return
+        try:
+            self.loop.call_soon_threadsafe(self._wake)
+        except RuntimeError:
+            self.released = True  # the loop is gone; nobody is asleep
+
+    def _wake(self):
+        fut = self.fut
+        if fut is not None and not fut.done():
+            fut.set_result(True)
+        else:
+            self.released = True
+
+
+def _expire(fut):
+    if not fut.done():
+        fut.set_result(False)
 
 
 # ---- the DB-API face of an async driver's connection ---------------------------------
