@@ -154,6 +154,16 @@ class Watcher(OwnThread):
         if killer is not None:
             killer.stop()
 
+    def join(self, timeout: float | None = None) -> None:
+        """Wait for the watcher and then its killer (which may still be sending queued
+        KILLs) to end."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        super().join(timeout)
+        with self._cond:
+            killer = self._killer
+        if killer is not None:
+            killer.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+
     def await_cancel(self, rec: ConnRecord) -> None:
         """Called by the core, on the statement's thread, when the watcher has claimed its
         statement: wait until the cancel is settled (bounded)."""

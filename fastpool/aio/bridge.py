@@ -49,6 +49,17 @@ async def _awaited(awaitable: Awaitable[T]) -> T:
     return await awaitable
 
 
+def _discard(*coroutines: Any) -> None:
+    # Coroutines that will never run: closed, so that they do not warn "never awaited".
+    for coro in coroutines:
+        close = getattr(coro, "close", None)
+        if close is not None:
+            try:
+                close()
+            except Exception:
+                pass
+
+
 def run_on_loop(loop: asyncio.AbstractEventLoop, awaitable: Awaitable[T]) -> T:
     """Wait for ``awaitable``: awaited by the task inside :func:`call`, else (a worker
     thread) run on ``loop`` while this thread waits. Refused on the loop's own thread
@@ -57,17 +68,14 @@ def run_on_loop(loop: asyncio.AbstractEventLoop, awaitable: Awaitable[T]) -> T:
     if type(g) is _Bridged:
         return _step(g, awaitable)
     if asyncio._get_running_loop() is loop:
-        close = getattr(awaitable, "close", None)
-        if close is not None:
-            close()  # a coroutine never awaited would warn
+        _discard(awaitable)
         raise EventLoopError("fastpool.aio: driver I/O on the event loop's thread outside"
                           " fastpool's async calls")
+    wrapper = _awaited(awaitable)
     try:
-        fut = asyncio.run_coroutine_threadsafe(_awaited(awaitable), loop)
+        fut = asyncio.run_coroutine_threadsafe(wrapper, loop)
     except RuntimeError as exc:  # the loop is closed
-        close = getattr(awaitable, "close", None)
-        if close is not None:
-            close()
+        _discard(wrapper, awaitable)
         raise EventLoopError(f"fastpool.aio: the pool's event loop is gone ({exc})") from None
     while True:
         try:
@@ -75,7 +83,10 @@ def run_on_loop(loop: asyncio.AbstractEventLoop, awaitable: Awaitable[T]) -> T:
         except concurrent.futures.TimeoutError:
             if loop.is_closed() or not loop.is_running():
                 fut.cancel()
+                if loop.is_closed():
+                    _discard(wrapper, awaitable)  # nothing will ever run them now
                 raise EventLoopError("fastpool.aio: the pool's event loop stopped") from None
         except concurrent.futures.CancelledError:
+            _discard(awaitable)  # finished, or never started: closing it is harmless
             raise EventLoopError("fastpool.aio: the pool's event loop cancelled the call"
                               " (it is shutting down)") from None

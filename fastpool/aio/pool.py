@@ -320,6 +320,10 @@ class Pool:
         self._bound.set()  # a worker waiting for a loop gives up
         # Joining the workers blocks: off the loop, which a connect in flight may need.
         await asyncio.get_running_loop().run_in_executor(None, self.sync._stop_workers)
+        # What the workers closed on their way out (a connect that finished after the
+        # close, the KILL side connection) was posted to the loop: let it run now, while
+        # the loop surely still runs.
+        await asyncio.sleep(0)
 
     async def __aenter__(self) -> Pool:
         if self.closed:
