@@ -42,9 +42,12 @@ REFERENCE = {
     "SQLAlchemy engine SELECT 1": "test_sa_engine_select1[QueuePool]",
     "DBUtils checkout+checkin (no I/O)": "test_dbutils_cycle[DBUtils]",
     "DBUtils SELECT 1": "test_dbutils_select1[DBUtils]",
+    "async: SELECT 1 from one task (200 per round)": "test_async_select1[raw-asyncmy]",
 }
 CONTENDED = "contended: 16 threads share 4 connections"
 SCALE = "scale: 16, 64 and 256 threads share 16 connections"
+TASKS = "async: 64 tasks share 4 connections"
+STORM = "async: 64 tasks cancelled 0.3 s into SELECT SLEEP(2), pool of 8"
 LEAK_PREFIX = "leak:"
 README_START, README_END = "<!-- bench:start -->", "<!-- bench:end -->"
 
@@ -160,7 +163,8 @@ def by_group(data: dict) -> dict[str, list[dict]]:
 
 
 def versions() -> str:
-    names = ["mysqlclient", "SQLAlchemy", "DBUtils", "mysql-connector-python"]
+    names = ["mysqlclient", "SQLAlchemy", "DBUtils", "mysql-connector-python", "asyncmy",
+             "aiomysql"]
     found = []
     for n in names:
         try:
@@ -183,8 +187,10 @@ def report(data: dict) -> str:
         f"database: {backend_name(data)}; {versions()}",
     ]
     for group, benches in by_group(data).items():
-        if group == CONTENDED:
-            lines += contended_table(benches)
+        if group in (CONTENDED, TASKS):
+            lines += contended_table(benches, group, "thread" if group == CONTENDED else "task")
+        elif group == STORM:
+            lines += storm_table(benches)
         elif group == SCALE:
             lines += scale_table(benches)
         elif group.startswith(LEAK_PREFIX):
@@ -210,15 +216,28 @@ def timing_table(group: str, benches: list[dict]) -> list[str]:
     return lines
 
 
-def contended_table(benches: list[dict]) -> list[str]:
-    lines = [f"\n{CONTENDED}",
-             f"  {'':<40} {'req/s':>8} {'p50':>8} {'p99':>8} {'longest':>9} {'fewest/thread':>14}"]
+def contended_table(benches: list[dict], group: str = CONTENDED, unit: str = "thread") -> list[str]:
+    lines = [f"\n{group}",
+             f"  {'':<40} {'req/s':>8} {'p50':>8} {'p99':>8} {'longest':>9} {'fewest/' + unit:>14}"]
     for b in sorted(benches, key=lambda b: -b["extra_info"].get("requests_per_s", 0)):
         e = b["extra_info"]
         if not e:
             continue
         lines.append(f"  {short(b['name']):<40} {e['requests_per_s']:8.0f} {e['p50_ms']:6.2f}ms "
                      f"{e['p99_ms']:6.2f}ms {e['max_ms']:7.1f}ms {e['fewest_requests_by_one_thread']:14d}")
+    return lines
+
+
+def storm_table(benches: list[dict]) -> list[str]:
+    lines = [f"\n{STORM}",
+             f"  {'':<40} {'cancelled':>9} {'in':>8} {'left running 1 s later':>23} {'wrong answers':>14}"
+             f" {'errors after':>13}"]
+    for b in benches:
+        e = b["extra_info"]
+        if "left_running" not in e:
+            continue
+        lines.append(f"  {short(b['name']):<40} {e['cancelled']:9d} {e['cancel_s'] * 1e3:6.1f}ms "
+                     f"{e['left_running']:18d} of 8 {e['wrong_answers']:14d} {e['errors_after']:13d}")
     return lines
 
 
@@ -264,7 +283,8 @@ def plot(data: dict, path: Path) -> bool:
     from .chart import plot as draw
 
     return draw(data, path, f"fastpool comparison on {backend_name(data)}", by_group(data),
-                REFERENCE, CONTENDED, LEAK_PREFIX, scale_rows(by_group(data).get(SCALE, [])))
+                REFERENCE, CONTENDED, LEAK_PREFIX, scale_rows(by_group(data).get(SCALE, [])),
+                TASKS, STORM)
 
 
 def update_readme(text: str, data: dict) -> None:

@@ -1,8 +1,9 @@
 """The comparison's chart (PNG) and its self-contained HTML report.
 
-Six panels: the leak scenario as the calls go on (connections open, calls failed), the
+Panels: the leak scenario as the calls go on (connections open, calls failed), the
 no-I/O checkout and SELECT 1 as ratios to their reference, the contended run's throughput
-and its latency tails, and the 100k-row read. fastpool's entries (fastpool, FastQueuePool,
+and its latency tails, the 100k-row read, the scale runs, and the asyncio group (64 tasks'
+throughput and tails, the cancellation storm). fastpool's entries (fastpool, FastQueuePool,
 fastpool.dbutils) are green; every peer has a colour and a marker of its own.
 """
 
@@ -19,7 +20,7 @@ FASTPOOL = "#1a9850"
 PEER_STYLES = [
     ("go_style", "#d73027", "X"), ("lifoqueue", "#d73027", "X"), ("queuepool", "#4575b4", "s"),
     ("sqlalchemy", "#4575b4", "s"), ("dbutils", "#fc8d59", "^"), ("deque", "#999999", "D"),
-    ("raw", "#555555", "o"),
+    ("raw", "#555555", "o"), ("asyncmy", "#984ea3", "P"), ("aiomysql", "#a65628", "*"),
 ]
 
 
@@ -58,7 +59,8 @@ def fmt_time(seconds: float) -> str:
 
 def plot(data: dict[str, Any], path: Path, title: str, groups: dict[str, list[dict[str, Any]]],
          reference: dict[str, str], contended: str, leak_prefix: str,
-         scale: dict[int, dict[str, dict[str, Any]]] | None = None) -> bool:
+         scale: dict[int, dict[str, dict[str, Any]]] | None = None,
+         tasks: str = "", storm: str = "") -> bool:
     try:
         import matplotlib
 
@@ -68,7 +70,7 @@ def plot(data: dict[str, Any], path: Path, title: str, groups: dict[str, list[di
     except ImportError:
         print("(matplotlib is not installed: no chart)")
         return False
-    fig, axes = plt.subplots(3, 3, figsize=(19, 15.5))
+    fig, axes = plt.subplots(4, 3, figsize=(19, 20.5))
     leak = next((b for g, b in groups.items() if g.startswith(leak_prefix)), [])
     _leak_panel(axes[0][0], axes[0][1], leak)
     _ratio_panel(axes[0][2], groups, "checkout+checkin (no I/O)", reference,
@@ -86,6 +88,11 @@ def plot(data: dict[str, Any], path: Path, title: str, groups: dict[str, list[di
     else:
         ax.set_axis_off()
     _scale_panels(axes[2], scale or {})
+    # The asyncio group: 64 tasks on 4 connections, and the cancellation storm.
+    _throughput_panel(axes[3][0], groups.get(tasks, []), FuncFormatter,
+                      "asyncio: 64 tasks, 4 connections")
+    _tails_panel(axes[3][1], groups.get(tasks, []), "asyncio, 64 tasks")
+    _storm_panel(axes[3][2], groups.get(storm, []))
     fig.suptitle(title, fontsize=14)
     fig.tight_layout(rect=(0, 0, 1, 0.97))
     fig.savefig(path, dpi=100)
@@ -176,7 +183,8 @@ def _contended(ax: Any, benches: list[dict[str, Any]]) -> tuple[list[dict[str, A
     return benches, [short(b["name"], "contended_") for b in benches]
 
 
-def _throughput_panel(ax: Any, benches: list[dict[str, Any]], formatter: Any) -> None:
+def _throughput_panel(ax: Any, benches: list[dict[str, Any]], formatter: Any,
+                      title: str = "contended throughput: 16 threads, 4 connections") -> None:
     benches, names = _contended(ax, benches)
     if not benches:
         return
@@ -187,10 +195,10 @@ def _throughput_panel(ax: Any, benches: list[dict[str, Any]], formatter: Any) ->
     ax.set_xlim(0, max(rps) * 1.25)
     ax.xaxis.set_major_formatter(formatter(lambda v, _p: f"{v / 1000:.0f}k"))
     ax.tick_params(axis="y", labelsize=8)
-    ax.set_title("contended throughput: 16 threads, 4 connections\n(requests/s; higher is better)")
+    ax.set_title(f"{title}\n(requests/s; higher is better)")
 
 
-def _tails_panel(ax: Any, benches: list[dict[str, Any]]) -> None:
+def _tails_panel(ax: Any, benches: list[dict[str, Any]], title: str = "contended latency") -> None:
     benches, names = _contended(ax, benches)
     if not benches:
         return
@@ -209,9 +217,26 @@ def _tails_panel(ax: Any, benches: list[dict[str, Any]]) -> None:
     ax.set_xlabel("ms (log scale)")
     ax.grid(axis="x", alpha=0.3)
     ax.margins(x=0.25)
-    ax.set_title("contended latency: p50, p99, longest\n(lower is better; a longest far right"
+    ax.set_title(f"{title}: p50, p99, longest\n(lower is better; a longest far right"
                  " is a caller starved)")
     ax.legend(loc="lower right", fontsize=8)
+
+
+def _storm_panel(ax: Any, benches: list[dict[str, Any]]) -> None:
+    """Statements still running on the server one second after their tasks were cancelled."""
+    benches = [b for b in benches if "left_running" in b["extra_info"]]
+    if not benches:
+        ax.set_axis_off()
+        return
+    names = [short(b["name"], "async_cancel_storm").strip("[]") for b in benches]
+    left = [b["extra_info"]["left_running"] for b in benches]
+    bars = ax.barh(names, left, color=[style(n)[0] for n in names])
+    ax.bar_label(bars, [f"{v} of 8" for v in left], padding=3, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 10)
+    ax.tick_params(axis="y", labelsize=8)
+    ax.set_title("asyncio: 64 tasks cancelled in SLEEP(2), pool of 8\n"
+                 "statements left running on the server 1 s later\n(lower is better)")
 
 
 def _scale_panels(axes: Any, scale: dict[int, dict[str, dict[str, Any]]]) -> None:

@@ -1,0 +1,278 @@
+"""The asyncio group: fastpool.aio beside the async drivers' own pools and SQLAlchemy's
+AsyncAdaptedQueuePool, on the same driver where it can be (MySQL/MariaDB only).
+
+- SELECT 1 from one task, per call, against the bare driver connection;
+- 64 tasks share 4 connections, each looping on SELECT 1: throughput and the tails;
+- a cancellation storm: 64 tasks cancelled 0.3 s into SELECT SLEEP(2) on a pool of 8, and
+  what is left one second later (statements still running on the server, connections
+  lost), and whether every later answer is its own question's.
+
+Targets (issue 20): SELECT 1 <= 1.05x the bare connection; 64 tasks >= 1.0x the driver's
+own pool and >= 1.5x AsyncAdaptedQueuePool with the longest wait <= 50 ms; 0 statements
+left running after the storm.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import statistics
+import time
+from typing import Any, Awaitable, Callable
+
+import pytest
+
+import fastpool.aio
+
+from .support import bench_seconds, need_mysql
+
+ONE_TASK = "async: SELECT 1 from one task (200 per round)"
+TASKS = "async: 64 tasks share 4 connections"
+STORM = "async: 64 tasks cancelled 0.3 s into SELECT SLEEP(2), pool of 8"
+CALLS = 200
+N_TASKS = 64
+CONNS = 4
+
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("greenlet") is None,
+                                reason="fastpool.aio needs greenlet")
+
+
+def _driver(name: str) -> Any:
+    return pytest.importorskip(name, reason=f"{name} is not installed")
+
+
+def _kwargs(backend: Any, driver: str) -> dict[str, Any]:
+    kw = dict(backend.kwargs)
+    db = kw.pop("database", None)
+    if db is not None:
+        kw["db" if driver == "aiomysql" else "database"] = db
+    kw["autocommit"] = True
+    return kw
+
+
+async def _select1(conn: Any) -> Any:
+    cur = conn.cursor()
+    if not hasattr(cur, "execute"):
+        cur = await cur  # aiomysql
+    await cur.execute("SELECT 1")
+    row = await cur.fetchone()
+    await cur.close()
+    return row
+
+
+class Contender:
+    """request() for one pool, as a handler would run it; open() and close() around."""
+
+    def __init__(self, backend: Any, name: str, conns: int) -> None:
+        self.backend, self.name, self.conns = backend, name, conns
+        self.pool: Any = None
+
+    async def open(self) -> None:
+        b, name = self.backend, self.name
+        if name.startswith("fastpool"):
+            driver = name.split("-")[1]
+            _driver(driver)
+            self.pool = fastpool.aio.open(f"{b.dsn}{'&' if '?' in b.dsn else '?'}driver={driver}",
+                                          max_open=self.conns, timeout=60)
+            await self.pool.query_row("SELECT 1")
+        elif name in ("asyncmy-pool", "aiomysql-pool"):
+            driver = name.split("-")[0]
+            mod = _driver(driver)
+            self.pool = await mod.create_pool(minsize=self.conns, maxsize=self.conns,
+                                              **_kwargs(b, driver))
+        elif name == "AsyncAdaptedQueuePool-asyncmy":
+            _driver("asyncmy")
+            sa = pytest.importorskip("sqlalchemy.ext.asyncio", reason="SQLAlchemy is not installed")
+            url = b.sa_url.replace("mysql+mysqldb://", "mysql+asyncmy://", 1)
+            self.pool = sa.create_async_engine(url, pool_size=self.conns, max_overflow=0,
+                                               pool_timeout=60)
+        elif name.startswith("raw-"):
+            driver = name.split("-")[1]
+            self.pool = await _driver(driver).connect(**_kwargs(b, driver))
+        else:
+            raise ValueError(name)
+
+    def request(self, sql: str = "SELECT 1") -> Awaitable[Any]:
+        name, pool = self.name, self.pool
+        if name.startswith("fastpool"):
+            return pool.query_row(sql)  # type: ignore[no-any-return]
+        if name.startswith("raw-"):
+            return _select1(pool)
+        if name.startswith("AsyncAdaptedQueuePool"):
+            return self._sa(sql)
+        return self._native(sql)
+
+    async def _native(self, sql: str) -> Any:
+        async with self.pool.acquire() as conn:
+            async with conn.cursor() as cur:
+                await cur.execute(sql)
+                return await cur.fetchone()
+
+    async def _sa(self, sql: str) -> Any:
+        from sqlalchemy import text
+
+        async with self.pool.connect() as c:
+            return (await c.execute(text(sql))).fetchone()
+
+    async def close(self) -> None:
+        name, pool = self.name, self.pool
+        if pool is None:
+            return
+        if name.startswith("fastpool"):
+            await pool.close()
+        elif name.startswith("raw-"):
+            pool.close()
+        elif name.startswith("AsyncAdaptedQueuePool"):
+            await pool.dispose()
+        else:
+            pool.close()
+            await pool.wait_closed()
+
+
+def _run(coro: Callable[[], Awaitable[Any]]) -> Any:
+    return asyncio.run(coro())  # type: ignore[arg-type]
+
+
+# ---- SELECT 1 from one task --------------------------------------------------------------
+@pytest.mark.benchmark(group=ONE_TASK)
+@pytest.mark.parametrize("contender", ["raw-asyncmy", "fastpool-asyncmy", "asyncmy-pool",
+                                       "AsyncAdaptedQueuePool-asyncmy", "raw-aiomysql",
+                                       "fastpool-aiomysql", "aiomysql-pool"])
+def test_async_select1(benchmark, backend, contender):  # type: ignore[no-untyped-def]
+    need_mysql(backend)
+    loop = asyncio.new_event_loop()
+    c = Contender(backend, contender, 1)
+    try:
+        loop.run_until_complete(c.open())
+
+        async def batch() -> None:
+            for _ in range(CALLS):
+                await c.request()
+
+        loop.run_until_complete(batch())  # warm
+        benchmark.pedantic(lambda: loop.run_until_complete(batch()), rounds=30, iterations=1)
+        benchmark.extra_info["per_call_s"] = benchmark.stats.stats.median / CALLS
+    finally:
+        loop.run_until_complete(c.close())
+        loop.close()
+
+
+# ---- 64 tasks share 4 connections --------------------------------------------------------
+async def contend(c: Contender, seconds: float, tasks: int = N_TASKS) -> dict[str, Any]:
+    latencies: list[list[float]] = [[] for _ in range(tasks)]
+    completed = [0] * tasks
+    started = time.perf_counter()
+    stop = started + seconds
+
+    async def worker(i: int) -> None:
+        mine = latencies[i]
+        while True:
+            t0 = time.perf_counter()
+            if t0 >= stop:
+                return
+            await c.request()
+            t1 = time.perf_counter()
+            mine.append(t1 - t0)
+            if t1 <= stop:
+                completed[i] += 1
+
+    stall = 0.0
+    done = False
+
+    async def ticker() -> None:
+        nonlocal stall
+        last = time.perf_counter()
+        while not done:
+            await asyncio.sleep(0.005)
+            now = time.perf_counter()
+            stall = max(stall, now - last - 0.005)
+            last = now
+
+    tick = asyncio.create_task(ticker())
+    await asyncio.gather(*[worker(i) for i in range(tasks)])
+    done = True
+    await tick
+    every = sorted(x for per in latencies for x in per)
+    q = statistics.quantiles(every, n=100)
+    return {
+        "requests_per_s": sum(completed) / seconds,
+        "p50_ms": q[49] * 1e3,
+        "p99_ms": q[98] * 1e3,
+        "max_ms": every[-1] * 1e3,
+        "fewest_requests_by_one_thread": min(completed),
+        "loop_stall_ms": stall * 1e3,
+        "tasks": tasks,
+        "connections": c.conns,
+        "seconds": seconds,
+    }
+
+
+@pytest.mark.benchmark(group=TASKS)
+@pytest.mark.parametrize("contender", ["fastpool-asyncmy", "asyncmy-pool", "fastpool-aiomysql",
+                                       "aiomysql-pool", "AsyncAdaptedQueuePool-asyncmy"])
+def test_async_tasks(benchmark, backend, contender):  # type: ignore[no-untyped-def]
+    need_mysql(backend)
+    result: dict[str, Any] = {}
+
+    async def once() -> None:
+        c = Contender(backend, contender, CONNS)
+        await c.open()
+        try:
+            result.update(await contend(c, bench_seconds()))
+        finally:
+            await c.close()
+
+    benchmark.pedantic(lambda: _run(once), rounds=1, iterations=1)
+    benchmark.extra_info.update(result)
+    assert result["requests_per_s"] > 0
+
+
+# ---- the cancellation storm ---------------------------------------------------------------
+def running_on_server(backend: Any, marker: str) -> int:
+    conn = backend.connect()
+    try:
+        cur = conn.cursor()
+        cur.execute("SELECT COUNT(*) FROM information_schema.processlist"
+                    " WHERE info LIKE %s AND id <> CONNECTION_ID()", (f"%{marker}%",))
+        return int(cur.fetchone()[0])
+    finally:
+        conn.close()
+
+
+@pytest.mark.benchmark(group=STORM)
+@pytest.mark.parametrize("contender", ["fastpool-asyncmy", "asyncmy-pool", "fastpool-aiomysql",
+                                       "aiomysql-pool", "AsyncAdaptedQueuePool-asyncmy"])
+def test_async_cancel_storm(benchmark, backend, contender):  # type: ignore[no-untyped-def]
+    need_mysql(backend)
+    result: dict[str, Any] = {}
+    marker = f"storm_{contender.replace('-', '_')}"
+
+    async def once() -> None:
+        c = Contender(backend, contender, 8)
+        await c.open()
+        try:
+            tasks = [asyncio.create_task(c.request(f"SELECT SLEEP(2) /* {marker} */"))
+                     for _ in range(N_TASKS)]
+            await asyncio.sleep(0.3)
+            t0 = time.perf_counter()
+            for t in tasks:
+                t.cancel()
+            outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+            result["cancel_s"] = time.perf_counter() - t0
+            result["cancelled"] = sum(isinstance(o, asyncio.CancelledError) for o in outcomes)
+            await asyncio.sleep(1.0)
+            result["left_running"] = running_on_server(backend, marker)
+            wrong = errors = 0
+            for i in range(40):
+                try:
+                    row = await asyncio.wait_for(c.request(f"SELECT {i}"), 5)
+                    wrong += row is None or row[0] != i
+                except Exception:
+                    errors += 1
+            result["wrong_answers"] = wrong
+            result["errors_after"] = errors
+        finally:
+            await asyncio.wait_for(c.close(), 10)
+
+    benchmark.pedantic(lambda: _run(once), rounds=1, iterations=1)
+    benchmark.extra_info.update(result)
