@@ -135,7 +135,7 @@ class Pool:
     async def fill(self) -> None:
         """Open minsize connections now (aiomysql does so in create_pool)."""
         pool = self._pool
-        taken = []
+        taken: list[Any] = []
         try:
             while len(taken) < self._minsize:
                 taken.append(await pool._call(pool.sync._take, None))
