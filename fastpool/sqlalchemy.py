@@ -1,4 +1,5 @@
-"""``FastQueuePool``: a SQLAlchemy ``poolclass`` served by the fastpool core.
+"""``FastQueuePool`` (and ``FastAsyncQueuePool`` for asyncio engines): SQLAlchemy
+``poolclass``es served by the fastpool core.
 
     engine = create_engine(url, poolclass=FastQueuePool, pool_size=5, max_overflow=10,
                            pool_timeout=30, pool_recycle=-1, pool_pre_ping=False)
@@ -24,15 +25,28 @@ from __future__ import annotations
 
 from typing import Any
 
+import asyncio
+
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.pool import Pool as _SAPool
 from sqlalchemy.pool import QueuePool
-from sqlalchemy.pool.base import _ConnectionRecord
+from sqlalchemy.pool.base import _AsyncConnDialect, _ConnectionRecord
+from sqlalchemy.util.concurrency import await_only
+
+try:
+    from sqlalchemy.util.concurrency import in_greenlet
+except ImportError:  # SQLAlchemy 2.0.x
+
+    def in_greenlet() -> bool:
+        from greenlet import getcurrent
+
+        return type(getcurrent()).__name__ == "_AsyncIoGreenlet"
 
 from .errors import PoolTimeout
+from .green import new_parker
 from .pool import Pool
 
-__all__ = ["FastQueuePool"]
+__all__ = ["FastAsyncQueuePool", "FastQueuePool"]
 
 
 class FastQueuePool(QueuePool):
@@ -141,3 +155,33 @@ class FastQueuePool(QueuePool):
     def checkedout(self) -> int:
         s = self._fp.stats()
         return s.open - s.idle
+
+
+class FastAsyncQueuePool(FastQueuePool):
+    """``AsyncAdaptedQueuePool``'s place for ``create_async_engine(url, poolclass=...)``
+    (``mysql+asyncmy://``, ``mysql+aiomysql://``, ``sqlite+aiosqlite://``, ...).
+
+    SQLAlchemy runs its pool for a task inside a greenlet of its own and awaits through
+    ``await_only``; a checkout that must wait does the same here (fastpool's task parker
+    waits on a future through ``await_only``), so the event loop runs on while a task
+    queues, and waiting tasks are served first come, first served under fastpool's bound
+    (AsyncAdaptedQueuePool's ``asyncio.Queue`` serves newcomers first)."""
+
+    _is_asyncio = True
+    _dialect = _AsyncConnDialect()
+    _sqla_logger_namespace = "sqlalchemy.pool.impl.FastAsyncQueuePool"
+
+    def __init__(self, creator: Any, pool_size: int = 5, max_overflow: int = 10,
+                 timeout: float = 30.0, use_lifo: bool = False, **kw: Any) -> None:
+        super().__init__(creator, pool_size, max_overflow, timeout, use_lifo, **kw)
+        self._fp._new_parker = _task_parker
+        self._fp._set_handoff_after(0.02)  # as fastpool.aio: a hand-off costs a loop round
+
+
+def _task_parker() -> Any:
+    # Inside SQLAlchemy's asyncio greenlet: wait on the loop through await_only.
+    if in_greenlet():
+        from ._bridge import TaskParker
+
+        return TaskParker(asyncio.get_running_loop(), await_only)
+    return new_parker()

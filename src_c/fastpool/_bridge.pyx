@@ -197,22 +197,30 @@ cdef class TaskParker:
     semantics), so a wake-up that races the timer is never lost."""
     cdef object loop
     cdef object fut
+    cdef object wait                # None: step the future in call()'s greenlet; else wait(fut)
     cdef bint released
 
-    def __cinit__(self, loop):
+    def __cinit__(self, loop, wait=None):
+        # wait: how to wait for a future where another bridge runs the pool (SQLAlchemy's
+        # await_only, for FastAsyncQueuePool).
         self.loop = loop
+        self.wait = wait
 
     def acquire(self, blocking=True, double timeout=-1):
         if self.released:
             self.released = False
             return True
-        g = getcurrent()
-        if type(g) is not Bridged:
-            raise EventLoopError("fastpool.aio: a task waited outside fastpool's async calls")
+        g = None
+        if self.wait is None:
+            g = getcurrent()
+            if type(g) is not Bridged:
+                raise EventLoopError("fastpool.aio: a task waited outside fastpool's async calls")
         loop = self.loop
         fut = self.fut = loop.create_future()
         timer = None if timeout < 0 else loop.call_later(timeout, _expire, fut)
         try:
+            if g is None:
+                return bool(self.wait(fut))
             return bool(step(g, fut))
         finally:
             self.fut = None
