@@ -203,6 +203,23 @@ class GoStylePool:
         self._idle.put(conn)  # reached only when the rows run out
 
 
+def tails(latencies: list[list[float]], completed: list[int], seconds: float) -> dict[str, Any]:
+    """Throughput and latency tails of a contended run: each worker's request latencies
+    (seconds) and the requests it completed inside the window."""
+    import statistics
+
+    every = sorted(x for per in latencies for x in per)
+    q = statistics.quantiles(every, n=100)
+    return {
+        "requests_per_s": sum(completed) / seconds,
+        "p50_ms": q[49] * 1e3,
+        "p99_ms": q[98] * 1e3,
+        "max_ms": every[-1] * 1e3,
+        "fewest_requests_by_one_thread": min(completed),
+        "seconds": seconds,
+    }
+
+
 def bench_seconds() -> float:
     """How long each contended run lasts (FASTPOOL_BENCH_SECONDS, default 3)."""
     return float(os.environ.get("FASTPOOL_BENCH_SECONDS", "3"))

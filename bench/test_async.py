@@ -16,15 +16,16 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
-import statistics
 import time
 from typing import Any, Awaitable, Callable
 
 import pytest
 
+from aio_checks import LoopStall, running_on_server  # tests/, on the path (bench/conftest.py)
+
 import fastpool.aio
 
-from .support import bench_seconds, need_mysql
+from .support import bench_seconds, need_mysql, tails
 
 ONE_TASK = "async: SELECT 1 from one task (200 per round)"
 TASKS = "async: 64 tasks share 4 connections"
@@ -151,7 +152,8 @@ def test_async_select1(benchmark, backend, contender):  # type: ignore[no-untype
 
         loop.run_until_complete(batch())  # warm
         benchmark.pedantic(lambda: loop.run_until_complete(batch()), rounds=30, iterations=1)
-        benchmark.extra_info["per_call_s"] = benchmark.stats.stats.median / CALLS
+        if benchmark.stats is not None:  # None under --benchmark-disable
+            benchmark.extra_info["per_call_s"] = benchmark.stats.stats.median / CALLS
     finally:
         loop.run_until_complete(c.close())
         loop.close()
@@ -176,35 +178,10 @@ async def contend(c: Contender, seconds: float, tasks: int = N_TASKS) -> dict[st
             if t1 <= stop:
                 completed[i] += 1
 
-    stall = 0.0
-    done = False
-
-    async def ticker() -> None:
-        nonlocal stall
-        last = time.perf_counter()
-        while not done:
-            await asyncio.sleep(0.005)
-            now = time.perf_counter()
-            stall = max(stall, now - last - 0.005)
-            last = now
-
-    tick = asyncio.create_task(ticker())
-    await asyncio.gather(*[worker(i) for i in range(tasks)])
-    done = True
-    await tick
-    every = sorted(x for per in latencies for x in per)
-    q = statistics.quantiles(every, n=100)
-    return {
-        "requests_per_s": sum(completed) / seconds,
-        "p50_ms": q[49] * 1e3,
-        "p99_ms": q[98] * 1e3,
-        "max_ms": every[-1] * 1e3,
-        "fewest_requests_by_one_thread": min(completed),
-        "loop_stall_ms": stall * 1e3,
-        "tasks": tasks,
-        "connections": c.conns,
-        "seconds": seconds,
-    }
+    async with LoopStall() as stall:
+        await asyncio.gather(*[worker(i) for i in range(tasks)])
+    return {**tails(latencies, completed, seconds), "loop_stall_ms": stall.longest * 1e3,
+            "tasks": tasks, "connections": c.conns}
 
 
 @pytest.mark.benchmark(group=TASKS)
@@ -228,17 +205,6 @@ def test_async_tasks(benchmark, backend, contender):  # type: ignore[no-untyped-
 
 
 # ---- the cancellation storm ---------------------------------------------------------------
-def running_on_server(backend: Any, marker: str) -> int:
-    conn = backend.connect()
-    try:
-        cur = conn.cursor()
-        cur.execute("SELECT COUNT(*) FROM information_schema.processlist"
-                    " WHERE info LIKE %s AND id <> CONNECTION_ID()", (f"%{marker}%",))
-        return int(cur.fetchone()[0])
-    finally:
-        conn.close()
-
-
 @pytest.mark.benchmark(group=STORM)
 @pytest.mark.parametrize("contender", ["fastpool-asyncmy", "asyncmy-pool", "fastpool-aiomysql",
                                        "aiomysql-pool", "AsyncAdaptedQueuePool-asyncmy"])
@@ -261,7 +227,7 @@ def test_async_cancel_storm(benchmark, backend, contender):  # type: ignore[no-u
             result["cancel_s"] = time.perf_counter() - t0
             result["cancelled"] = sum(isinstance(o, asyncio.CancelledError) for o in outcomes)
             await asyncio.sleep(1.0)
-            result["left_running"] = running_on_server(backend, marker)
+            result["left_running"] = running_on_server(backend.connect, marker)
             wrong = errors = 0
             for i in range(40):
                 try:

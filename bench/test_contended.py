@@ -11,7 +11,6 @@ Targets: fastpool >= 1.2x the LifoQueue pool's throughput in every run, its long
 
 from __future__ import annotations
 
-import statistics
 import threading
 import time
 import warnings
@@ -20,7 +19,7 @@ import pytest
 
 import fastpool
 
-from .support import LifoQueuePool, bench_seconds
+from .support import LifoQueuePool, bench_seconds, tails
 
 pytestmark = pytest.mark.filterwarnings("ignore:The reconnect parameter of ping:DeprecationWarning")
 
@@ -74,18 +73,7 @@ def run_contended(request, seconds: float, threads: int = THREADS,  # type: igno
         t.join()
     if errors:
         raise errors[0]
-    every = sorted(x for per in latencies for x in per)
-    q = statistics.quantiles(every, n=100)
-    return {
-        "requests_per_s": sum(completed) / seconds,
-        "p50_ms": q[49] * 1e3,
-        "p99_ms": q[98] * 1e3,
-        "max_ms": every[-1] * 1e3,
-        "fewest_requests_by_one_thread": min(completed),
-        "threads": threads,
-        "connections": conns,
-        "seconds": seconds,
-    }
+    return {**tails(latencies, completed, seconds), "threads": threads, "connections": conns}
 
 
 def contend(benchmark, request, threads=THREADS, conns=CONNS):  # type: ignore[no-untyped-def]

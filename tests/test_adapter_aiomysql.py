@@ -17,6 +17,7 @@ import pytest
 
 import fastpool
 import fastpool.aiomysql as fam
+from aio_checks import running_on_server
 from fastpool.url import parse_url
 
 pytest.importorskip("greenlet")
@@ -34,14 +35,8 @@ def kw(mariadb) -> dict[str, Any]:  # type: ignore[no-untyped-def]
 
 
 def running(kw: dict[str, Any], marker: str) -> int:
-    conn = MySQLdb.connect(host=kw["host"], port=kw["port"], user=kw["user"], password=kw["password"])
-    try:
-        cur = conn.cursor()
-        cur.execute("SELECT COUNT(*) FROM information_schema.processlist"
-                    " WHERE info LIKE %s AND id <> CONNECTION_ID()", (f"%{marker}%",))
-        return int(cur.fetchone()[0])
-    finally:
-        conn.close()
+    return running_on_server(lambda: MySQLdb.connect(host=kw["host"], port=kw["port"], user=kw["user"],
+                                                     password=kw["password"]), marker)
 
 
 async def scenario(mod: Any, kw: dict[str, Any]) -> list[Any]:

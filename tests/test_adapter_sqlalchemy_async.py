@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import create_async_engine  # noqa: E402
 from sqlalchemy.pool import AsyncAdaptedQueuePool  # noqa: E402
 
 from fastpool.sqlalchemy import FastAsyncQueuePool, FastQueuePool  # noqa: E402
+from aio_checks import LoopStall  # noqa: E402
 
 
 @pytest.fixture(params=[AsyncAdaptedQueuePool, FastAsyncQueuePool],
@@ -40,18 +41,6 @@ def asyncmy_url(mariadb) -> str:  # type: ignore[no-untyped-def]
 async def many_tasks(url: str, poolclass: Any) -> dict[str, Any]:
     engine = create_async_engine(url, poolclass=poolclass, pool_size=4, max_overflow=0,
                                  pool_timeout=30)
-    stall = 0.0
-    stop = False
-
-    async def ticker() -> None:
-        nonlocal stall
-        last = time.monotonic()
-        while not stop:
-            await asyncio.sleep(0.005)
-            now = time.monotonic()
-            stall = max(stall, now - last)
-            last = now
-
     async def worker(i: int) -> list[Any]:
         got = []
         for j in range(10):
@@ -59,13 +48,11 @@ async def many_tasks(url: str, poolclass: Any) -> dict[str, Any]:
                 got.append((await c.execute(text(f"SELECT {i * 100 + j}"))).scalar())
         return got
 
-    tick = asyncio.create_task(ticker())
-    results = await asyncio.gather(*[worker(i) for i in range(64)])
-    stop = True
-    await tick
+    async with LoopStall() as stall:
+        results = await asyncio.gather(*[worker(i) for i in range(64)])
     pool = engine.pool
     out = {"answers_right": all(r == [i * 100 + j for j in range(10)] for i, r in enumerate(results)),
-           "checkedout": pool.checkedout(), "size": pool.size(), "stall": stall,
+           "checkedout": pool.checkedout(), "size": pool.size(), "stall": stall.longest,
            "status": pool.status()}
     await engine.dispose()
     return out

@@ -15,6 +15,7 @@ import pytest
 
 import fastpool
 import fastpool.aio
+from aio_checks import LoopStall
 from aiofake import FakeAsyncDriver
 
 pytest.importorskip("greenlet")
@@ -351,38 +352,24 @@ def test_the_loop_never_stalls_on_connects_waits_or_close() -> None:
     least that long."""
 
     async def main() -> float:
-        stall = 0.0
-        stop = False
+        async with LoopStall() as stall:
+            db = fastpool.aio.Pool(FakeAsyncDriver(connect_delay=0.3), max_open=4, min_idle=2)
 
-        async def ticker() -> None:
-            nonlocal stall
-            last = time.monotonic()
-            while not stop:
-                await asyncio.sleep(0.005)
-                now = time.monotonic()
-                stall = max(stall, now - last)
-                last = now
+            async def worker() -> None:
+                for _ in range(10):
+                    await db.query_row("SLEEP 0.002")
 
-        tick = asyncio.create_task(ticker())
-        db = fastpool.aio.Pool(FakeAsyncDriver(connect_delay=0.3), max_open=4, min_idle=2)
-
-        async def worker() -> None:
-            for _ in range(10):
-                await db.query_row("SLEEP 0.002")
-
-        await asyncio.gather(*[worker() for _ in range(64)])
-        # Close with a connect in flight (the opener's, for min_idle): joining the opener
-        # on the loop's thread would wait for a connect that needs the loop.
-        other = fastpool.aio.Pool(FakeAsyncDriver(connect_delay=0.3), max_open=2)
-        await other.ping()
-        other.min_idle = 2
-        await asyncio.sleep(0.01)
-        assert other.stats().opening == 1
-        await other.close()
-        await db.close()
-        stop = True
-        await tick
-        return stall
+            await asyncio.gather(*[worker() for _ in range(64)])
+            # Close with a connect in flight (the opener's, for min_idle): joining the
+            # opener on the loop's thread would wait for a connect that needs the loop.
+            other = fastpool.aio.Pool(FakeAsyncDriver(connect_delay=0.3), max_open=2)
+            await other.ping()
+            other.min_idle = 2
+            await asyncio.sleep(0.01)
+            assert other.stats().opening == 1
+            await other.close()
+            await db.close()
+        return stall.longest
 
     stall = run(main)
     assert stall < 0.25, f"the loop stalled for {stall:.3f}s"

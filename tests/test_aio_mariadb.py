@@ -19,6 +19,8 @@ import pytest
 
 import fastpool
 import fastpool.aio
+from aio_checks import LoopStall
+from aio_checks import running_on_server as count_running
 from conftest import server_port
 from fastpool.url import parse_url
 
@@ -41,17 +43,9 @@ def run(main: Callable[[], Awaitable[Any]]) -> Any:
 
 
 def running_on_server(dsn: str, marker: str) -> int:
-    """Statements whose text contains marker, running on the server now."""
     kw = parse_url(dsn).connect_kwargs
-    conn = MySQLdb.connect(host=kw["host"], port=int(kw["port"]), user=kw["user"],
-                           password=kw["password"])
-    try:
-        cur = conn.cursor()
-        cur.execute("SELECT COUNT(*) FROM information_schema.processlist"
-                    " WHERE info LIKE %s AND id <> CONNECTION_ID()", (f"%{marker}%",))
-        return int(cur.fetchone()[0])
-    finally:
-        conn.close()
+    return count_running(lambda: MySQLdb.connect(host=kw["host"], port=int(kw["port"]),
+                                                 user=kw["user"], password=kw["password"]), marker)
 
 
 def test_statements_streams_and_sessions(aio_dsn) -> None:  # type: ignore[no-untyped-def]
@@ -223,31 +217,17 @@ def test_faults_cut_blackhole_and_recovery(mariadb, proxy, aio_dsn) -> None:  # 
 
 def test_the_loop_never_stalls_with_64_tasks(aio_dsn) -> None:  # type: ignore[no-untyped-def]
     async def main() -> float:
-        stall = 0.0
-        stop = False
+        async with LoopStall() as stall:
+            db = fastpool.aio.open(aio_dsn, max_open=4)
 
-        async def ticker() -> None:
-            nonlocal stall
-            last = time.monotonic()
-            while not stop:
-                await asyncio.sleep(0.005)
-                now = time.monotonic()
-                stall = max(stall, now - last)
-                last = now
+            async def worker() -> None:
+                for _ in range(5):
+                    await db.query_row("SELECT SLEEP(0.01)")
 
-        tick = asyncio.create_task(ticker())
-        db = fastpool.aio.open(aio_dsn, max_open=4)
-
-        async def worker() -> None:
-            for _ in range(5):
-                await db.query_row("SELECT SLEEP(0.01)")
-
-        await asyncio.gather(*[worker() for _ in range(64)])
-        assert db.stats().connects == 4
-        await db.close()
-        stop = True
-        await tick
-        return stall
+            await asyncio.gather(*[worker() for _ in range(64)])
+            assert db.stats().connects == 4
+            await db.close()
+        return stall.longest
 
     stall = run(main)
     assert stall < 0.25, f"the loop stalled for {stall:.3f}s"

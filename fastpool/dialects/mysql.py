@@ -36,22 +36,31 @@ class MySQLDialect(Dialect):
         return importlib.import_module(self.module_name)
 
     def connect_factory(self, kwargs: dict[str, Any]) -> Connect:
+        module, kwargs = self._connect_kwargs(kwargs)
+
+        def connect() -> Any:
+            return self._connected(module.connect(**kwargs))
+
+        return connect
+
+    # URL parameters the driver spells otherwise (aiomysql: db).
+    renamed: dict[str, str] = {}
+
+    def _connect_kwargs(self, kwargs: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+        """(the driver's module, its connect() keywords) for a URL's parameters."""
         try:
             module = self._module()
         except ImportError:
             raise ConfigError(self.install_hint) from None
         # Every parameter checked now (mysql_params): a typo is a ConfigError at open().
         params, tls = mysql_params.split(kwargs, self.accepted_params(module), self.driver)
+        params = {self.renamed.get(k, k): v for k, v in params.items()}
         # A connect that never returns must not hold a pool slot forever: without a
         # connect_timeout, the client waits on a half-open network for as long as TCP does.
         kwargs = {"connect_timeout": DEFAULT_CONNECT_TIMEOUT, **params, **self.tls_kwargs(tls)}
         self._kwargs = kwargs
         self.tls = tls
-
-        def connect() -> Any:
-            return self._connected(module.connect(**kwargs))
-
-        return connect
+        return module, kwargs
 
     driver = "mysqlclient"
     tls = mysql_params.TLS()
@@ -216,8 +225,6 @@ class AsyncMySQLDialect(PyMySQLDialect):
 
     is_async = True
     checks_liveness = True
-    # URL names the driver spells otherwise.
-    renamed: dict[str, str] = {}
 
     def accepted_params(self, module: Any) -> frozenset[str]:
         names = set(inspect.signature(module.connect).parameters)
@@ -229,15 +236,7 @@ class AsyncMySQLDialect(PyMySQLDialect):
                           "echo", "conv", "db"})
 
     def connect_factory(self, kwargs: dict[str, Any]) -> Connect:
-        try:
-            module = self._module()
-        except ImportError:
-            raise ConfigError(self.install_hint) from None
-        params, tls = mysql_params.split(kwargs, self.accepted_params(module), self.driver)
-        params = {self.renamed.get(k, k): v for k, v in params.items()}
-        kwargs = {"connect_timeout": DEFAULT_CONNECT_TIMEOUT, **params, **self.tls_kwargs(tls)}
-        self._kwargs = kwargs
-        self.tls = tls
+        module, kwargs = self._connect_kwargs(kwargs)
 
         async def connect() -> Any:
             return await module.connect(**kwargs)
