@@ -231,3 +231,84 @@ def test_the_loop_never_stalls_with_64_tasks(aio_dsn) -> None:  # type: ignore[n
 
     stall = run(main)
     assert stall < 0.25, f"the loop stalled for {stall:.3f}s"
+
+
+def _proxied_dsn(mariadb, proxy, aio_dsn: str) -> str:  # type: ignore[no-untyped-def]
+    port = server_port(mariadb.dsn)
+    return aio_dsn.replace(f":{port}/", f":{proxy.port}/", 1)
+
+
+def test_server_down_when_the_pool_starts(mariadb, proxy, aio_dsn) -> None:  # type: ignore[no-untyped-def]
+    proxy.down()
+    dsn = _proxied_dsn(mariadb, proxy, aio_dsn)
+
+    async def main() -> None:
+        async with fastpool.aio.open(dsn, max_open=4, min_idle=2, timeout=5) as db:
+            await asyncio.sleep(0.5)
+            # A task during the outage is told at once (the driver's error), not after its
+            # 5 s timeout, and the loop went on meanwhile.
+            started = time.monotonic()
+            async with LoopStall() as stall:
+                with pytest.raises(Exception) as ei:
+                    await db.query_row("SELECT 1")
+            assert time.monotonic() - started < 1.5
+            assert not isinstance(ei.value, fastpool.FastpoolError), ei.value
+            assert stall.longest < 0.25
+            proxy.up()
+            for _ in range(100):
+                if db.stats().idle >= 2:
+                    break
+                await asyncio.sleep(0.05)
+            assert db.stats().idle >= 2  # min_idle warmed once the server was back
+            assert await db.query_row("SELECT %s", ("after",)) == ("after",)
+
+    run(main)
+
+
+def test_server_restart_under_load(mariadb, aio_dsn) -> None:  # type: ignore[no-untyped-def]
+    if not hasattr(mariadb, "restart"):
+        pytest.skip("needs the throwaway server (FASTPOOL_TEST_DSN is set)")
+
+    async def main() -> None:
+        async with fastpool.aio.open(aio_dsn, max_open=4, timeout=3) as db:
+            outcomes: dict[str, int] = {}
+            ok_after: list[float] = []
+            broken: list[Any] = []
+            restarted: list[float] = []
+            end = time.monotonic() + 6.0
+
+            async def worker(n: int) -> None:
+                i = 0
+                while time.monotonic() < end:
+                    i += 1
+                    token = f"t{n}-{i}"
+                    try:
+                        got = await db.query_row("SELECT %s", (token,))
+                        assert got == (token,), f"wrong answer {got!r} for {token!r}"
+                        what = "ok"
+                        if restarted and time.monotonic() > restarted[0]:
+                            ok_after.append(time.monotonic())
+                    except fastpool.PoolTimeout:
+                        what = "PoolTimeout"
+                    except Exception as exc:  # the driver's: the server went away
+                        what = type(exc).__name__
+                        await asyncio.sleep(0.05)
+                    outcomes[what] = outcomes.get(what, 0) + 1
+                    s = db.stats()
+                    if s.open != s.in_use + s.idle + s.opening or s.open > 4:
+                        broken.append(s)
+
+            async def restarter() -> None:
+                await asyncio.sleep(0.8)
+                await asyncio.get_running_loop().run_in_executor(None, mariadb.restart)
+                restarted.append(time.monotonic())
+
+            async with LoopStall() as stall:
+                await asyncio.wait_for(asyncio.gather(restarter(), *[worker(n) for n in range(16)]), 60)
+            print(f"\nasync server restart, 16 tasks on 4 connections: {outcomes}")
+            assert restarted and ok_after, outcomes
+            assert not broken, broken[:3]
+            assert stall.longest < 0.5
+            assert db.stats().in_use == 0
+
+    run(main)
