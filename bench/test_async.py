@@ -1,6 +1,9 @@
 """The asyncio group: fastpool.aio beside the async drivers' own pools and SQLAlchemy's
 AsyncAdaptedQueuePool, on the same driver where it can be (MySQL/MariaDB only).
 
+(SQLAlchemy's pools run under create_async_engine: FastAsyncQueuePool beside
+AsyncAdaptedQueuePool.)
+
 - SELECT 1 from one task, per call, against the bare driver connection;
 - 64 tasks share 4 connections, each looping on SELECT 1: throughput and the tails;
 - a cancellation storm: 64 tasks cancelled 0.3 s into SELECT SLEEP(2) on a pool of 8, and
@@ -67,6 +70,7 @@ class Contender:
     def __init__(self, backend: Any, name: str, conns: int) -> None:
         self.backend, self.name, self.conns = backend, name, conns
         self.pool: Any = None
+        self.executor: Any = None
 
     async def open(self) -> None:
         b, name = self.backend, self.name
@@ -81,15 +85,27 @@ class Contender:
             mod = _driver(driver)
             self.pool = await mod.create_pool(minsize=self.conns, maxsize=self.conns,
                                               **_kwargs(b, driver))
-        elif name == "AsyncAdaptedQueuePool-asyncmy":
+        elif name in ("AsyncAdaptedQueuePool-asyncmy", "FastAsyncQueuePool-asyncmy"):
             _driver("asyncmy")
             sa = pytest.importorskip("sqlalchemy.ext.asyncio", reason="SQLAlchemy is not installed")
+            from sqlalchemy.pool import AsyncAdaptedQueuePool
+
+            from fastpool.sqlalchemy import FastAsyncQueuePool
+
             url = b.sa_url.replace("mysql+mysqldb://", "mysql+asyncmy://", 1)
-            self.pool = sa.create_async_engine(url, pool_size=self.conns, max_overflow=0,
-                                               pool_timeout=60)
+            cls = AsyncAdaptedQueuePool if name.startswith("Async") else FastAsyncQueuePool
+            self.pool = sa.create_async_engine(url, poolclass=cls, pool_size=self.conns,
+                                               max_overflow=0, pool_timeout=60)
         elif name.startswith("raw-"):
             driver = name.split("-")[1]
             self.pool = await _driver(driver).connect(**_kwargs(b, driver))
+        elif name == "mysqlclient-threads":
+            # The alternative issue 20 asks to measure: the blocking pool on mysqlclient,
+            # each statement run off the loop on a worker thread (one per connection).
+            from concurrent.futures import ThreadPoolExecutor
+
+            self.pool = fastpool.open(b.dsn, max_open=self.conns, timeout=60)
+            self.executor = ThreadPoolExecutor(max_workers=self.conns)
         else:
             raise ValueError(name)
 
@@ -99,7 +115,9 @@ class Contender:
             return pool.query_row(sql)  # type: ignore[no-any-return]
         if name.startswith("raw-"):
             return _select1(pool)
-        if name.startswith("AsyncAdaptedQueuePool"):
+        if name == "mysqlclient-threads":
+            return asyncio.get_running_loop().run_in_executor(self.executor, pool.query_row, sql)
+        if "QueuePool" in name:
             return self._sa(sql)
         return self._native(sql)
 
@@ -123,7 +141,10 @@ class Contender:
             await pool.close()
         elif name.startswith("raw-"):
             pool.close()
-        elif name.startswith("AsyncAdaptedQueuePool"):
+        elif name == "mysqlclient-threads":
+            self.executor.shutdown()
+            pool.close()
+        elif "QueuePool" in name:
             await pool.dispose()
         else:
             pool.close()
@@ -137,8 +158,9 @@ def _run(coro: Callable[[], Awaitable[Any]]) -> Any:
 # ---- SELECT 1 from one task --------------------------------------------------------------
 @pytest.mark.benchmark(group=ONE_TASK)
 @pytest.mark.parametrize("contender", ["raw-asyncmy", "fastpool-asyncmy", "asyncmy-pool",
-                                       "AsyncAdaptedQueuePool-asyncmy", "raw-aiomysql",
-                                       "fastpool-aiomysql", "aiomysql-pool"])
+                                       "AsyncAdaptedQueuePool-asyncmy", "FastAsyncQueuePool-asyncmy",
+                                       "raw-aiomysql", "fastpool-aiomysql", "aiomysql-pool",
+                                       "mysqlclient-threads"])
 def test_async_select1(benchmark, backend, contender):  # type: ignore[no-untyped-def]
     need_mysql(backend)
     loop = asyncio.new_event_loop()
@@ -186,7 +208,8 @@ async def contend(c: Contender, seconds: float, tasks: int = N_TASKS) -> dict[st
 
 @pytest.mark.benchmark(group=TASKS)
 @pytest.mark.parametrize("contender", ["fastpool-asyncmy", "asyncmy-pool", "fastpool-aiomysql",
-                                       "aiomysql-pool", "AsyncAdaptedQueuePool-asyncmy"])
+                                       "aiomysql-pool", "AsyncAdaptedQueuePool-asyncmy",
+                                       "FastAsyncQueuePool-asyncmy", "mysqlclient-threads"])
 def test_async_tasks(benchmark, backend, contender):  # type: ignore[no-untyped-def]
     need_mysql(backend)
     result: dict[str, Any] = {}
@@ -207,7 +230,8 @@ def test_async_tasks(benchmark, backend, contender):  # type: ignore[no-untyped-
 # ---- the cancellation storm ---------------------------------------------------------------
 @pytest.mark.benchmark(group=STORM)
 @pytest.mark.parametrize("contender", ["fastpool-asyncmy", "asyncmy-pool", "fastpool-aiomysql",
-                                       "aiomysql-pool", "AsyncAdaptedQueuePool-asyncmy"])
+                                       "aiomysql-pool", "AsyncAdaptedQueuePool-asyncmy",
+                                       "FastAsyncQueuePool-asyncmy"])
 def test_async_cancel_storm(benchmark, backend, contender):  # type: ignore[no-untyped-def]
     need_mysql(backend)
     result: dict[str, Any] = {}
