@@ -106,6 +106,10 @@ class MariaDBServer:
         cmd = [
             self.mariadbd, "--no-defaults", f"--datadir={self.datadir}", f"--socket={self.socket}",
             f"--port={self.port}", "--bind-address=127.0.0.1", "--skip-name-resolve",
+            # Its own tmpdir: a server starting up clears leftover #sql temp files from its
+            # tmpdir, and with a shared /tmp it removed those of another server still
+            # running (seen here: "Error on delete of '/tmp/#sql-temptable-...'").
+            f"--tmpdir={self.tmp}",
             f"--pid-file={self.tmp / 'mysqld.pid'}", "--innodb-buffer-pool-size=64M",
             "--max-connections=500", "--skip-log-bin", f"--log-error={self.log}",
             *self._user_args(), *self.extra_args,
