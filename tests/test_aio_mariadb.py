@@ -312,3 +312,55 @@ def test_server_restart_under_load(mariadb, aio_dsn) -> None:  # type: ignore[no
             assert db.stats().in_use == 0
 
     run(main)
+
+
+_SIGINT_SCRIPT = r"""
+import asyncio, sys, time
+import fastpool.aio
+
+async def main():
+    db = fastpool.aio.open(sys.argv[1], max_open=2)
+    await db.query_row("SELECT 1")
+    print("ready", flush=True)
+    try:
+        await asyncio.gather(db.query_row("SELECT SLEEP(10) /* %s */" % sys.argv[2]),
+                             db.query_row("SELECT SLEEP(10) /* %s */" % sys.argv[2]))
+    finally:
+        await db.close()
+
+try:
+    asyncio.run(main())
+except KeyboardInterrupt:
+    print("KeyboardInterrupt", flush=True)
+    sys.exit(0)
+"""
+
+
+def test_ctrl_c_in_asyncio_run_ends_the_statements_on_the_server(aio_dsn) -> None:  # type: ignore[no-untyped-def]
+    """A real SIGINT to a process in asyncio.run(): asyncio cancels the main task, the two
+    statements' tasks are cancelled with it, and fastpool ends both on the server."""
+    import signal
+    import subprocess
+    import sys
+
+    marker = f"sigint_{os.getpid()}_{aio_dsn.rsplit('=', 1)[1]}"
+    proc = subprocess.Popen([sys.executable, "-c", _SIGINT_SCRIPT, aio_dsn, marker],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "ready"
+        deadline = time.monotonic() + 10
+        while running_on_server(aio_dsn, marker) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert running_on_server(aio_dsn, marker) == 2
+        started = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=15)
+        took = time.monotonic() - started
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert "KeyboardInterrupt" in out, (out, err[-2000:])
+    assert took < 5, took
+    time.sleep(0.5)
+    assert running_on_server(aio_dsn, marker) == 0
