@@ -217,10 +217,12 @@ class Pool(CorePool):
     def _wake_deadline_watcher(self) -> None:
         # Called by the core when a statement's deadline is the earliest; the watcher
         # thread exists only once a deadline has been used.
-        watcher = self._started("_deadline_watcher",
-                                lambda: Watcher(self, self._dialect_of, self._side_connection))
+        watcher = self._started("_deadline_watcher", self._new_deadline_watcher)
         if watcher is not None:
             watcher.wake()
+
+    def _new_deadline_watcher(self) -> Watcher:
+        return Watcher(self, self._dialect_of, self._side_connection)
 
     def _await_cancel_settled(self, rec: Any) -> None:
         watcher = self._deadline_watcher

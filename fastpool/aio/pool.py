@@ -20,6 +20,7 @@ import time
 from typing import Any, Awaitable, Callable
 
 from .._core import CANCEL_STATES, POOL_DEFAULT
+from ..deadlines import SETTLE_WAIT
 from ..dialects import Dialect, get_dialect
 from ..errors import ConfigError, EventLoopError, PoolClosed
 from ..green import new_parker as green_parker
@@ -29,7 +30,6 @@ from ..pool import Pool as SyncPool
 from ..stats import Stats
 from ..url import parse_url
 from .adapt import SyncConnection
-from ..deadlines import SETTLE_WAIT
 from .bridge import TaskParker, await_, call, in_bridge, run_on_loop
 from .objects import Acquire, Conn, Rows, Tx, caller_site
 
@@ -110,11 +110,6 @@ class TaskPool(SyncPool):
                       type(exc).__name__, exc)
             return
         self._count_cancelled()
-
-    def _new_deadline_watcher(self) -> Any:
-        from ..deadlines import Watcher
-
-        return Watcher(self, self._dialect_of, self._side_connection)
 
 
 def _sync_hook(fn: Callable[[Any], Any] | None) -> Callable[[Any], Any] | None:
