@@ -53,6 +53,7 @@ class Pool:
         self._maxsize = maxsize
         self._echo = echo
         self._used: set[Any] = set()
+        self._terminated: set[Any] = set()  # handed out, then closed by terminate()
         self._records: dict[Any, Any] = {}
         self._closing = False
         self._closed = False
@@ -65,6 +66,7 @@ class Pool:
             connect, driver=_KeepSessionDialect(), max_open=maxsize, max_idle=maxsize or None,
             max_lifetime=pool_recycle if pool_recycle and pool_recycle > 0 else None,
             max_idle_time=None, timeout=None, _name=f"aiomysql:{kwargs.get('host', '')}")
+        self._pool.sync._set_reuse_fifo(True)  # as aiomysql: the longest-idle one first
 
     # ---- aiomysql's attributes ---------------------------------------------------------
     @property
@@ -94,6 +96,11 @@ class Pool:
         return self._closed
 
     @property
+    def _loop(self) -> Any:
+        """The event loop the pool is bound to (aiomysql's attribute)."""
+        return self._pool._loop
+
+    @property
     def fastpool(self) -> Any:
         """The fastpool.aio.Pool underneath (stats(), options, events)."""
         return self._pool
@@ -117,6 +124,11 @@ class Pool:
     def release(self, conn: Any) -> asyncio.Future[None]:
         """Give a connection back (not a coroutine, as in aiomysql; returns a done future).
         One still inside a transaction, or closed, is closed rather than pooled."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        fut.set_result(None)
+        if conn in self._terminated:
+            self._terminated.discard(conn)  # closed by terminate(): nothing left to do
+            return fut
         rec = self._records.pop(conn, None)
         if rec is None:
             raise FastpoolError("release(): this connection is not in use from this pool")
@@ -128,8 +140,6 @@ class Pool:
             self._pool.sync._end_interrupted(rec.raw)
         self._pool.sync._give(rec, bad)
         self._released.set()
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        fut.set_result(None)
         return fut
 
     async def fill(self) -> None:
@@ -163,7 +173,9 @@ class Pool:
             rec = self._records.pop(conn, None)
             if rec is not None:
                 self._pool.sync._give(rec, True)
+            self._terminated.add(conn)
         self._used.clear()
+        self._released.set()
 
     async def wait_closed(self) -> None:
         """Wait until every connection in use has come back and been closed."""
@@ -176,6 +188,12 @@ class Pool:
             await self._released.wait()
         await self._pool.close()
         self._closed = True
+
+    def __enter__(self) -> None:
+        raise RuntimeError('"await" should be used as context manager expression')
+
+    def __exit__(self, *exc: object) -> None:
+        pass  # never reached: __enter__ raises
 
     async def __aenter__(self) -> Pool:
         return self

@@ -11,10 +11,21 @@ import upstream_suites as u
 pytestmark = pytest.mark.slow
 
 
-@pytest.mark.parametrize("suite", u.SUITES, ids=lambda s: s.name)
+@pytest.mark.parametrize("suite", [s for s in u.SUITES if not s.server], ids=lambda s: s.name)
 def test_originals_suite_fails_only_where_listed(suite):
     u.fetch_or_skip(suite)
-    outcomes = u.run(suite)
+    check(suite, u.run(suite))
+
+
+@pytest.mark.parametrize("suite", [s for s in u.SUITES if s.server], ids=lambda s: s.name)
+def test_originals_suite_with_a_server_fails_only_where_listed(suite, mariadb):
+    if not hasattr(mariadb, "socket"):
+        pytest.skip("needs the throwaway server's root over its Unix socket (FASTPOOL_TEST_DSN is set)")
+    u.fetch_or_skip(suite)
+    check(suite, u.run(suite, (f"--mysql-unix-socket={mariadb.socket}",)))
+
+
+def check(suite, outcomes):  # type: ignore[no-untyped-def]
     allowed = u.expected(suite)
     new, stale = u.compare(outcomes, allowed)
     c = u.counts(outcomes)
