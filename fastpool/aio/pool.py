@@ -22,7 +22,7 @@ from typing import Any, Awaitable, Callable
 from .._core import CANCEL_STATES, POOL_DEFAULT
 from ..deadlines import SETTLE_WAIT
 from ..dialects import Dialect, get_dialect
-from ..errors import ConfigError, EventLoopError, PoolClosed
+from ..errors import ConfigError, EventLoopError, FastpoolError, PoolClosed
 from ..green import new_parker as green_parker
 from ..hooks import PoolEvent
 from ..options import DEFAULTS, HOOKS
@@ -257,16 +257,12 @@ class Pool:
 
     async def getconn(self, timeout: Any = POOL_DEFAULT) -> Conn:
         """Take a dedicated connection; give it back with ``putconn()`` or ``close()``."""
-        core = await self._call(self.sync.getconn, timeout)
-        core._set_site(*caller_site())
-        return Conn(self, core)
+        return await Acquire(self, self.sync.getconn, timeout, Conn, caller_site())  # type: ignore[no-any-return]
 
     async def putconn(self, conn: Conn) -> None:
         """Give back a connection from ``getconn()`` (FastpoolError if it is back already
         or belongs to another pool)."""
         if not isinstance(conn, Conn) or conn._pool is not self:
-            from ..errors import FastpoolError
-
             raise FastpoolError("connection belongs to another pool")
         await self._call(self.sync.putconn, conn._conn)
 
@@ -276,9 +272,7 @@ class Pool:
 
     async def begin(self, timeout: Any = POOL_DEFAULT) -> Tx:
         """Start a transaction: a Tx holding one connection until commit() or rollback()."""
-        core = await self._call(self.sync.begin, timeout)
-        core._set_site(*caller_site())
-        return Tx(self, core)
+        return await Acquire(self, self.sync.begin, timeout, Tx, caller_site())  # type: ignore[no-any-return]
 
     async def ping(self, timeout: Any = POOL_DEFAULT) -> None:
         """Make sure a connection can be had and answers (Go's db.Ping)."""
