@@ -4,6 +4,7 @@ connection (the 504s), and connections open afterwards."""
 
 from __future__ import annotations
 
+import gc
 import queue
 import warnings
 
@@ -124,3 +125,95 @@ def test_leak_dbutils(benchmark, backend, table):
     run_calls(benchmark, get_user_list, pooled_db.TooManyConnections, open_now)
     benchmark.extra_info["open_after"] = open_now()
     pool.close()
+
+
+# ---- the same leak in async code ---------------------------------------------------------
+# `async for row in rows: return row` through each async pool, the call bounded by
+# wait_for(0.01 s): the drivers' own pools have no acquire timeout, so without it the
+# first call after the last connection leaked would wait for ever.
+ASYNC_GROUP = "leak: async, return inside `async for row in rows` (300 calls)"
+ASYNC_CONTENDERS = ["fastpool-asyncmy", "fastpool-aiomysql", "asyncmy-pool", "aiomysql-pool",
+                    "AsyncAdaptedQueuePool-asyncmy", "FastAsyncQueuePool-asyncmy"]
+
+
+def _async_leaker(backend, contender, table):  # type: ignore[no-untyped-def]
+    """(open, call, open_now, close) coroutine functions for one contender: call() runs
+    the leaking handler once."""
+    from .test_async import Contender
+
+    c = Contender(backend, contender, MAX_OPEN)
+    sql = table
+
+    if contender.startswith("fastpool"):
+        async def call():  # type: ignore[no-untyped-def]
+            async for row in c.pool.query(sql, (1,), stream=True):
+                return row
+
+        def open_now() -> int:
+            return int(c.pool.stats().open)
+    elif "QueuePool" in contender:
+        from sqlalchemy import text
+
+        sa_sql = text(sql.replace(backend.mark, ":id"))
+
+        async def call():  # type: ignore[no-untyped-def]
+            conn = await c.pool.connect()  # never closed
+            result = await conn.stream(sa_sql, {"id": 1})
+            async for row in result:
+                return row
+
+        def open_now() -> int:
+            p = c.pool.pool
+            return int(p.checkedin() + p.checkedout())
+    else:
+        async def call():  # type: ignore[no-untyped-def]
+            conn = await c.pool.acquire()  # never released
+            cur = conn.cursor()
+            if not hasattr(cur, "execute"):
+                cur = await cur  # aiomysql
+            await cur.execute(sql, (1,))
+            for row in await cur.fetchall():
+                return row
+
+        def open_now() -> int:
+            return int(c.pool.size)
+    return c, call, open_now
+
+
+@pytest.mark.benchmark(group=ASYNC_GROUP)
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning",
+                            "ignore::ResourceWarning")  # what the peers' leaked sockets say
+@pytest.mark.parametrize("contender", ASYNC_CONTENDERS)
+def test_leak_async(benchmark, backend, table, contender):  # type: ignore[no-untyped-def]
+    import asyncio
+
+    from .support import need_mysql
+
+    need_mysql(backend)
+    pytest.importorskip("greenlet", reason="fastpool.aio needs greenlet")
+    c, call, open_now = _async_leaker(backend, contender, table)
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(c.open())
+
+        def one() -> None:
+            loop.run_until_complete(asyncio.wait_for(call(), 0.01))
+
+        failed = run_calls(benchmark, one, (asyncio.TimeoutError, fastpool.PoolTimeout), open_now)
+        benchmark.extra_info["open_after"] = open_now()
+        if contender.startswith("fastpool"):
+            # a call slower than the bound on a busy machine is a failure too, so a few
+            # are tolerated; a leak would fail nearly all of them and keep MAX_OPEN open
+            assert failed < CALLS // 20 and open_now() == 1 and c.pool.stats().in_use == 0
+    finally:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if contender.endswith("-pool"):
+                c.pool.terminate()  # close() would wait for the leaked connections for ever
+            else:
+                loop.run_until_complete(asyncio.wait_for(c.close(), 10))
+            # the peers' connections are cleaned up by the garbage collector: let it run
+            # while their loop is open, not at some later allocation
+            gc.collect()
+            loop.run_until_complete(asyncio.sleep(0.05))
+        loop.close()
