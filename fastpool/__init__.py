@@ -17,6 +17,7 @@ from .errors import (
     FastpoolError,
     PoolClosed,
     PoolTimeout,
+    SessionStateError,
     TooManyWaiting,
 )
 from .hooks import PoolEvent
@@ -36,6 +37,7 @@ __all__ = [
     "PoolClosed",
     "Result",
     "Rows",
+    "SessionStateError",
     "Tx",
     "PoolEvent",
     "PoolTimeout",

@@ -288,14 +288,15 @@ class Killer(OwnThread):
         self._watcher = watcher
         self._side_connection = side_connection
         # (rec, KILL QUERY): sent while rec's cancel is still claimed; (None, KILL <id>):
-        # always sent; None: stop.
+        # always sent; None: stop. Instead of SQL, a dialect's kill_statement() may give a
+        # callable that cancels by itself (PostgreSQL's cancel request).
         # A queue.Queue (built on threading.Condition), not the C SimpleQueue: under
         # gevent or eventlet its get() must yield to the hub.
-        self._queue: queue.Queue[tuple[ConnRecord | None, str] | None] = queue.Queue()
+        self._queue: queue.Queue[tuple[ConnRecord | None, Any] | None] = queue.Queue()
         self._side: Any = None
         self._start_thread("fastpool-killer")
 
-    def send(self, rec: ConnRecord | None, sql: str) -> None:
+    def send(self, rec: ConnRecord | None, sql: str | Callable[[], None]) -> None:
         self._queue.put((rec, sql))
 
     def stop(self) -> None:
@@ -335,7 +336,10 @@ class Killer(OwnThread):
             self._side = side_connection(SIDE_TIMEOUT)
         return self._side
 
-    def _execute(self, sql: str) -> None:
+    def _execute(self, sql: str | Callable[[], None]) -> None:
+        if callable(sql):
+            sql()  # the dialect's own cancel (PostgreSQL's cancel request): no side connection
+            return
         while True:
             fresh = self._side is None
             cur = self._connect_side().cursor()

@@ -14,6 +14,7 @@ __all__ = [
     "TooManyWaiting",
     "PoolClosed",
     "DeadlineExceeded",
+    "SessionStateError",
     "ConnectionLeakWarning",
 ]
 
@@ -50,11 +51,17 @@ class EventLoopError(FastpoolError, RuntimeError):
     (the first that used it), or its driver I/O was asked for where it cannot be awaited."""
 
 
+class SessionStateError(FastpoolError):
+    """With ``behind_pooler=True``: a statement that would keep state on the server session
+    (``SET`` without ``LOCAL``, ``LISTEN``, ``PREPARE``, a temporary table, a session
+    advisory lock) was refused before it was sent; the connection is unaffected."""
+
+
 class ConnectionLeakWarning(ResourceWarning):
     """A connection was dropped without being given back (reclaimed), or held too long."""
 
 
 for _cls in (FastpoolError, ConfigError, PoolTimeout, TooManyWaiting, PoolClosed, DeadlineExceeded,
-             EventLoopError, ConnectionLeakWarning):
+             EventLoopError, SessionStateError, ConnectionLeakWarning):
     _cls.__module__ = "fastpool"
 del _cls

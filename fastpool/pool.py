@@ -16,10 +16,11 @@ from typing import Any, Callable
 
 from ._core import POOL_DEFAULT, CorePool
 from .dialects import Dialect, get_dialect, guess_dialect
+from .dialects.base import DISCARD, ROLL_BACK
 from .errors import ConfigError, PoolClosed
 from .green import new_parker
 from .hooks import CORE_EVENTS, HOLD_EVENTS, Listeners, PoolEvent, run_check, run_reset
-from .options import check_option, check_options
+from .options import check_option, check_options, show
 from .stats import Stats
 from .url import parse_url
 from .deadlines import Watcher
@@ -62,10 +63,13 @@ class Pool(CorePool):
     ) -> None:
         if not callable(connect):
             raise ConfigError(f"connect must be a callable returning a connection, got {connect!r}")
+        behind_pooler = options.pop("behind_pooler", None)
         opts = check_options(options)
         self._connect = connect
         self._options = opts
         self._dialect: Dialect | None = None if driver is None else get_dialect(driver)
+        if behind_pooler is not None:
+            _set_behind_pooler(self._dialect, behind_pooler)
         self._display = _display or getattr(connect, "__qualname__", type(connect).__name__)
         self._default_name = _name or self._display
         self._listeners = Listeners()
@@ -123,6 +127,8 @@ class Pool(CorePool):
         dialect = self._dialect
         if dialect is None:
             dialect = self._dialect = guess_dialect(raw)
+            if dialect.checks_state_at_checkin:
+                self._install_hooks()
         configure = self._options["configure"]
         hooked = False
         try:
@@ -274,7 +280,8 @@ class Pool(CorePool):
         # Fill the core's slots only with what is in use: an empty slot costs one test.
         o = self._options
         self._check_hook = self._run_check if o["check"] is not None else None
-        self._reset_hook = self._run_reset if o["reset"] is not None else None
+        checks_state = self._dialect is not None and self._dialect.checks_state_at_checkin
+        self._reset_hook = self._run_reset if o["reset"] is not None or checks_state else None
         self._event_hook = self._emit_core if self._listeners.any_of(CORE_EVENTS) else None
         watching = self._listeners.any_of(HOLD_EVENTS)
         if not watching:
@@ -286,6 +293,20 @@ class Pool(CorePool):
         return check is None or run_check(self, check, rec)
 
     def _run_reset(self, rec: Any) -> bool:
+        dialect = self._dialect
+        if dialect is not None and dialect.checks_state_at_checkin:
+            # The dialect first (PostgreSQL: clean unless a transaction was left open or a
+            # statement is still running), then the operator's reset on a clean connection.
+            state = dialect.state_at_checkin(rec.raw)
+            if state == DISCARD:
+                return False
+            if state == ROLL_BACK:
+                try:
+                    self._call_watched(rec, dialect.reset)
+                except Exception as exc:
+                    log.debug("fastpool %s: rolling back a connection given back failed: %s: %s;"
+                              " discarded", self.name, type(exc).__name__, exc)
+                    return False
         reset = self._options["reset"]
         return reset is None or run_reset(self, reset, rec)
 
@@ -481,10 +502,21 @@ class Pool(CorePool):
             self._need_open()
 
 
+def _set_behind_pooler(dialect: Dialect | None, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise ConfigError(f"behind_pooler must be True or False, got {show(value)}")
+    if dialect is None:
+        if value:
+            raise ConfigError("behind_pooler=True needs driver='postgresql' (or a postgresql:// URL)")
+        return
+    dialect.set_behind_pooler(value)
+
+
 def open(dsn: str, **options: Any) -> Pool:  # noqa: A001 - the API's name
-    """Open a pool for a database URL (``mysql://``, ``sqlite://``; ``?driver=pymysql``
-    picks PyMySQL for MySQL); lazy like sql.Open."""
+    """Open a pool for a database URL (``mysql://``, ``sqlite://``, ``postgresql://``;
+    ``?driver=pymysql`` picks PyMySQL for MySQL); lazy like sql.Open."""
     url = parse_url(dsn)
+    options = {**url.options, **options}  # an option given here wins over the URL's
     dialect = get_dialect(url.driver or url.scheme)
     if dialect.is_async:
         raise ConfigError(f"driver={dialect.name} is an asyncio driver: open the pool with"

@@ -1,4 +1,5 @@
-"""Database URLs: ``mysql://user:pw@host:port/db?charset=utf8mb4``, ``sqlite:///file.db``.
+"""Database URLs: ``mysql://user:pw@host:port/db?charset=utf8mb4``, ``sqlite:///file.db``,
+``postgresql://user:pw@host:port/db?sslmode=require`` (also ``postgres://``).
 
 One parse (the standard library's ``urlsplit``) gives both the connect arguments and the
 printable form, so the password that is used and the part that is masked cannot disagree.
@@ -40,6 +41,8 @@ class DatabaseURL:
     name: str = ""
     # The driver ?driver= chose (a dialect name), or "" for the scheme's default.
     driver: str = ""
+    # Pool options the URL carries (postgresql://...?behind_pooler=true).
+    options: dict[str, Any] = field(default_factory=dict)
 
     def __repr__(self) -> str:
         return f"DatabaseURL({self.masked!r})"
@@ -127,9 +130,11 @@ def parse_url(url: str) -> DatabaseURL:
         return _mysql_url(parts, url)
     if scheme == "sqlite":
         return _sqlite_url(parts, url)
+    if scheme in ("postgresql", "postgres"):
+        return _postgresql_url(parts, url)
     raise ConfigError(
         f"unknown URL scheme {parts.scheme!r} in {_mask_unparsed(url)!r}"
-        " (supported: mysql://, sqlite://)"
+        " (supported: mysql://, sqlite://, postgresql://)"
     )
 
 
@@ -137,7 +142,9 @@ def _params(parts: SplitResult, shown: str) -> dict[str, Any]:
     return {k: _coerce(k, v, shown) for k, v in parse_qsl(parts.query, keep_blank_values=True)}
 
 
-def _mysql_url(parts: SplitResult, url: str) -> DatabaseURL:
+def _server_url(parts: SplitResult, url: str, database_key: str) -> tuple[str, dict[str, Any]]:
+    """(the masked URL, the connect keywords) of a server URL: user, password, host,
+    port, database (under database_key) and the query's parameters."""
     # urlsplit ends the host part at the first '/', '?' or '#'. If an '@' comes after that,
     # a password held one of those characters unencoded: where it ends is a guess, and a
     # guess could connect with one password while printing another. Refuse instead.
@@ -159,15 +166,44 @@ def _mysql_url(parts: SplitResult, url: str) -> DatabaseURL:
         kwargs["password"] = unquote(parts.password)
     database = unquote(parts.path.lstrip("/"))
     if database:
-        kwargs["database"] = database
+        kwargs[database_key] = database
     kwargs.update(_params(parts, masked))
+    return masked, kwargs
+
+
+def _display_name(parts: SplitResult) -> str:
+    user = f"{parts.username}@" if parts.username else ""
+    return f"{parts.scheme}://{user}{parts.netloc.rpartition('@')[2]}{parts.path}"
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _postgresql_url(parts: SplitResult, url: str) -> DatabaseURL:
+    masked, kwargs = _server_url(parts, url, "dbname")
+    driver = str(kwargs.pop("driver", "")).lower()
+    if driver and driver not in ("psycopg", "psycopg3"):
+        raise ConfigError(f"unknown driver {driver!r} for a postgresql:// URL (known: psycopg)"
+                          f" in {masked!r}")
+    options: dict[str, Any] = {}
+    if "behind_pooler" in kwargs:
+        value = str(kwargs.pop("behind_pooler")).lower()
+        if value not in _TRUE | _FALSE:
+            raise ConfigError(f"behind_pooler must be true or false, got {value!r} in {masked!r}")
+        options["behind_pooler"] = value in _TRUE
+    # libpq's own parameters are strings; psycopg passes them through as they are.
+    kwargs = {k: str(v) if k not in ("port", "connect_timeout") else v for k, v in kwargs.items()}
+    return DatabaseURL("postgresql", masked, kwargs, _display_name(parts), "", options)
+
+
+def _mysql_url(parts: SplitResult, url: str) -> DatabaseURL:
+    masked, kwargs = _server_url(parts, url, "database")
     driver = str(kwargs.pop("driver", "")).lower()
     if driver and driver not in MYSQL_DRIVERS:
         raise ConfigError(f"unknown driver {driver!r} for a mysql:// URL (known: "
                           f"{', '.join(MYSQL_DRIVERS)}) in {masked!r}")
-    user = f"{parts.username}@" if parts.username else ""
-    name = f"{parts.scheme}://{user}{parts.netloc.rpartition('@')[2]}{parts.path}"
-    return DatabaseURL("mysql", masked, kwargs, name, MYSQL_DRIVERS.get(driver, ""))
+    return DatabaseURL("mysql", masked, kwargs, _display_name(parts), MYSQL_DRIVERS.get(driver, ""))
 
 
 def _sqlite_url(parts: SplitResult, url: str) -> DatabaseURL:

@@ -34,6 +34,9 @@ EOF
   { command -v pkg-config >/dev/null 2>&1 && pkg-config --exists libmariadb; } || missing+=(libmariadb-dev)
   if [ "$mariadb" = need ]; then
     { command -v mariadbd || [ -x /usr/sbin/mariadbd ]; } >/dev/null 2>&1 || missing+=(mariadb-server)
+    # The PostgreSQL tests' throwaway server and PgBouncer in front of it.
+    { command -v postgres || ls /usr/lib/postgresql/*/bin/postgres; } >/dev/null 2>&1 || missing+=(postgresql)
+    { command -v pgbouncer || [ -x /usr/sbin/pgbouncer ]; } >/dev/null 2>&1 || missing+=(pgbouncer)
   fi
   echo "${missing[*]:-}"
 }

@@ -12,6 +12,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from fakedb import FakeClock, FakeDriver  # noqa: E402
 from faultproxy import FaultProxy  # noqa: E402
 from mariadb_server import MariaDBServer, binaries  # noqa: E402
+from pg_server import PgBouncer, PostgresServer, pg_bindir, pgbouncer_binary  # noqa: E402
 
 import fastpool  # noqa: E402
 from fastpool.dialects import Dialect  # noqa: E402
@@ -109,8 +110,8 @@ def mysql_pool(mariadb):  # type: ignore[no-untyped-def]
 
 
 # ---- a TCP proxy between the pool and the server, for faults ----------------------------
-def server_port(dsn: str) -> int:
-    return int(parse_url(dsn).connect_kwargs.get("port", 3306))
+def server_port(dsn: str, default: int = 3306) -> int:
+    return int(parse_url(dsn).connect_kwargs.get("port", default))
 
 
 @pytest.fixture
@@ -140,9 +141,95 @@ def proxied(mariadb, proxy):  # type: ignore[no-untyped-def]
         db.close()
 
 
+# ---- the real PostgreSQL, and PgBouncer in front of it -----------------------------------
+class _External:
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+
+
+def _missing(what: str, hint: str) -> None:
+    if os.environ.get("FASTPOOL_REQUIRE_POSTGRES"):
+        pytest.fail(f"FASTPOOL_REQUIRE_POSTGRES is set but {what} is missing")
+    pytest.skip(f"{what} is missing ({hint})")
+
+
+@pytest.fixture(scope="session")
+def postgres():  # type: ignore[no-untyped-def]
+    """A PostgreSQL server: FASTPOOL_TEST_PG_DSN if set, else a throwaway one started here
+    (.dsn; the throwaway one also stop/start/restart and superuser())."""
+    pytest.importorskip("psycopg", reason="psycopg is not installed")
+    dsn = os.environ.get("FASTPOOL_TEST_PG_DSN")
+    if dsn:
+        yield _External(dsn)
+        return
+    if pg_bindir() is None:
+        _missing("PostgreSQL (initdb, postgres)", "apt-get install postgresql, or set FASTPOOL_TEST_PG_DSN")
+    server = PostgresServer()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def pgbouncer(postgres):  # type: ignore[no-untyped-def]
+    """PgBouncer in transaction mode in front of the test PostgreSQL:
+    FASTPOOL_TEST_PGBOUNCER_DSN if set, else a throwaway one."""
+    dsn = os.environ.get("FASTPOOL_TEST_PGBOUNCER_DSN")
+    if dsn:
+        yield _External(dsn)
+        return
+    if not isinstance(postgres, PostgresServer) or pgbouncer_binary() is None:
+        _missing("PgBouncer", "apt-get install pgbouncer, or set FASTPOOL_TEST_PGBOUNCER_DSN")
+    bouncer = PgBouncer(postgres)
+    try:
+        bouncer.start()
+        yield bouncer
+    finally:
+        bouncer.cleanup()
+
+
+@pytest.fixture
+def pg_pool(postgres):  # type: ignore[no-untyped-def]
+    pools = []
+
+    def make(dsn: str | None = None, **options):  # type: ignore[no-untyped-def]
+        p = fastpool.open(dsn or postgres.dsn, **options)
+        pools.append(p)
+        return p
+
+    yield make
+    for p in pools:
+        p.close()
+
+
+@pytest.fixture
+def pg_proxied(postgres):  # type: ignore[no-untyped-def]
+    """(a fault proxy in front of PostgreSQL, a factory of pools going through it)."""
+    host = parse_url(postgres.dsn).connect_kwargs.get("host", "127.0.0.1")
+    if not host.startswith("127."):
+        pytest.skip("the fault proxy only runs on loopback")
+    port = server_port(postgres.dsn, 5432)
+    proxy = FaultProxy(host, port).start()
+    dsn = postgres.dsn.replace(f":{port}/", f":{proxy.port}/", 1)
+    pools: list[fastpool.Pool] = []
+
+    def make(**options):  # type: ignore[no-untyped-def]
+        db = fastpool.open(dsn, **options)
+        pools.append(db)
+        return db
+
+    yield proxy, make
+    for db in pools:
+        db.close()
+    proxy.close()
+
 
 def pytest_collection_modifyitems(config, items):  # type: ignore[no-untyped-def]
     for item in items:
         names = getattr(item, "fixturenames", ())
         if "mariadb" in names or "tls" in names:  # tls: the TLS servers of test_tls_mariadb
             item.add_marker(pytest.mark.mariadb)
+        if "postgres" in names:
+            item.add_marker(pytest.mark.postgres)

@@ -365,6 +365,7 @@ def open(dsn: str, **options: Any) -> Pool:  # noqa: A001 - the API's name
     """Open a pool for tasks on a database URL (``mysql://`` with asyncmy or aiomysql,
     ``?driver=`` choosing; ``sqlite://`` with aiosqlite). Lazy: no I/O until first use."""
     url = parse_url(dsn)
+    options = {**url.options, **options}  # an option given here wins over the URL's
     dialect = get_dialect(url.driver or _default_driver(url.scheme))
     if not dialect.is_async:
         raise ConfigError(f"driver={dialect.name} is not an asyncio driver: use fastpool.open(),"

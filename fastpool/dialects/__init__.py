@@ -2,7 +2,7 @@
 
 A dialect holds what differs between drivers; the pool itself never imports a driver.
 One module per database, its drivers together: ``mysql`` (mysqlclient, PyMySQL; asyncmy and
-aiomysql for asyncio), ``sqlite`` (sqlite3; aiosqlite); ``base`` is the generic DB-API
+aiomysql for asyncio), ``sqlite`` (sqlite3; aiosqlite); ``postgresql`` (psycopg 3, sync and async); ``base`` is the generic DB-API
 dialect they build on.
 """
 
@@ -15,12 +15,13 @@ from .base import ERR_BROKEN, ERR_OK, ERR_RETRY, Connect, Dialect, driver_error_
 from .mysql import (
     DEFAULT_CONNECT_TIMEOUT, AioMySQLDialect, AsyncMyDialect, MySQLDialect, PyMySQLDialect,
 )
+from .postgresql import PostgreSQLDialect
 from .sqlite import AioSQLiteDialect, SQLiteDialect
 
 __all__ = [
     "ERR_BROKEN", "ERR_OK", "ERR_RETRY", "Connect", "Dialect", "DEFAULT_CONNECT_TIMEOUT",
     "MySQLDialect", "PyMySQLDialect", "SQLiteDialect", "AsyncMyDialect", "AioMySQLDialect",
-    "AioSQLiteDialect", "DIALECTS", "get_dialect",
+    "AioSQLiteDialect", "PostgreSQLDialect", "DIALECTS", "get_dialect",
     "guess_dialect", "driver_error_class",
 ]
 
@@ -32,6 +33,9 @@ DIALECTS: dict[str, type[Dialect]] = {
     "pymysql": PyMySQLDialect,
     "sqlite": SQLiteDialect,
     "sqlite3": SQLiteDialect,
+    "postgresql": PostgreSQLDialect,
+    "postgres": PostgreSQLDialect,
+    "psycopg": PostgreSQLDialect,
     # asyncio drivers (fastpool.aio)
     "asyncmy": AsyncMyDialect,
     "aiomysql": AioMySQLDialect,
@@ -66,4 +70,6 @@ def guess_dialect(raw: Any) -> Dialect:
         return PyMySQLDialect()
     if module in ("sqlite3", "_sqlite3"):
         return SQLiteDialect()
+    if module == "psycopg":
+        return PostgreSQLDialect()
     return Dialect()

@@ -14,6 +14,11 @@ ERR_OK = 0  # the statement failed; the connection is fine
 ERR_BROKEN = 1  # the connection is unusable: close it, never pool it
 ERR_RETRY = 2  # broken, and the statement provably never reached the server: retry it
 
+# What a connection given back needs (Dialect.state_at_checkin).
+CLEAN = 0
+ROLL_BACK = 1
+DISCARD = 2
+
 
 class Dialect:
     """The generic DB-API 2 dialect: no socket to poll, close() to close."""
@@ -41,6 +46,21 @@ class Dialect:
 
     checks_liveness = False
 
+    # True when the dialect reads, at every give-back, whether the connection is clean
+    # (state_at_checkin; PostgreSQL: libpq's transaction status, no round trip).
+    checks_state_at_checkin = False
+
+    def state_at_checkin(self, raw: Any) -> int:
+        """What a connection given back needs, read without a round trip: CLEAN,
+        ROLL_BACK (reset() makes it clean) or DISCARD."""
+        return CLEAN
+
+    def set_behind_pooler(self, on: bool) -> None:
+        """``behind_pooler=True``: only PostgreSQL's dialect has a meaning for it."""
+        if on:
+            raise ConfigError(f"behind_pooler is for postgresql:// (PgBouncer in transaction"
+                              f" mode); the {self.name!r} dialect has no use for it")
+
     def abort(self, raw: Any, fd: int) -> None:
         """Cut the connection under the driver from another thread (a statement whose
         cancel went unanswered): its blocked read returns at once."""
@@ -60,8 +80,9 @@ class Dialect:
     # connection), "interrupt" (interrupt() from another thread), None (it is not).
     cancel_method: str | None = None
 
-    def kill_statement(self, raw: Any) -> str:
-        """The SQL that cancels the statement running on ``raw`` (cancel_method "kill")."""
+    def kill_statement(self, raw: Any) -> str | Callable[[], None]:
+        """The SQL that cancels the statement running on ``raw`` (cancel_method "kill"), sent
+        over a side connection; or a callable that cancels it by itself."""
         raise NotImplementedError
 
     def kill_session(self, raw: Any) -> str:

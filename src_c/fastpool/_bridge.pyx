@@ -386,7 +386,7 @@ cdef class SyncCursor:
 
     @property
     def lastrowid(self):
-        return self._cur.lastrowid
+        return getattr(self._cur, "lastrowid", None)
 
     def __iter__(self):
         while True:

@@ -1613,7 +1613,8 @@ cdef object _execute_on(object raw, object sql, object params, int mode):
         elif mode == MODE_EXEC:
             r = Result.__new__(Result)
             r.rowcount = cur.rowcount
-            r.lastrowid = cur.lastrowid
+            # DB-API makes lastrowid optional: psycopg has none (PostgreSQL: RETURNING).
+            r.lastrowid = getattr(cur, "lastrowid", None)
             result = r
         elif cur.description is None:
             result = (None, ())

@@ -1,0 +1,262 @@
+"""PostgreSQL through psycopg 3: ``postgresql://`` and ``postgres://`` URLs, the sync
+``psycopg.Connection`` (fastpool.open) and the async ``psycopg.AsyncConnection``
+(fastpool.aio.open, through its SyncConnection face).
+
+What it follows, as the MySQL dialect does:
+
+* connections run in autocommit, so a clean connection goes back with no round trip; what
+  a holder left is read from libpq's transaction status at every give-back (no round trip
+  either): idle is clean, a transaction (open or failed) is rolled back, a connection still
+  mid-statement or in an unknown state is discarded;
+* a dead connection is found at checkout by polling its socket (the core's poll); errors
+  are classified from psycopg's classes and SQLSTATEs, and a statement is retried only
+  when psycopg refused it before sending (its connection was already closed);
+* a statement past its deadline is cancelled with libpq's cancel request
+  (``cancel_safe()``), sent from the deadline watcher's killer thread; if the statement has
+  not ended soon after, the socket is shut and ``pg_terminate_backend()`` ends the session;
+* ``behind_pooler=True``: for PgBouncer in transaction mode (see pooler.py).
+"""
+
+from __future__ import annotations
+
+import importlib
+from functools import partial
+from typing import Any, Callable
+
+from ..errors import ConfigError
+from . import pooler
+from .base import CLEAN, DISCARD, ERR_BROKEN, ERR_OK, ERR_RETRY, ROLL_BACK, Connect, Dialect
+
+# Seconds a postgresql:// connect may take when the URL sets no connect_timeout.
+DEFAULT_CONNECT_TIMEOUT = 10
+# Seconds the cancel request itself may take (it opens a connection of its own).
+CANCEL_TIMEOUT = 2.0
+
+# SQLSTATEs that leave the session unusable: class 08 (connection exception) and the
+# server shutting the session down (57P01 admin shutdown, 57P02 crash shutdown, 57P03
+# cannot connect now, 57P05 idle session timeout).
+_BROKEN_STATES = frozenset({"57P01", "57P02", "57P03", "57P05"})
+# psycopg's message for a statement refused because the connection was closed already:
+# nothing reached the server, so it is safe to run on another connection.
+_CLOSED_BEFORE_SENDING = "the connection is closed"
+
+# libpq's PQtransactionStatus values (psycopg.pq.TransactionStatus).
+IDLE, ACTIVE, INTRANS, INERROR, UNKNOWN = 0, 1, 2, 3, 4
+
+
+class PostgreSQLDialect(Dialect):
+    """psycopg 3, sync: ``fastpool.open("postgresql://...")``."""
+
+    name = "postgresql"
+    driver = "psycopg"
+    module_name = "psycopg"
+    install_hint = "postgresql:// needs psycopg 3: pip install 'fastpool[postgresql]'"
+    cancel_method = "kill"  # the killer thread sends kill_statement()'s cancel request
+    checks_state_at_checkin = True
+
+    def __init__(self) -> None:
+        self.behind_pooler = False
+        self._pooler_cursor: type | None = None
+        self._kwargs: dict[str, Any] | None = None
+
+    def set_behind_pooler(self, on: bool) -> None:
+        self.behind_pooler = bool(on)
+
+    def _module(self) -> Any:
+        try:
+            return importlib.import_module(self.module_name)
+        except ImportError:
+            raise ConfigError(self.install_hint) from None
+
+    def _connect_kwargs(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        psycopg = self._module()
+        kwargs = dict(kwargs)
+        # Every libpq parameter checked now: a typo is a ConfigError at open(), not an
+        # error on the first connect.
+        try:
+            psycopg.conninfo.make_conninfo("", **{k: v for k, v in kwargs.items() if k != "password"})
+        except psycopg.ProgrammingError as exc:
+            raise ConfigError(f"postgresql:// URL: {exc}") from None
+        kwargs.setdefault("connect_timeout", DEFAULT_CONNECT_TIMEOUT)
+        kwargs["autocommit"] = True
+        self._kwargs = kwargs
+        return kwargs
+
+    def connect_factory(self, kwargs: dict[str, Any]) -> Connect:
+        psycopg = self._module()
+        kwargs = self._connect_kwargs(kwargs)
+
+        def connect() -> Any:
+            return psycopg.Connection.connect(**kwargs)
+
+        return connect
+
+    def prepare(self, raw: Any) -> None:
+        if self.error_class is None:
+            self.error_class = self._module().Error
+        if not raw.autocommit:
+            raw.autocommit = True  # Pool(connect, driver="postgresql") with its own connect
+        if self.behind_pooler:
+            # PgBouncer 1.18 cannot follow protocol-level prepared statements from one
+            # transaction to the next: never prepare server-side; and refuse what would
+            # pin a session (pooler.py).
+            raw.prepare_threshold = None
+            if self._pooler_cursor is None:
+                self._pooler_cursor = pooler.cursor_class(self._module(), is_async=self.is_async)
+            raw.cursor_factory = self._pooler_cursor
+        # The server's id for pg_terminate_backend, read now (no round trip: libpq has it).
+        raw._fastpool_server_id = int(raw.info.backend_pid)
+
+    def fileno(self, raw: Any) -> int:
+        try:
+            return int(raw.fileno())
+        except Exception:
+            return -1  # closed: psycopg refuses; the core then treats it as dead
+
+    def close(self, raw: Any) -> None:
+        raw.close()
+
+    def classify(self, exc: BaseException) -> int:
+        if isinstance(exc, pooler.SessionStateError):
+            return ERR_OK  # refused before anything was sent
+        psycopg = self._module()
+        if not isinstance(exc, psycopg.Error):
+            return ERR_BROKEN  # not the driver's report: the protocol state is unknown
+        if isinstance(exc, psycopg.InterfaceError):
+            return ERR_BROKEN
+        state = getattr(exc, "sqlstate", None)
+        if state is None:
+            if isinstance(exc, psycopg.OperationalError):
+                # Client-side: the connection failed under the statement, or was closed
+                # before it (then nothing was sent: safe to retry).
+                return ERR_RETRY if str(exc) == _CLOSED_BEFORE_SENDING else ERR_BROKEN
+            return ERR_OK  # e.g. a parameter psycopg could not adapt: nothing was sent
+        if state.startswith("08") or state in _BROKEN_STATES:
+            return ERR_BROKEN
+        return ERR_OK
+
+    def state_at_checkin(self, raw: Any) -> int:
+        # libpq's transaction status: no round trip.
+        status = int(raw.info.transaction_status)
+        if status == IDLE:
+            return CLEAN
+        if status in (INTRANS, INERROR):
+            return ROLL_BACK  # a transaction left open, or failed: ROLLBACK ends it
+        return DISCARD  # ACTIVE (mid-statement) or UNKNOWN (broken)
+
+    def reset(self, raw: Any) -> None:
+        if int(raw.info.transaction_status) != IDLE:
+            raw.rollback()
+
+    def begin(self, raw: Any) -> None:
+        cur = raw.cursor()
+        try:
+            cur.execute("BEGIN")
+        finally:
+            cur.close()
+
+    def ping(self, raw: Any) -> None:
+        cur = raw.cursor()
+        try:
+            cur.execute("SELECT 1")
+            cur.fetchall()
+        finally:
+            cur.close()
+
+    def stream_cursor(self, raw: Any) -> Any:
+        return StreamCursor(raw.cursor())
+
+    def drain(self, cursor: Any, budget: int) -> bool:
+        # Closing psycopg's stream early cancels the statement and reads what is left.
+        cursor.close()
+        return cursor.clean()
+
+    # ---- cancelling (the deadline watcher's killer thread) -----------------------------
+    def kill_statement(self, raw: Any) -> Callable[[], None]:
+        return partial(_cancel, raw)
+
+    def kill_session(self, raw: Any) -> str:
+        return f"SELECT pg_terminate_backend({int(raw._fastpool_server_id)})"
+
+    def side_connect(self, timeout: float) -> Any:
+        if self._kwargs is None:
+            return None
+        kwargs = {**self._kwargs, "connect_timeout": max(1, int(timeout))}
+        return self._module().Connection.connect(**kwargs)
+
+
+def _cancel(raw: Any) -> None:
+    # cancel_safe (psycopg 3.2): libpq 17's non-blocking cancel, bounded; else the old one.
+    cancel_safe = getattr(raw, "cancel_safe", None)
+    if cancel_safe is not None:
+        cancel_safe(timeout=CANCEL_TIMEOUT)
+    else:
+        raw.cancel()
+
+
+class StreamCursor:
+    """A DB-API face (execute / fetchmany / fetchone / close) over psycopg's stream(): rows
+    come from the server in chunks as they are read, the connection busy until the end."""
+
+    CHUNK = 512
+
+    def __init__(self, cur: Any) -> None:
+        self._cur = cur
+        self._rows: Any = None
+
+    def execute(self, sql: str, params: Any = None) -> None:
+        try:
+            self._rows = self._cur.stream(sql, params, size=self.CHUNK)
+        except TypeError:  # psycopg < 3.2: row by row
+            self._rows = self._cur.stream(sql, params)
+        # Run it up to the first row now, so errors are raised by execute() as a cursor's.
+        self._first = next(self._rows, _END)
+
+    def fetchone(self) -> Any:
+        if self._first is not _NONE:
+            row, self._first = self._first, _NONE
+            return None if row is _END else row
+        return next(self._rows, None)
+
+    def fetchmany(self, size: int = CHUNK) -> list[Any]:
+        out: list[Any] = []
+        if self._first is not _NONE:
+            row, self._first = self._first, _NONE
+            if row is _END:
+                return out
+            out.append(row)
+        for row in self._rows:
+            out.append(row)
+            if len(out) >= size:
+                break
+        return out
+
+    def fetchall(self) -> list[Any]:
+        return self.fetchmany(1 << 62)
+
+    @property
+    def description(self) -> Any:
+        return self._cur.description
+
+    @property
+    def rowcount(self) -> int:
+        return int(self._cur.rowcount)
+
+    def close(self) -> None:
+        rows, self._rows = self._rows, None
+        if rows is not None:
+            rows.close()
+        self._cur.close()
+
+    def clean(self) -> bool:
+        return int(self._cur.connection.info.transaction_status) == IDLE
+
+
+_END = object()
+_NONE = object()
+
+
+def postgresql_dialect(driver: str) -> Dialect:
+    if driver in ("", "psycopg", "psycopg3"):
+        return PostgreSQLDialect()
+    raise ConfigError(f"unknown driver {driver!r} for a postgresql:// URL (known: psycopg)")
