@@ -220,6 +220,7 @@ def pg_proxied(postgres):  # type: ignore[no-untyped-def]
         pools.append(db)
         return db
 
+    make.dsn = dsn  # type: ignore[attr-defined]  # the proxied URL, for fastpool.aio
     yield proxy, make
     for db in pools:
         db.close()

@@ -94,6 +94,10 @@ class TaskPool(SyncPool):
         # The connection is discarded; its whole session is ended over the side connection
         # (the KILL QUERY / KILL of the deadline watcher), so nothing keeps running there.
         dialect = self._dialect_of(raw)
+        if dialect.session_is_idle(raw):
+            # The driver ended the statement itself (psycopg cancels on CancelledError).
+            self._count_cancelled()
+            return
         try:
             if dialect.cancel_method == "kill":
                 sql = dialect.kill_session(raw)
@@ -358,6 +362,8 @@ def _default_driver(scheme: str) -> str:
                           " pip install 'fastpool[asyncmy]'")
     if scheme == "sqlite":
         return "aiosqlite"
+    if scheme == "postgresql":
+        return "psycopg_async"
     raise ConfigError(f"no asyncio driver for {scheme}:// yet")
 
 

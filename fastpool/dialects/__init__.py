@@ -15,13 +15,13 @@ from .base import ERR_BROKEN, ERR_OK, ERR_RETRY, Connect, Dialect, driver_error_
 from .mysql import (
     DEFAULT_CONNECT_TIMEOUT, AioMySQLDialect, AsyncMyDialect, MySQLDialect, PyMySQLDialect,
 )
-from .postgresql import PostgreSQLDialect
+from .postgresql import AsyncPostgreSQLDialect, PostgreSQLDialect
 from .sqlite import AioSQLiteDialect, SQLiteDialect
 
 __all__ = [
     "ERR_BROKEN", "ERR_OK", "ERR_RETRY", "Connect", "Dialect", "DEFAULT_CONNECT_TIMEOUT",
     "MySQLDialect", "PyMySQLDialect", "SQLiteDialect", "AsyncMyDialect", "AioMySQLDialect",
-    "AioSQLiteDialect", "PostgreSQLDialect", "DIALECTS", "get_dialect",
+    "AioSQLiteDialect", "PostgreSQLDialect", "AsyncPostgreSQLDialect", "DIALECTS", "get_dialect",
     "guess_dialect", "driver_error_class",
 ]
 
@@ -40,6 +40,7 @@ DIALECTS: dict[str, type[Dialect]] = {
     "asyncmy": AsyncMyDialect,
     "aiomysql": AioMySQLDialect,
     "aiosqlite": AioSQLiteDialect,
+    "psycopg_async": AsyncPostgreSQLDialect,
 }
 
 
@@ -71,5 +72,5 @@ def guess_dialect(raw: Any) -> Dialect:
     if module in ("sqlite3", "_sqlite3"):
         return SQLiteDialect()
     if module == "psycopg":
-        return PostgreSQLDialect()
+        return AsyncPostgreSQLDialect() if hasattr(raw, "driver_connection") else PostgreSQLDialect()
     return Dialect()

@@ -55,6 +55,11 @@ class Dialect:
         ROLL_BACK (reset() makes it clean) or DISCARD."""
         return CLEAN
 
+    def session_is_idle(self, raw: Any) -> bool:
+        """fastpool.aio, after a task was cancelled mid-statement: whether the driver itself
+        ended the statement (the session idle), so nothing needs ending on the server."""
+        return False
+
     def set_behind_pooler(self, on: bool) -> None:
         """``behind_pooler=True``: only PostgreSQL's dialect has a meaning for it."""
         if on:

@@ -20,6 +20,7 @@ What it follows, as the MySQL dialect does:
 from __future__ import annotations
 
 import importlib
+import time
 from functools import partial
 from typing import Any, Callable
 
@@ -31,6 +32,10 @@ from .base import CLEAN, DISCARD, ERR_BROKEN, ERR_OK, ERR_RETRY, ROLL_BACK, Conn
 DEFAULT_CONNECT_TIMEOUT = 10
 # Seconds the cancel request itself may take (it opens a connection of its own).
 CANCEL_TIMEOUT = 2.0
+# A streaming result given back unread is read to its end for up to this long (in steps
+# of DRAIN_STEP rows) before it is cancelled instead.
+DRAIN_SECONDS = 0.005
+DRAIN_STEP = 128
 
 # SQLSTATEs that leave the session unusable: class 08 (connection exception) and the
 # server shutting the session down (57P01 admin shutdown, 57P02 crash shutdown, 57P03
@@ -94,18 +99,22 @@ class PostgreSQLDialect(Dialect):
     def prepare(self, raw: Any) -> None:
         if self.error_class is None:
             self.error_class = self._module().Error
-        if not raw.autocommit:
-            raw.autocommit = True  # Pool(connect, driver="postgresql") with its own connect
+        conn = getattr(raw, "driver_connection", raw)  # fastpool.aio: the AsyncConnection
+        if not conn.autocommit:
+            self._set_autocommit(raw)  # Pool(connect, driver=...) with its own connect
         if self.behind_pooler:
             # PgBouncer 1.18 cannot follow protocol-level prepared statements from one
             # transaction to the next: never prepare server-side; and refuse what would
             # pin a session (pooler.py).
-            raw.prepare_threshold = None
+            conn.prepare_threshold = None
             if self._pooler_cursor is None:
                 self._pooler_cursor = pooler.cursor_class(self._module(), is_async=self.is_async)
-            raw.cursor_factory = self._pooler_cursor
+            conn.cursor_factory = self._pooler_cursor
         # The server's id for pg_terminate_backend, read now (no round trip: libpq has it).
         raw._fastpool_server_id = int(raw.info.backend_pid)
+
+    def _set_autocommit(self, raw: Any) -> None:
+        raw.autocommit = True
 
     def fileno(self, raw: Any) -> int:
         try:
@@ -167,7 +176,17 @@ class PostgreSQLDialect(Dialect):
         return StreamCursor(raw.cursor())
 
     def drain(self, cursor: Any, budget: int) -> bool:
-        # Closing psycopg's stream early cancels the statement and reads what is left.
+        # A remainder that comes quickly is read off the wire: a cancel request costs a
+        # connection of its own to the server (a forked process there, several ms).
+        # Past DRAIN_SECONDS or the budget, closing psycopg's stream early cancels the
+        # statement and reads what is left.
+        until = time.monotonic() + DRAIN_SECONDS
+        read = 0
+        while read <= budget and time.monotonic() < until:
+            got = len(cursor.fetchmany(DRAIN_STEP))
+            read += got
+            if got < DRAIN_STEP:
+                break  # the end of the result
         cursor.close()
         return cursor.clean()
 
@@ -186,12 +205,14 @@ class PostgreSQLDialect(Dialect):
 
 
 def _cancel(raw: Any) -> None:
-    # cancel_safe (psycopg 3.2): libpq 17's non-blocking cancel, bounded; else the old one.
+    # On the killer thread. cancel_safe (psycopg 3.2, sync connections): libpq 17's
+    # cancel, bounded in time; an AsyncConnection's is a coroutine for its loop, so there
+    # (and before psycopg 3.2) libpq's blocking cancel request, which is thread-safe.
     cancel_safe = getattr(raw, "cancel_safe", None)
-    if cancel_safe is not None:
+    if cancel_safe is not None and not hasattr(raw, "driver_connection"):
         cancel_safe(timeout=CANCEL_TIMEOUT)
     else:
-        raw.cancel()
+        getattr(raw, "driver_connection", raw).cancel()
 
 
 class StreamCursor:
@@ -254,6 +275,83 @@ class StreamCursor:
 
 _END = object()
 _NONE = object()
+
+
+class AsyncPostgreSQLDialect(PostgreSQLDialect):
+    """psycopg 3's AsyncConnection: ``fastpool.aio.open("postgresql://...")``.
+
+    The connection reaches the dialect through fastpool.aio's SyncConnection, so the rules
+    above serve it unchanged. Its socket is watched by the loop only while psycopg waits
+    on it, so the core polls it at checkout as for a sync connection."""
+
+    name = "psycopg_async"
+    is_async = True
+
+    def connect_factory(self, kwargs: dict[str, Any]) -> Connect:
+        psycopg = self._module()
+        kwargs = self._connect_kwargs(kwargs)
+
+        async def connect() -> Any:
+            return await psycopg.AsyncConnection.connect(**kwargs)
+
+        return connect
+
+    def _set_autocommit(self, raw: Any) -> None:
+        raw.set_autocommit(True)  # awaited by the SyncConnection
+
+    def stream_cursor(self, raw: Any) -> Any:
+        return AsyncStreamCursor(raw.driver_connection.cursor(), raw)
+
+    def side_connect(self, timeout: float) -> Any:
+        return None  # the pool's own connect, on its loop
+
+    def session_is_idle(self, raw: Any) -> bool:
+        # A task cancelled mid-statement: psycopg itself cancels the statement and waits
+        # for it to end; then the session is idle and needs no pg_terminate_backend.
+        try:
+            return int(raw.driver_connection.info.transaction_status) == IDLE
+        except Exception:
+            return False
+
+
+class AsyncStreamCursor(StreamCursor):
+    """StreamCursor over an AsyncCursor's stream(): each step awaited by the SyncConnection."""
+
+    def __init__(self, cur: Any, conn: Any) -> None:
+        super().__init__(cur)
+        self._wait = conn.wait
+
+    def execute(self, sql: str, params: Any = None) -> None:
+        self._rows = self._cur.stream(sql, params, size=self.CHUNK)
+        self._first = self._next()
+
+    def _next(self) -> Any:
+        try:
+            return self._wait(self._rows.__anext__())
+        except StopAsyncIteration:
+            return _END
+
+    def fetchone(self) -> Any:
+        if self._first is not _NONE:
+            row, self._first = self._first, _NONE
+        else:
+            row = self._next()
+        return None if row is _END else row
+
+    def fetchmany(self, size: int = StreamCursor.CHUNK) -> list[Any]:
+        out: list[Any] = []
+        while len(out) < size:
+            row = self.fetchone()
+            if row is None:
+                break
+            out.append(row)
+        return out
+
+    def close(self) -> None:
+        rows, self._rows = self._rows, None
+        if rows is not None:
+            self._wait(rows.aclose())
+        self._wait(self._cur.close())
 
 
 def postgresql_dialect(driver: str) -> Dialect:
