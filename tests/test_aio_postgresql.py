@@ -127,13 +127,13 @@ def test_timeouts_and_deadlines_end_the_statement_on_the_server(postgres) -> Non
 
 
 def test_the_seeds_leak_in_async_form_stays_on_one_connection(postgres) -> None:  # type: ignore[no-untyped-def]
-    calls = 2000
+    calls = 2000  # on a result longer than one batch (512 rows), so each call leaks
 
     async def main() -> None:
         async with fastpool.aio.open(postgres.dsn, max_open=10) as db:
 
             async def first() -> Any:
-                async for row in db.query("SELECT g FROM generate_series(1, 100) g", stream=True):
+                async for row in db.query("SELECT g FROM generate_series(1, 600) g", stream=True):
                     return row
                 return None
 

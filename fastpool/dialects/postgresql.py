@@ -188,7 +188,7 @@ class PostgreSQLDialect(Dialect):
             if got < DRAIN_STEP:
                 break  # the end of the result
         cursor.close()
-        return cursor.clean()
+        return bool(cursor.clean())
 
     # ---- cancelling (the deadline watcher's killer thread) -----------------------------
     def kill_statement(self, raw: Any) -> Callable[[], None]:
