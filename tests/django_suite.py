@@ -39,6 +39,10 @@ def db(name):
                 "TEST": {"NAME": f"{d}/test_{name}.db"}}
     from fastpool.url import parse_url
     kw = parse_url(os.environ["FP_DJ_DSN"]).connect_kwargs
+    if KIND == "postgresql":
+        return {"ENGINE": ENGINE, "NAME": kw["dbname"], "USER": kw["user"],
+                "PASSWORD": kw["password"], "HOST": kw["host"], "PORT": kw["port"],
+                "OPTIONS": opts, "TEST": {"NAME": f"test_fp_{name}"}}
     opts["charset"] = "utf8mb4"
     return {"ENGINE": ENGINE, "NAME": name, "USER": kw["user"], "PASSWORD": kw["password"],
             "HOST": kw["host"], "PORT": kw["port"], "OPTIONS": opts,

@@ -181,7 +181,8 @@ class PostgresServer(_Process):
             # Not a superuser: the fleet run's connection limit must apply to it (a
             # superuser has reserved slots), and pg_terminate_backend of its own sessions
             # needs no more.
-            conn.execute(f"CREATE ROLE {USER} LOGIN PASSWORD '{PASSWORD}'")
+            # CREATEDB: Django's test runner makes its test databases.
+            conn.execute(f"CREATE ROLE {USER} LOGIN CREATEDB PASSWORD '{PASSWORD}'")
             conn.execute(f"CREATE DATABASE {DATABASE} OWNER {USER}")
 
     def restart(self) -> None:

@@ -1,7 +1,8 @@
-"""fastpool.django.mysql and fastpool.django.sqlite3 through Django's own test runner:
+"""fastpool.django.mysql, .postgresql and .sqlite3 through Django's own test runner:
 tests/djangoproj/shop/tests.py runs with `manage.py test` (test database created and
 destroyed by Django, TestCase, TransactionTestCase and LiveServerTestCase's threaded
-server with 32 client threads on a pool of 4), on the throwaway MariaDB and on SQLite."""
+server with 32 client threads on a pool of 4), on the throwaway MariaDB and PostgreSQL and
+on SQLite."""
 
 from __future__ import annotations
 
@@ -39,6 +40,18 @@ def test_sqlite_backend_under_djangos_runner(tmp_path):
 def test_mysql_backend_under_djangos_runner(mariadb):
     check(manage_test({"FASTPOOL_DJANGO_ENGINE": "fastpool.django.mysql",
                        "FASTPOOL_DJANGO_DSN": mariadb.dsn}))
+
+
+def test_postgresql_backend_under_djangos_runner(postgres):
+    check(manage_test({"FASTPOOL_DJANGO_ENGINE": "fastpool.django.postgresql",
+                       "FASTPOOL_DJANGO_DSN": postgres.dsn}))
+
+
+def test_postgresql_backend_takes_psycopg_pools_options(postgres):
+    # OPTIONS["pool"] spelt as for Django's own backend (psycopg_pool's names).
+    check(manage_test({"FASTPOOL_DJANGO_ENGINE": "fastpool.django.postgresql",
+                       "FASTPOOL_DJANGO_DSN": postgres.dsn,
+                       "FASTPOOL_DJANGO_POOL": '{"min_size": 1, "max_size": 4, "timeout": 10}'}))
 
 
 def first_connect(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:

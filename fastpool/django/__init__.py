@@ -1,5 +1,6 @@
-"""Django database backends on fastpool: ``fastpool.django.mysql`` and
-``fastpool.django.sqlite3`` (``pip install fastpool[django]``).
+"""Django database backends on fastpool: ``fastpool.django.mysql``,
+``fastpool.django.postgresql`` and ``fastpool.django.sqlite3`` (``pip install
+fastpool[django]``).
 
     DATABASES = {"default": {
         "ENGINE": "fastpool.django.mysql", "NAME": "shop", ..., "CONN_MAX_AGE": 0,
@@ -103,7 +104,11 @@ class PoolingMixin:
         if not isinstance(options, dict):
             raise ImproperlyConfigured(
                 f"OPTIONS['pool'] must be True or a dict of fastpool options, got {options!r}")
-        return dict(options)
+        return self._fastpool_options(dict(options))
+
+    def _fastpool_options(self, options: dict[str, Any]) -> dict[str, Any]:
+        """OPTIONS["pool"] as fastpool options (a backend may accept other spellings)."""
+        return options
 
     def _poolable(self) -> bool:
         return True
@@ -116,7 +121,7 @@ class PoolingMixin:
             return None
         if self.settings_dict.get("CONN_MAX_AGE", 0) != 0:
             raise ImproperlyConfigured(
-                "Pooling doesn't support persistent connections: set CONN_MAX_AGE to 0 with"
+                "Pooling doesn't support persistent connections. Set CONN_MAX_AGE to 0 with"
                 " OPTIONS['pool'] (the pool keeps the connections).")
         # What the connections depend on, read cheaply (this runs at every connect): the
         # test runner changes NAME in place, and a changed setting needs a new pool.

@@ -1,5 +1,6 @@
-"""Settings from the environment: FASTPOOL_DJANGO_ENGINE (fastpool.django.mysql or
-fastpool.django.sqlite3, or Django's own for comparison), FASTPOOL_DJANGO_DSN for MySQL,
+"""Settings from the environment: FASTPOOL_DJANGO_ENGINE (fastpool.django.mysql,
+fastpool.django.postgresql or fastpool.django.sqlite3, or Django's own for comparison),
+FASTPOOL_DJANGO_DSN for MySQL and PostgreSQL,
 FASTPOOL_DJANGO_SQLITE for the SQLite file, FASTPOOL_DJANGO_POOL (a JSON dict, or "off")."""
 
 import json
@@ -16,6 +17,14 @@ if "mysql" in ENGINE:
         "ENGINE": ENGINE, "NAME": kw.get("database", "fastpool_test"), "USER": kw.get("user", ""),
         "PASSWORD": kw.get("password", ""), "HOST": kw.get("host", "127.0.0.1"),
         "PORT": kw.get("port", 3306), "OPTIONS": {"charset": "utf8mb4"},
+        "TEST": {"NAME": os.environ.get("FASTPOOL_DJANGO_TEST_DB", "test_fastpool_django")},
+    }
+elif "postgresql" in ENGINE:
+    kw = parse_url(os.environ["FASTPOOL_DJANGO_DSN"]).connect_kwargs
+    database = {
+        "ENGINE": ENGINE, "NAME": kw.get("dbname", "fastpool_test"), "USER": kw.get("user", ""),
+        "PASSWORD": kw.get("password", ""), "HOST": kw.get("host", "127.0.0.1"),
+        "PORT": kw.get("port", 5432), "OPTIONS": {},
         "TEST": {"NAME": os.environ.get("FASTPOOL_DJANGO_TEST_DB", "test_fastpool_django")},
     }
 else:

@@ -1,5 +1,6 @@
 """Run by tests/test_django_backend.py through Django's own test runner (manage.py test),
-on fastpool.django.mysql (the throwaway MariaDB) and fastpool.django.sqlite3."""
+on fastpool.django.mysql (the throwaway MariaDB), fastpool.django.postgresql (the
+throwaway PostgreSQL) and fastpool.django.sqlite3."""
 
 from __future__ import annotations
 
@@ -14,15 +15,20 @@ from django.test import LiveServerTestCase, TestCase, TransactionTestCase
 from .models import Item
 
 MYSQL = connection.vendor == "mysql"
+POSTGRES = connection.vendor == "postgresql"
 
 
 def server_connections() -> int:
-    """Connections of the test's user open on the server (MySQL), or -1."""
-    if not MYSQL:
-        return -1
+    """Connections of the test's user open on the server (MySQL, PostgreSQL), or -1."""
     with connection.cursor() as cur:
-        cur.execute("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER = CURRENT_USER()"
-                    " OR CONCAT(USER, '@', HOST) = CURRENT_USER()")
+        if MYSQL:
+            cur.execute("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER ="
+                        " CURRENT_USER() OR CONCAT(USER, '@', HOST) = CURRENT_USER()")
+        elif POSTGRES:
+            cur.execute("SELECT count(*) FROM pg_stat_activity WHERE usename = current_user"
+                        " AND datname = current_database()")
+        else:
+            return -1
         return int(cur.fetchone()[0])
 
 
@@ -88,6 +94,8 @@ class GiveBackTests(TransactionTestCase):
         with connection.cursor() as cur:
             if MYSQL:
                 cur.execute("SET @cart = 'alice'")
+            elif POSTGRES:
+                cur.execute("SET application_name = 'alice'")
             else:
                 cur.execute("PRAGMA cache_size = -1234")
         connection.close()
@@ -96,20 +104,28 @@ class GiveBackTests(TransactionTestCase):
             if MYSQL:
                 cur.execute("SELECT @cart")
                 self.assertEqual(cur.fetchone(), (None,))
+            elif POSTGRES:
+                cur.execute("SHOW application_name")
+                self.assertNotEqual(cur.fetchone(), ("alice",))
             else:
                 cur.execute("PRAGMA cache_size")
                 self.assertNotEqual(cur.fetchone(), (-1234,))
         connection.close()
 
     def test_settings_applied_once_per_physical_connection(self) -> None:
-        if not MYSQL:
-            self.skipTest("MySQL session settings")
+        if not (MYSQL or POSTGRES):
+            self.skipTest("server session settings")
         connection.ensure_connection()
         connects = connection.pool.stats().connects
         for _ in range(5):
             with connection.cursor() as cur:
-                cur.execute("SELECT @@session.tx_isolation, @@session.sql_auto_is_null")
-                self.assertEqual(cur.fetchone(), ("READ-COMMITTED", 0))
+                if MYSQL:
+                    cur.execute("SELECT @@session.tx_isolation, @@session.sql_auto_is_null")
+                    self.assertEqual(cur.fetchone(), ("READ-COMMITTED", 0))
+                else:  # the time zone Django sets (USE_TZ: UTC)
+                    cur.execute("SELECT current_setting('TimeZone'),"
+                                " current_setting('transaction_isolation')")
+                    self.assertEqual(cur.fetchone(), ("UTC", "read committed"))
             connection.close()
         self.assertEqual(connection.pool.stats().connects, connects)
 
@@ -178,5 +194,5 @@ class ThreadedServerTests(LiveServerTestCase):
         s = connection.pool.stats()
         self.assertLessEqual(peak[0], 4)
         self.assertEqual(s.timeouts, 0)
-        if MYSQL:
+        if MYSQL or POSTGRES:
             self.assertLessEqual(server_connections(), 4 + 1)   # + this test's own
