@@ -43,11 +43,15 @@ REFERENCE = {
     "DBUtils checkout+checkin (no I/O)": "test_dbutils_cycle[DBUtils]",
     "DBUtils SELECT 1": "test_dbutils_select1[DBUtils]",
     "async: SELECT 1 from one task (200 per round)": "test_async_select1[raw-asyncmy]",
+    "postgresql: SELECT 1 per request": "test_pg_select1[raw]",
 }
 CONTENDED = "contended: 16 threads share 4 connections"
 SCALE = "scale: 16, 64 and 256 threads share 16 connections"
 TASKS = "async: 64 tasks share 4 connections"
 STORM = "async: 64 tasks cancelled 0.3 s into SELECT SLEEP(2), pool of 8"
+PG_CONTENDED = "postgresql: 16 threads share 4 connections"
+PG_TASKS = "postgresql: 64 tasks share 4 connections"
+PG_FLEET = "postgresql fleet: 8 processes x pool of 10, 20 server connections"
 LEAK_PREFIX = "leak:"
 README_START, README_END = "<!-- bench:start -->", "<!-- bench:end -->"
 
@@ -96,9 +100,10 @@ def _exit_on_signal(signum: int, _frame: object) -> None:
 def _cleanup(scratch: str) -> None:
     sys.path.insert(0, str(ROOT / "tests"))
     from mariadb_server import LIVE
+    from pg_server import LIVE as PG_LIVE
 
-    for server in list(LIVE):
-        server.cleanup()
+    for server in [*LIVE, *PG_LIVE]:
+        server.cleanup()  # type: ignore[attr-defined]
     tempfile.tempdir = None
     shutil.rmtree(scratch, ignore_errors=True)
 
@@ -164,7 +169,7 @@ def by_group(data: dict) -> dict[str, list[dict]]:
 
 def versions() -> str:
     names = ["mysqlclient", "SQLAlchemy", "DBUtils", "mysql-connector-python", "asyncmy",
-             "aiomysql"]
+             "aiomysql", "psycopg", "psycopg-pool"]
     found = []
     for n in names:
         try:
@@ -187,8 +192,11 @@ def report(data: dict) -> str:
         f"database: {backend_name(data)}; {versions()}",
     ]
     for group, benches in by_group(data).items():
-        if group in (CONTENDED, TASKS):
-            lines += contended_table(benches, group, "thread" if group == CONTENDED else "task")
+        if group in (CONTENDED, TASKS, PG_CONTENDED, PG_TASKS):
+            unit = "task" if group in (TASKS, PG_TASKS) else "thread"
+            lines += contended_table(benches, group, unit)
+        elif group == PG_FLEET:
+            lines += fleet_table(benches)
         elif group == STORM:
             lines += storm_table(benches)
         elif group == SCALE:
@@ -241,6 +249,24 @@ def storm_table(benches: list[dict]) -> list[str]:
     return lines
 
 
+def fleet_table(benches: list[dict]) -> list[str]:
+    lines = [f"\n{PG_FLEET}",
+             f"  {'':<22} {'served':>7} {'errors':>7} {'p99':>9} {'longest':>9}"
+             f" {'server conns (peak)':>20} {'connects failed':>16} {'outsider refused':>17}"]
+    for b in benches:
+        e = b["extra_info"]
+        if "served" not in e:
+            continue
+        lines.append(f"  {short(b['name']):<22} {e['served']:7d} {e['errors']:7d} "
+                     f"{e['p99_ms']:7.1f}ms {e['max_ms']:7.1f}ms {e['peak_server_connections']:20d} "
+                     f"{e['connect_errors']:16d} {e['outsider_refused']:8d} of "
+                     f"{e['outsider_refused'] + e['outsider_ok']:<4d}")
+        if e.get("error_kinds"):
+            kinds = ", ".join(f"{k} {v}" for k, v in sorted(e["error_kinds"].items()))
+            lines.append(f"  {'':<22} errors: {kinds}")
+    return lines
+
+
 def scale_rows(benches: list[dict]) -> dict[int, dict[str, dict]]:
     """{threads: {contender: extra_info}} of the scale group's runs."""
     rows: dict[int, dict[str, dict]] = {}
@@ -284,7 +310,7 @@ def plot(data: dict, path: Path) -> bool:
 
     return draw(data, path, f"fastpool comparison on {backend_name(data)}", by_group(data),
                 REFERENCE, CONTENDED, LEAK_PREFIX, scale_rows(by_group(data).get(SCALE, [])),
-                TASKS, STORM)
+                TASKS, STORM, (PG_CONTENDED, PG_TASKS, PG_FLEET))
 
 
 def update_readme(text: str, data: dict) -> None:

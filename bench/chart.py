@@ -3,7 +3,8 @@
 Panels: the leak scenario as the calls go on (connections open, calls failed), the
 no-I/O checkout and SELECT 1 as ratios to their reference, the contended run's throughput
 and its latency tails, the 100k-row read, the scale runs, and the asyncio group (64 tasks'
-throughput and tails, the cancellation storm). fastpool's entries (fastpool, FastQueuePool,
+throughput and tails, the cancellation storm), and with PostgreSQL its row (16 threads and
+64 tasks on 4 connections, the fleet's server connections over time). fastpool's entries (fastpool, FastQueuePool,
 fastpool.dbutils) are green; every peer has a colour and a marker of its own.
 """
 
@@ -21,6 +22,7 @@ PEER_STYLES = [
     ("go_style", "#d73027", "X"), ("lifoqueue", "#d73027", "X"), ("queuepool", "#4575b4", "s"),
     ("sqlalchemy", "#4575b4", "s"), ("dbutils", "#fc8d59", "^"), ("deque", "#999999", "D"),
     ("raw", "#555555", "o"), ("asyncmy", "#984ea3", "P"), ("aiomysql", "#a65628", "*"),
+    ("psycopg_pool", "#762a83", "h"),
 ]
 
 
@@ -60,7 +62,7 @@ def fmt_time(seconds: float) -> str:
 def plot(data: dict[str, Any], path: Path, title: str, groups: dict[str, list[dict[str, Any]]],
          reference: dict[str, str], contended: str, leak_prefix: str,
          scale: dict[int, dict[str, dict[str, Any]]] | None = None,
-         tasks: str = "", storm: str = "") -> bool:
+         tasks: str = "", storm: str = "", postgres: tuple[str, str, str] = ("", "", "")) -> bool:
     try:
         import matplotlib
 
@@ -70,7 +72,9 @@ def plot(data: dict[str, Any], path: Path, title: str, groups: dict[str, list[di
     except ImportError:
         print("(matplotlib is not installed: no chart)")
         return False
-    fig, axes = plt.subplots(4, 3, figsize=(19, 20.5))
+    pg_contended, pg_tasks, pg_fleet = postgres
+    with_pg = any(groups.get(g) for g in postgres)
+    fig, axes = plt.subplots(5 if with_pg else 4, 3, figsize=(19, 25.5 if with_pg else 20.5))
     leak = next((b for g, b in groups.items() if g.startswith(leak_prefix)), [])
     _leak_panel(axes[0][0], axes[0][1], leak)
     _ratio_panel(axes[0][2], groups, "checkout+checkin (no I/O)", reference,
@@ -93,6 +97,13 @@ def plot(data: dict[str, Any], path: Path, title: str, groups: dict[str, list[di
                       "asyncio: 64 tasks, 4 connections")
     _tails_panel(axes[3][1], groups.get(tasks, []), "asyncio, 64 tasks")
     _storm_panel(axes[3][2], groups.get(storm, []))
+    if with_pg:
+        # PostgreSQL: 16 threads and 64 tasks on 4 connections, and the fleet.
+        _throughput_panel(axes[4][0], groups.get(pg_contended, []), FuncFormatter,
+                          "PostgreSQL: 16 threads, 4 connections")
+        _throughput_panel(axes[4][1], groups.get(pg_tasks, []), FuncFormatter,
+                          "PostgreSQL asyncio: 64 tasks, 4 connections")
+        _fleet_panel(axes[4][2], groups.get(pg_fleet, []))
     fig.suptitle(title, fontsize=14)
     fig.tight_layout(rect=(0, 0, 1, 0.97))
     fig.savefig(path, dpi=100)
@@ -237,6 +248,32 @@ def _storm_panel(ax: Any, benches: list[dict[str, Any]]) -> None:
     ax.tick_params(axis="y", labelsize=8)
     ax.set_title("asyncio: 64 tasks cancelled in SLEEP(2), pool of 8\n"
                  "statements left running on the server 1 s later\n(lower is better)")
+
+
+def _fleet_panel(ax: Any, benches: list[dict[str, Any]]) -> None:
+    """The server's client connections over the fleet run, directly and through PgBouncer,
+    with what the callers got in the legend."""
+    runs = [b for b in benches if b["extra_info"].get("series")]
+    if not runs:
+        ax.set_axis_off()
+        return
+    for b in runs:
+        e = b["extra_info"]
+        route = e.get("route", short(b["name"]))
+        colour = FASTPOOL if route == "pgbouncer" else "#d73027"
+        ts, ns = zip(*e["series"])
+        ax.step(ts, ns, where="post", color=colour,
+                label=f"{route}: {e['served']:,} served, {e['errors']} errors,"
+                      f" outsider refused {e['outsider_refused']}")
+    ax.axhline(20, color="#555555", linestyle="--", linewidth=1)
+    ax.annotate("the server's limit for the application", (0, 20), textcoords="offset points",
+                xytext=(4, 4), fontsize=8)
+    ax.set_ylim(0, 26)
+    ax.set_xlabel("seconds")
+    ax.set_ylabel("client connections on the server")
+    ax.legend(loc="lower right", fontsize=8)
+    ax.set_title("PostgreSQL fleet: 8 processes x pool of 10\nserver connections over time,"
+                 " directly and through PgBouncer")
 
 
 def _scale_panels(axes: Any, scale: dict[int, dict[str, dict[str, Any]]]) -> None:

@@ -145,8 +145,9 @@ class PostgreSQLDialect(Dialect):
         return ERR_OK
 
     def state_at_checkin(self, raw: Any) -> int:
-        # libpq's transaction status: no round trip.
-        status = int(raw.info.transaction_status)
+        # libpq's transaction status: no round trip (read from pgconn, not conn.info,
+        # which builds an object and an enum on every read).
+        status = raw.pgconn.transaction_status
         if status == IDLE:
             return CLEAN
         if status in (INTRANS, INERROR):
@@ -154,7 +155,7 @@ class PostgreSQLDialect(Dialect):
         return DISCARD  # ACTIVE (mid-statement) or UNKNOWN (broken)
 
     def reset(self, raw: Any) -> None:
-        if int(raw.info.transaction_status) != IDLE:
+        if raw.pgconn.transaction_status != IDLE:
             raw.rollback()
 
     def begin(self, raw: Any) -> None:
