@@ -31,6 +31,8 @@ SETTINGS = '''
 import os
 ENGINE = os.environ["FP_DJ_ENGINE"]
 KIND = os.environ["FP_DJ_KIND"]
+# The stock and fastpool runs go at once on the same server: test databases of their own.
+TAG = "fp" if ENGINE.startswith("fastpool.") else "dj"
 def db(name):
     opts = {"pool": {"max_open": 4}} if ENGINE.startswith("fastpool.") else {}
     if KIND == "sqlite":
@@ -42,11 +44,11 @@ def db(name):
     if KIND == "postgresql":
         return {"ENGINE": ENGINE, "NAME": kw["dbname"], "USER": kw["user"],
                 "PASSWORD": kw["password"], "HOST": kw["host"], "PORT": kw["port"],
-                "OPTIONS": opts, "TEST": {"NAME": f"test_fp_{name}"}}
+                "OPTIONS": opts, "TEST": {"NAME": f"test_{TAG}_{name}"}}
     opts["charset"] = "utf8mb4"
     return {"ENGINE": ENGINE, "NAME": name, "USER": kw["user"], "PASSWORD": kw["password"],
             "HOST": kw["host"], "PORT": kw["port"], "OPTIONS": opts,
-            "TEST": {"NAME": f"test_fp_{name}", "CHARSET": "utf8mb4"}}
+            "TEST": {"NAME": f"test_{TAG}_{name}", "CHARSET": "utf8mb4"}}
 DATABASES = {"default": db("dj_default"), "other": db("dj_other")}
 SECRET_KEY = "django_tests_secret_key"
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
@@ -87,6 +89,17 @@ def run(engine: str, kind: str, dsn: str | None = None) -> Outcome:
     failing = {f"{cls}.{name}" if not cls.endswith(name) else cls
                for _kind, name, cls in _HEADER.findall(out)}
     return Outcome(int(ran.group(1)), int(skipped.group(1)) if skipped else 0, failing, out[-3000:])
+
+
+def run_both(stock: str, ours: str, kind: str, dsn: str | None = None) -> tuple[Outcome, Outcome]:
+    """run() of the stock backend and of fastpool's at the same time (two processes: the
+    suites are long, and the machine has more than one core)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(2) as ex:
+        a = ex.submit(run, stock, kind, dsn)
+        b = ex.submit(run, ours, kind, dsn)
+        return a.result(), b.result()
 
 
 def expected(engine: str) -> dict[str, str]:

@@ -7,6 +7,8 @@ import pytest
 
 pytest.importorskip("django", reason="Django is not installed")
 
+pytestmark = pytest.mark.slow  # an original's suite, twice per backend: about a minute each
+
 import django_suite  # noqa: E402
 import upstream_suites  # noqa: E402
 
@@ -24,8 +26,8 @@ def compare(stock: django_suite.Outcome, ours: django_suite.Outcome, engine: str
 
 def test_djangos_suite_on_the_sqlite_backend():
     upstream_suites.fetch_or_skip(django_suite.DJANGO)
-    stock = django_suite.run("django.db.backends.sqlite3", "sqlite")
-    ours = django_suite.run("fastpool.django.sqlite3", "sqlite")
+    stock, ours = django_suite.run_both("django.db.backends.sqlite3", "fastpool.django.sqlite3",
+                                        "sqlite")
     print(f"\nDjango {django_suite.DJANGO.version} suite on SQLite: stock ran {stock.ran}, "
           f"skipped {stock.skipped}, failing {len(stock.failing)}; fastpool ran {ours.ran}, "
           f"skipped {ours.skipped}, failing {len(ours.failing)}")
@@ -34,8 +36,8 @@ def test_djangos_suite_on_the_sqlite_backend():
 
 def test_djangos_suite_on_the_mysql_backend(mariadb):
     upstream_suites.fetch_or_skip(django_suite.DJANGO)
-    stock = django_suite.run("django.db.backends.mysql", "mysql", mariadb.dsn)
-    ours = django_suite.run("fastpool.django.mysql", "mysql", mariadb.dsn)
+    stock, ours = django_suite.run_both("django.db.backends.mysql", "fastpool.django.mysql",
+                                        "mysql", mariadb.dsn)
     print(f"\nDjango {django_suite.DJANGO.version} suite on MariaDB: stock ran {stock.ran}, "
           f"skipped {stock.skipped}, failing {len(stock.failing)}; fastpool ran {ours.ran}, "
           f"skipped {ours.skipped}, failing {len(ours.failing)}")
@@ -44,8 +46,8 @@ def test_djangos_suite_on_the_mysql_backend(mariadb):
 
 def test_djangos_suite_on_the_postgresql_backend(postgres):
     upstream_suites.fetch_or_skip(django_suite.DJANGO)
-    stock = django_suite.run("django.db.backends.postgresql", "postgresql", postgres.dsn)
-    ours = django_suite.run("fastpool.django.postgresql", "postgresql", postgres.dsn)
+    stock, ours = django_suite.run_both("django.db.backends.postgresql",
+                                        "fastpool.django.postgresql", "postgresql", postgres.dsn)
     print(f"\nDjango {django_suite.DJANGO.version} suite on PostgreSQL: stock ran {stock.ran}, "
           f"skipped {stock.skipped}, failing {len(stock.failing)}; fastpool ran {ours.ran}, "
           f"skipped {ours.skipped}, failing {len(ours.failing)}")
