@@ -22,6 +22,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import types
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -167,13 +168,20 @@ WORKLOADS: dict[str, Workload] = {
 
 
 def run_child(name: str, reps: int) -> None:
-    """The measured process: build, warm up (caches, lazy imports), then repeat."""
-    op, close = WORKLOADS[name].setup()
-    op()
-    op()
-    for _ in range(reps):
+    """The measured process: build, warm up (caches, lazy imports), then repeat. What it
+    makes in temp dirs (the SQLite file) goes under a scratch dir removed at the end."""
+    scratch = tempfile.mkdtemp(prefix="fastpool-instructions-")
+    tempfile.tempdir = scratch
+    try:
+        op, close = WORKLOADS[name].setup()
         op()
-    close()
+        op()
+        for _ in range(reps):
+            op()
+        close()
+    finally:
+        tempfile.tempdir = None
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 _COLLECTED = re.compile(r"Collected\s*:\s*(\d+)")

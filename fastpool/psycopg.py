@@ -202,11 +202,18 @@ class _Common:
         return self._pool
 
     def _configure(self, conn: Any) -> Any:
-        # psycopg_pool's rule: configure must leave the connection idle.
         conn._fp_created = time.monotonic()
         if self._user_configure is None:
             return None
         return self._user_configure(conn)
+
+    def _check_configured(self, conn: Any) -> None:
+        # psycopg_pool's rule: configure must leave the connection idle.
+        status = conn.pgconn.transaction_status
+        if status != TransactionStatus.IDLE:
+            raise psycopg.ProgrammingError(
+                f"connection left in status {TransactionStatus(status).name} by configure"
+                f" function {self._user_configure}: discarded")
 
     def _connect_kwargs(self) -> tuple[Any, Any]:
         """(conninfo, kwargs): each a value or what a callable gave (for the async pool,
@@ -455,11 +462,7 @@ class ConnectionPool(_Common):
 
     def _configure(self, conn: Any) -> Any:
         super()._configure(conn)
-        status = conn.pgconn.transaction_status
-        if status != TransactionStatus.IDLE:
-            raise psycopg.ProgrammingError(
-                f"connection left in status {TransactionStatus(status).name} by configure"
-                f" function {self._user_configure}: discarded")
+        self._check_configured(conn)
 
     def open(self, wait: bool = False, timeout: float = 30.0) -> None:
         self._open()
@@ -557,11 +560,7 @@ class AsyncConnectionPool(_Common):
         conn._fp_created = time.monotonic()
         if self._user_configure is not None:
             await self._user_configure(conn)
-        status = conn.pgconn.transaction_status
-        if status != TransactionStatus.IDLE:
-            raise psycopg.ProgrammingError(
-                f"connection left in status {TransactionStatus(status).name} by configure"
-                f" function {self._user_configure}: discarded")
+        self._check_configured(conn)
 
     @property
     def _sync(self) -> Any:

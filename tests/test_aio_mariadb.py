@@ -12,7 +12,6 @@ import asyncio
 import importlib.util
 import os
 import time
-import warnings
 from typing import Any, Awaitable, Callable
 
 import pytest
@@ -21,6 +20,10 @@ import fastpool
 import fastpool.aio
 from aio_checks import LoopStall
 from aio_checks import running_on_server as count_running
+from aio_scenarios import (
+    Server, cancellation_storm, cut_blackhole_recovery, leak_stays_on_one_connection,
+    longest_loop_stall_with_64_tasks, timeouts_and_deadlines,
+)
 from conftest import server_port
 from fastpool.url import parse_url
 
@@ -86,150 +89,33 @@ def test_statements_streams_and_sessions(aio_dsn) -> None:  # type: ignore[no-un
     run(main)
 
 
+def server(dsn: str) -> Server:
+    return Server(dsn, lambda s, mark: f"SELECT SLEEP({s}) /* {mark} */", "SELECT %s",
+                  "SELECT seq FROM seq_1_to_1000", lambda mark: running_on_server(dsn, mark))
+
+
 def test_a_cancellation_storm_leaves_nothing_running(aio_dsn) -> None:  # type: ignore[no-untyped-def]
-    """64 tasks on a pool of 8, cancelled 0.3 s into SELECT SLEEP(2); then 100 more,
-    cancelled one after another. Every caller gets its CancelledError at once, no statement
-    runs on one second later, and every later answer is the right one."""
-
-    async def main() -> None:
-        async with fastpool.aio.open(aio_dsn, max_open=8) as db:
-            tasks = [asyncio.create_task(db.query_row("SELECT SLEEP(2) /* storm */"))
-                     for _ in range(64)]
-            await asyncio.sleep(0.3)
-            assert running_on_server(aio_dsn, "storm") == 8
-            started = time.monotonic()
-            for t in tasks:
-                t.cancel()
-            results = await asyncio.gather(*tasks, return_exceptions=True)
-            assert time.monotonic() - started < 0.5
-            assert all(isinstance(r, asyncio.CancelledError) for r in results)
-            for _ in range(100):
-                t = asyncio.create_task(db.query_row("SELECT SLEEP(2) /* storm */"))
-                await asyncio.sleep(0.02)
-                t.cancel()
-                with pytest.raises(asyncio.CancelledError):
-                    await t
-            await asyncio.sleep(1.0)
-            assert running_on_server(aio_dsn, "storm") == 0
-            # Nothing out of sync: each answer is its own question's.
-            answers = await asyncio.gather(*[db.query_row("SELECT %s", (i,)) for i in range(200)])
-            assert answers == [(i,) for i in range(200)]
-            s = db.stats()
-            assert s.in_use == 0 and s.statements_cancelled >= 8
-            assert s.open == s.in_use + s.idle + s.opening
-
-    run(main)
+    run(lambda: cancellation_storm(server(aio_dsn)))
 
 
 def test_timeouts_and_deadlines_end_the_statement_on_the_server(aio_dsn) -> None:  # type: ignore[no-untyped-def]
-    async def main() -> None:
-        async with fastpool.aio.open(aio_dsn, max_open=2) as db:
-            started = time.monotonic()
-            with pytest.raises(TimeoutError):
-                async with asyncio.timeout(0.3):
-                    await db.query_row("SELECT SLEEP(3) /* t1 */")
-            with pytest.raises(TimeoutError):
-                await asyncio.wait_for(db.execute("SELECT SLEEP(3) /* t2 */"), 0.3)
-            assert time.monotonic() - started < 1.5
-            await asyncio.sleep(0.5)
-            assert running_on_server(aio_dsn, "/* t") == 0
-
-            # A deadline cancels with KILL QUERY: the connection is answered and kept.
-            await db.query_row("SELECT 1")
-            bad = db.stats().bad_conns_discarded
-            started = time.monotonic()
-            with fastpool.deadline(0.3), pytest.raises(fastpool.DeadlineExceeded):
-                await db.query_row("SELECT SLEEP(3) /* d1 */")
-            assert time.monotonic() - started < 1.5
-            assert running_on_server(aio_dsn, "d1") == 0
-            db.statement_timeout = 0.3
-            with pytest.raises(fastpool.DeadlineExceeded):
-                await db.query_row("SELECT SLEEP(3) /* d2 */")
-            db.statement_timeout = None
-            assert await db.query_row("SELECT 7") == (7,)
-            s = db.stats()
-            assert s.deadlines_exceeded == 2 and s.statements_cancelled >= 4
-            assert s.bad_conns_discarded == bad  # KILL QUERY left both connections clean
-
-    run(main)
+    # KILL QUERY for deadlines: the error answered, the connection kept.
+    run(lambda: timeouts_and_deadlines(server(aio_dsn)))
 
 
 def test_the_seeds_leak_in_async_form_stays_on_one_connection(aio_dsn) -> None:  # type: ignore[no-untyped-def]
     calls = 2000 if aio_dsn.endswith("asyncmy") else 300  # aiomysql drains rows slowly
-
-    async def main() -> None:
-        async with fastpool.aio.open(aio_dsn, max_open=10) as db:
-
-            async def first() -> Any:
-                async for row in db.query("SELECT seq FROM seq_1_to_1000", stream=True):
-                    return row
-                return None
-
-            peak = 0
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                for _ in range(calls):
-                    assert await first() == (1,)
-                    peak = max(peak, db.stats().open)
-                await db.query_row("SELECT 1")
-            leaks = [w for w in caught if w.category is fastpool.ConnectionLeakWarning]
-            assert peak == 1 and db.stats().connects == 1
-            assert db.stats().leaks_reclaimed == calls == len(leaks)
-            assert leaks[0].filename == __file__
-
-    run(main)
+    run(lambda: leak_stays_on_one_connection(server(aio_dsn), calls))
 
 
 def test_faults_cut_blackhole_and_recovery(mariadb, proxy, aio_dsn) -> None:  # type: ignore[no-untyped-def]
-    port = server_port(mariadb.dsn)
-    dsn = aio_dsn.replace(f":{port}/", f":{proxy.port}/", 1)
-
-    async def main() -> None:
-        async with fastpool.aio.open(dsn, max_open=4) as db:
-            await asyncio.gather(*[db.query_row("SELECT SLEEP(0.05)") for _ in range(4)])
-            assert db.stats().idle == 4
-            assert proxy.cut() == 4
-            await asyncio.sleep(0.1)
-            # Dead idle connections are found at checkout and replaced: no caller sees them.
-            answers = await asyncio.gather(*[db.query_row("SELECT %s", (i,)) for i in range(16)])
-            assert answers == [(i,) for i in range(16)]
-            assert db.stats().bad_conns_discarded >= 4
-
-            proxy.blackhole()
-            started = time.monotonic()
-            with fastpool.deadline(0.5), pytest.raises(fastpool.DeadlineExceeded):
-                await db.query_row("SELECT 1")
-            assert time.monotonic() - started < 3.0
-            proxy.restore()
-            for _ in range(20):
-                try:
-                    assert await db.query_row("SELECT 5") == (5,)
-                    break
-                except Exception:
-                    await asyncio.sleep(0.1)
-            else:
-                pytest.fail("the pool did not recover after the network came back")
-            s = db.stats()
-            assert s.open == s.in_use + s.idle + s.opening and s.in_use == 0
-
-    run(main)
+    srv = server(aio_dsn)
+    srv.dsn = _proxied_dsn(mariadb, proxy, aio_dsn)
+    run(lambda: cut_blackhole_recovery(srv, proxy))
 
 
 def test_the_loop_never_stalls_with_64_tasks(aio_dsn) -> None:  # type: ignore[no-untyped-def]
-    async def main() -> float:
-        async with LoopStall() as stall:
-            db = fastpool.aio.open(aio_dsn, max_open=4)
-
-            async def worker() -> None:
-                for _ in range(5):
-                    await db.query_row("SELECT SLEEP(0.01)")
-
-            await asyncio.gather(*[worker() for _ in range(64)])
-            assert db.stats().connects == 4
-            await db.close()
-        return stall.longest
-
-    stall = run(main)
+    stall = run(lambda: longest_loop_stall_with_64_tasks(server(aio_dsn)))
     assert stall < 0.25, f"the loop stalled for {stall:.3f}s"
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,9 @@ from bench.instructions import ROWS, WORKLOADS, count_instructions, main, report
 
 
 @pytest.mark.parametrize("name", list(WORKLOADS))
-def test_each_workload_does_the_work_it_is_named_for(name: str) -> None:
+def test_each_workload_does_the_work_it_is_named_for(name: str, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # the SQLite file: removed after
     op, close = WORKLOADS[name].setup()
     try:
         result = op()

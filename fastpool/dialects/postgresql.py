@@ -165,14 +165,6 @@ class PostgreSQLDialect(Dialect):
         finally:
             cur.close()
 
-    def ping(self, raw: Any) -> None:
-        cur = raw.cursor()
-        try:
-            cur.execute("SELECT 1")
-            cur.fetchall()
-        finally:
-            cur.close()
-
     def stream_cursor(self, raw: Any) -> Any:
         return StreamCursor(raw.cursor())
 
