@@ -46,6 +46,27 @@ def pgbouncer_binary() -> str | None:
 LIVE: set[object] = set()
 
 
+def terminate_backend(dsn: str, pid: int, timeout: float = 10.0) -> None:
+    """End the server session pid (pg_terminate_backend) and wait until its process is gone:
+    the backend exits asynchronously, and a loaded machine takes a while. Its FATAL
+    message and FIN are then on their way to the client's socket."""
+    import psycopg
+
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(dsn, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        while time.monotonic() < deadline:
+            row = admin.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s",
+                                (pid,)).fetchone()
+            if row is not None and row[0] == 0:
+                break
+            time.sleep(0.02)
+        else:
+            raise RuntimeError(f"server session {pid} still there {timeout}s after"
+                               f" pg_terminate_backend")
+    time.sleep(0.1)  # the FIN reaches the client
+
+
 def _run_as() -> dict[str, object]:
     """Popen keywords that drop root (the servers refuse it)."""
     if os.geteuid() != 0:

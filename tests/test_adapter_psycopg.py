@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 import fastpool
+from pg_server import terminate_backend
 
 psycopg = pytest.importorskip("psycopg", reason="psycopg is not installed")
 psycopg_pool = pytest.importorskip("psycopg_pool", reason="psycopg_pool is not installed")
@@ -158,9 +159,7 @@ def test_hooks_check_reset_configure(mod, postgres):
         with pool.connection(timeout=10) as conn:
             assert conn.execute("SELECT current_setting('application_name')").fetchone() == ("",)
         # A connection killed on the server is found by the check and replaced unseen.
-        with psycopg.connect(postgres.dsn, autocommit=True) as admin:
-            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
-        time.sleep(0.2)
+        terminate_backend(postgres.dsn, pid)
         with pool.connection(timeout=10) as conn:
             assert conn.info.backend_pid != pid and conn.execute("SELECT 1").fetchone() == (1,)
     # psycopg_pool checks at every getconn, fastpool each connection taken from the idle
@@ -177,9 +176,7 @@ def test_check_resize_drain_and_close_returns(mod, postgres):
         for c in conns:
             c.close()  # close_returns: back to the pool, not closed
         assert not any(c.closed for c in conns)
-        with psycopg.connect(postgres.dsn, autocommit=True) as admin:
-            admin.execute("SELECT pg_terminate_backend(%s)", (min(pids),))
-        time.sleep(0.2)
+        terminate_backend(postgres.dsn, min(pids))
         pool.check()
         assert pool.get_stats()["connections_lost"] >= 1
         pool.resize(1, 3)

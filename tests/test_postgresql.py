@@ -14,6 +14,7 @@ import pytest
 
 import fastpool
 from fastpool.dialects.postgresql import PostgreSQLDialect
+from pg_server import terminate_backend
 from threads import run_threads
 
 psycopg = pytest.importorskip("psycopg", reason="psycopg is not installed")
@@ -194,9 +195,7 @@ def test_a_streaming_rows_closed_early_is_cancelled_and_its_connection_kept(pg_p
 def test_a_connection_killed_on_the_server_is_replaced_at_checkout_unseen(pg_pool, postgres):
     db = pg_pool(max_open=2)
     pid = backend_pid(db)
-    with psycopg.connect(postgres.dsn, autocommit=True) as admin:
-        assert admin.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone() == (True,)
-    time.sleep(0.2)  # the server's FATAL message and FIN reach the client socket
+    terminate_backend(postgres.dsn, pid)
     assert db.query_row("SELECT 1") == (1,)  # the caller never sees the dead one
     s = db.stats()
     assert s.bad_conns_discarded == 1 and backend_pid(db) != pid
