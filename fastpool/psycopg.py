@@ -356,10 +356,8 @@ class _Common:
                 rec = self._sync._take(0)
             except _errors.FastpoolError:
                 return
-            conn = getattr(rec.raw, "driver_connection", rec.raw)
+            # (Past max_lifetime the core replaces it by itself.)
             try:
-                if getattr(conn, "_fp_created", 0.0) + self.max_lifetime <= time.monotonic():
-                    raise _Expired
                 self._try_connection(rec.raw)
             except Exception:
                 self._count("connections_lost")
@@ -435,10 +433,6 @@ class _Common:
         out = self.get_stats()
         self._base = self._totals()
         return out
-
-    @staticmethod
-    def _wrap_error(exc: BaseException) -> BaseException:
-        return exc
 
 
 class ConnectionPool(_Common):
@@ -659,6 +653,3 @@ class AsyncConnectionPool(_Common):
         finally:
             await conn.set_autocommit(False)
 
-
-class _Expired(Exception):
-    pass

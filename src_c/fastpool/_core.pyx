@@ -23,7 +23,12 @@ from libc.string cimport memcpy, memset
 from libc.string cimport memmove
 
 from contextvars import ContextVar
-from random import random as _random
+from random import Random as _Random
+
+# The lifetime jitter's own generator: the pool never draws from (or moves) the global
+# random state an application may have seeded; a background opener drawing from it also
+# races Hypothesis's check that strategies leave it alone.
+_random = _Random().random
 
 import warnings
 
