@@ -351,19 +351,29 @@ class _Common:
 
     def _check_idle(self) -> None:
         # psycopg_pool's check(): each idle connection tried once, the broken replaced.
+        # All are taken out first: given back one by one, the same connection would come
+        # back out of the (last in, first out) free list every time.
+        taken = []
         for _ in range(self._sync.stats().idle):
             try:
-                rec = self._sync._take(0)
+                taken.append(self._sync._take(0))
             except _errors.FastpoolError:
-                return
+                break
+        while taken:
+            rec = taken.pop()
             # (Past max_lifetime the core replaces it by itself.)
             try:
                 self._try_connection(rec.raw)
             except Exception:
                 self._count("connections_lost")
                 self._sync._give(rec, True)
-            else:
-                self._sync._give(rec)
+                continue
+            except BaseException:  # interrupted: nothing taken may be lost
+                self._sync._give(rec, True)
+                for other in taken:
+                    self._sync._give(other)
+                raise
+            self._sync._give(rec)
 
     def _try_connection(self, raw: Any) -> None:
         raw.cursor().execute("")  # an empty query: one round trip, no transaction
