@@ -75,18 +75,6 @@ for _cls in (PoolTimeout, PoolClosed, TooManyRequests):
 _pool_numbers = iter(range(1, 1 << 62))
 
 
-class _KeepSessionDialect(PostgreSQLDialect):
-    """psycopg_pool's connections as their users set them up: autocommit untouched."""
-
-    def _set_autocommit(self, raw: Any) -> None:
-        pass
-
-
-class _AsyncKeepSessionDialect(AsyncPostgreSQLDialect):
-    def _set_autocommit(self, raw: Any) -> None:
-        pass
-
-
 class _Common:
     """What both pools share, and each operation written once, blocking. For the async
     pool the blocking code runs in fastpool.aio's bridge: ``conn.rollback()`` on the
@@ -461,7 +449,7 @@ class ConnectionPool(_Common):
             self._connected()
             return conn
 
-        return Pool(connect, driver=_KeepSessionDialect(),
+        return Pool(connect, driver=PostgreSQLDialect(keep_autocommit=True),
                     **self._options(max_waiting, max_lifetime, max_idle))
 
     def _configure(self, conn: Any) -> Any:
@@ -557,7 +545,7 @@ class AsyncConnectionPool(_Common):
             self._connected()
             return conn
 
-        return Pool(connect, driver=_AsyncKeepSessionDialect(),
+        return Pool(connect, driver=AsyncPostgreSQLDialect(keep_autocommit=True),
                     **self._options(max_waiting, max_lifetime, max_idle))
 
     async def _configure(self, conn: Any) -> Any:

@@ -67,6 +67,13 @@ def sigint_raises():  # type: ignore[no-untyped-def]
 
 
 # ---- the real MariaDB ------------------------------------------------------------------
+class _External:
+    """A server named by the environment (only its DSN: not ours to stop or restart)."""
+
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+
+
 @pytest.fixture(scope="session")
 def mariadb():  # type: ignore[no-untyped-def]
     """A MariaDB server: FASTPOOL_TEST_DSN if set, else a throwaway one started here.
@@ -76,12 +83,7 @@ def mariadb():  # type: ignore[no-untyped-def]
     pytest.importorskip("MySQLdb", reason="mysqlclient is not installed")
     dsn = os.environ.get("FASTPOOL_TEST_DSN")
     if dsn:
-        class External:
-            pass
-
-        ext = External()
-        ext.dsn = dsn  # type: ignore[attr-defined]
-        yield ext
+        yield _External(dsn)
         return
     if binaries() is None:
         if os.environ.get("FASTPOOL_REQUIRE_MARIADB"):
@@ -142,11 +144,6 @@ def proxied(mariadb, proxy):  # type: ignore[no-untyped-def]
 
 
 # ---- the real PostgreSQL, and PgBouncer in front of it -----------------------------------
-class _External:
-    def __init__(self, dsn: str) -> None:
-        self.dsn = dsn
-
-
 def _missing(what: str, hint: str) -> None:
     if os.environ.get("FASTPOOL_REQUIRE_POSTGRES"):
         pytest.fail(f"FASTPOOL_REQUIRE_POSTGRES is set but {what} is missing")

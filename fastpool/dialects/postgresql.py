@@ -59,7 +59,10 @@ class PostgreSQLDialect(Dialect):
     cancel_method = "kill"  # the killer thread sends kill_statement()'s cancel request
     checks_state_at_checkin = True
 
-    def __init__(self) -> None:
+    def __init__(self, *, keep_autocommit: bool = False) -> None:
+        # keep_autocommit: leave autocommit as the connection came (the psycopg_pool
+        # drop-in hands out connections set up as its users asked).
+        self.keep_autocommit = keep_autocommit
         self.behind_pooler = False
         self._pooler_cursor: type | None = None
         self._kwargs: dict[str, Any] | None = None
@@ -100,7 +103,7 @@ class PostgreSQLDialect(Dialect):
         if self.error_class is None:
             self.error_class = self._module().Error
         conn = getattr(raw, "driver_connection", raw)  # fastpool.aio: the AsyncConnection
-        if not conn.autocommit:
+        if not conn.autocommit and not self.keep_autocommit:
             self._set_autocommit(raw)  # Pool(connect, driver=...) with its own connect
         if self.behind_pooler:
             # PgBouncer 1.18 cannot follow protocol-level prepared statements from one
