@@ -84,7 +84,7 @@ class PostgreSQLDialect(Dialect):
         try:
             psycopg.conninfo.make_conninfo("", **{k: v for k, v in kwargs.items() if k != "password"})
         except psycopg.ProgrammingError as exc:
-            raise ConfigError(f"postgresql:// URL: {exc}") from None
+            raise ConfigError(f"postgresql:// URL: {str(exc).strip()}") from None
         kwargs.setdefault("connect_timeout", DEFAULT_CONNECT_TIMEOUT)
         kwargs["autocommit"] = True
         self._kwargs = kwargs
@@ -348,9 +348,3 @@ class AsyncStreamCursor(StreamCursor):
         if rows is not None:
             self._wait(rows.aclose())
         self._wait(self._cur.close())
-
-
-def postgresql_dialect(driver: str) -> Dialect:
-    if driver in ("", "psycopg", "psycopg3"):
-        return PostgreSQLDialect()
-    raise ConfigError(f"unknown driver {driver!r} for a postgresql:// URL (known: psycopg)")
