@@ -5,10 +5,12 @@ methods through the bridge, so the rules are the core's: a streaming Rows gives 
 connection back at its last row, a Tx commits or rolls back, a dropped one is reclaimed,
 counted and reported with the line that opened it.
 
-Dropping one that still holds a connection is the seed's leak. Its reclaim needs I/O
-(unread rows to drain, a rollback), which ``__del__`` cannot wait for on the loop: the
-pool runs it as a task at once, and its next call waits for that task first, so a leak in a
-loop never costs a second connection.
+Dropping one that still holds a connection is the seed's leak. The core object's finalizer
+finds it (when the wrapper, its only holder, goes, or when the collector ends a cycle
+through it); its reclaim needs I/O (unread rows to drain, a rollback), which a finalizer
+cannot wait for on the loop: the pool runs it as a task at once (``Pool._reclaim_later``),
+and its next call waits for that task first, so a leak in a loop never costs a second
+connection.
 """
 
 from __future__ import annotations
@@ -161,11 +163,6 @@ class Rows:
             return f"<fastpool.aio.Rows not run{' streaming' if self._stream else ''}>"
         return "<fastpool.aio." + repr(self._rows)[len("<fastpool."):]
 
-    def __del__(self) -> None:
-        rows = self._rows
-        if rows is not None and self._stream and rows.holds_result:
-            self._pool._reclaim_later(rows._reclaim_now)
-
 
 class Conn:
     """A connection taken for a task's exclusive use (Go's sql.Conn): session state
@@ -219,10 +216,6 @@ class Conn:
 
     def __repr__(self) -> str:
         return f"<fastpool.aio.{type(self).__name__} {'closed' if self.closed else 'open'}>"
-
-    def __del__(self) -> None:
-        if not self._conn.closed:
-            self._pool._reclaim_later(self._conn._reclaim_now)
 
 
 class Tx(Conn):

@@ -62,6 +62,9 @@ class TaskPool(SyncPool):
         self._aio = aio
         super().__init__(connect, **kwargs)
         self._new_parker = self._task_parker
+        # A dropped Conn / Tx / Rows is reclaimed by a task on the loop (its I/O is awaited
+        # there), whichever thread the collector or the last reference happened to be on.
+        self._defer_reclaim = aio._reclaim_later
         self._set_handoff_after(TASK_HANDOFF_AFTER)
 
     def _task_parker(self) -> Any:
@@ -208,18 +211,21 @@ class Pool:
         self.sync._dead_hook = dialect.is_dead if dialect.checks_liveness else None
         return dialect.checks_liveness and dialect.is_dead(raw)
 
-    def _reclaim_later(self, reclaim: Callable[[], Any]) -> None:
-        """A dropped Rows / Conn / Tx: run its reclaim as a task on the loop now."""
+    def _reclaim_later(self, reclaim: Callable[[], Any]) -> bool:
+        """A dropped Rows / Conn / Tx (the core's finalizer calls this): run its reclaim as a
+        task on the loop now, and say so. False when there is no loop to run it on any
+        more: the core object then reclaims what it can at once."""
         loop = self._loop
         if loop is None or loop.is_closed():
-            return  # the core object reclaims what it can when it is freed
+            return False
         if asyncio._get_running_loop() is loop:
             self._start_reclaim(reclaim)
-        else:
-            try:
-                loop.call_soon_threadsafe(self._start_reclaim, reclaim)
-            except RuntimeError:
-                pass
+            return True
+        try:
+            loop.call_soon_threadsafe(self._start_reclaim, reclaim)
+        except RuntimeError:
+            return False  # closed meanwhile
+        return True
 
     def _start_reclaim(self, reclaim: Callable[[], Any]) -> None:
         task = asyncio.ensure_future(call(reclaim))

@@ -1,5 +1,6 @@
 # Declarations of fastpool's compiled core; the implementation is in _core.pyx.
 from cpython.pythread cimport PyThread_type_lock
+from cpython.object cimport PyTypeObject
 from cpython.ref cimport PyObject
 
 cdef extern from "fp_sys.h":
@@ -17,6 +18,9 @@ cdef extern from "fp_sys.h":
     long long FP_TIMEOUT_MAX_US
     object fp_caller_code(int depth, int *lasti)
     int fp_code_line(object code, int lasti)
+    ctypedef int (*fp_visitproc)(PyObject *, void *) noexcept
+    ctypedef int (*fp_extra_traverse)(PyObject *, fp_visitproc, void *) noexcept
+    int fp_chain_traverse(PyTypeObject *t, fp_extra_traverse extra)
 
 
 # Buckets of the wait-time histogram: 4 per power of two of microseconds, up to 1e9 s.
@@ -148,6 +152,9 @@ cdef class CorePool:
     cdef public object _check_hook        # (rec) -> bool, at checkout of a connection idle >= check_after_
     cdef public object _reset_hook        # (rec) -> bool, at give-back of a good connection
     cdef public object _event_hook        # (name, rec or None, seconds, reason): discard/timeout/leak
+    # fastpool.aio: (reclaim) -> True when a dropped Conn / Tx / Rows is to be reclaimed
+    # later on the event loop (its I/O must be awaited there); None: reclaimed at once.
+    cdef public object _defer_reclaim
 
     cdef Py_ssize_t _take_oldest_idle_locked(self, Py_ssize_t k, list out)
     cdef ConnRecord _checkout(self, double timeout, bint fresh)
@@ -201,8 +208,13 @@ cdef class Conn:
     cdef bint _dirty                  # raw access or transaction control went through it
     cdef bint _broken                 # a statement on it failed in a way that broke it
     cdef bint _in_tx
-    cdef Rows _rows                   # its streaming Rows still open, if any
+    # Its streaming Rows still open, if any: a borrowed pointer, not a reference. The Rows
+    # holds its Conn (it reads from the Conn's connection), and a reference back would make
+    # a cycle that only the collector could end. The Rows clears it when it finishes, and
+    # it always finishes before it is freed.
+    cdef PyObject *_rows
     cdef int _give_back(self, bint bad) except -1
+    cdef int _end_rows(self) except -1
     cdef int _reclaim(self) except -1
     cdef ConnRecord _live(self)
     cdef object _run_here(self, object sql, object params, int mode)

@@ -137,7 +137,10 @@ cdef object _POOL_DEFAULT = object()   # "use the pool's timeout"
 POOL_DEFAULT = _POOL_DEFAULT
 
 
+# no_gc_clear: the collector never takes the driver connection out of a record; a record
+# on its way back to the pool must arrive with it.
 @cython.final
+@cython.no_gc_clear
 cdef class ConnRecord:
     def __repr__(self):
         state = ("idle", "in_use", "closed")[<int>self.state]
@@ -199,6 +202,14 @@ cdef class CorePool:
         self._set_limits(max_open, max_idle, min_idle)
         self._set_lifetimes(max_lifetime, max_idle_time)
         self._set_timeout(timeout)
+
+    def __del__(self):
+        # A pool dropped without close() (a SQLAlchemy engine, a pool made per request):
+        # closed now, its idle connections with it, rather than left to the drivers' own
+        # deallocation in whatever order the collector frees them. In-use connections keep
+        # their pool alive, so there are none here.
+        if not self.closed_:
+            self._close_core()
 
     def __dealloc__(self):
         cdef Py_ssize_t i
@@ -1141,7 +1152,7 @@ cdef class CorePool:
             rows._site_code = fp_caller_code(depth, &rows._site_lasti)
         else:
             rows._owner = owner
-            owner._rows = rows
+            owner._rows = <PyObject *>rows      # borrowed: see Conn._rows in _core.pxd
         return rows
 
     # ---- the API: statements (Go's DB.Exec / QueryRow / Query) ------------------------
@@ -1472,16 +1483,25 @@ cdef class CorePool:
         bad_conns_discarded, leaks_reclaimed, opening, deadlines_exceeded,
         statements_cancelled, waits_refused, connects, connect_errors, connect_time,
         checkins, use_time) - one consistent snapshot."""
+        # Copied into C variables under mu and boxed after: building the tuple allocates an
+        # object the collector tracks, which can start a collection, whose finalizers (a
+        # dropped Conn's reclaim) take mu: never under mu.
+        cdef Py_ssize_t n_max, n_open, n_free, n_wait, n_opening
+        cdef unsigned long long c[13]
+        cdef double wait_duration, connect_time, use_time
         fp_mutex_lock(&self.mu)
-        t = (self.max_open_, self.num_open, self.num_open - self.n_free - self.num_opening, self.n_free,
-             self.n_waiters, self.wait_count, self.wait_duration, self.max_idle_closed,
-             self.max_idle_time_closed, self.max_lifetime_closed, self.timeouts,
-             self.bad_conns_discarded, self.leaks_reclaimed, self.num_opening,
-             self.deadlines_exceeded, self.statements_cancelled, self.waits_refused,
-             self.connects, self.connect_errors, self.connect_time, self.checkins,
-             self.use_time)
+        n_max, n_open, n_free = self.max_open_, self.num_open, self.n_free
+        n_wait, n_opening = self.n_waiters, self.num_opening
+        c[0], c[1], c[2] = self.wait_count, self.max_idle_closed, self.max_idle_time_closed
+        c[3], c[4], c[5] = self.max_lifetime_closed, self.timeouts, self.bad_conns_discarded
+        c[6], c[7], c[8] = self.leaks_reclaimed, self.deadlines_exceeded, self.statements_cancelled
+        c[9], c[10], c[11] = self.waits_refused, self.connects, self.connect_errors
+        c[12] = self.checkins
+        wait_duration, connect_time, use_time = self.wait_duration, self.connect_time, self.use_time
         fp_mutex_unlock(&self.mu)
-        return t
+        return (n_max, n_open, n_open - n_free - n_opening, n_free, n_wait, c[0], wait_duration,
+                c[1], c[2], c[3], c[4], c[5], c[6], n_opening, c[7], c[8], c[9], c[10], c[11],
+                connect_time, c[12], use_time)
 
     def _count_cancelled(self):
         """The façade ended a statement on the server whose caller was cancelled (an
@@ -1546,13 +1566,15 @@ cdef class CorePool:
 
     def _set_handoff_after(self, seconds):
         """The barging bound (HANDOFF_AFTER); 0: hand every give-back to the oldest waiter."""
+        cdef double v = max(0.0, float(seconds))
         fp_mutex_lock(&self.mu)
-        self.handoff_after_ = max(0.0, float(seconds))
+        self.handoff_after_ = v
         fp_mutex_unlock(&self.mu)
 
     def _set_max_waiting(self, max_waiting):
+        cdef Py_ssize_t v = -1 if max_waiting is None else max_waiting
         fp_mutex_lock(&self.mu)
-        self.max_waiting_ = -1 if max_waiting is None else max_waiting
+        self.max_waiting_ = v
         fp_mutex_unlock(&self.mu)
 
     def _set_check_after(self, seconds):
@@ -1587,21 +1609,41 @@ cdef class CorePool:
     def _settings(self):
         """(max_open, max_idle, min_idle, max_lifetime, max_idle_time, timeout,
         statement_timeout) as the core enforces them: None for unlimited / forever."""
+        cdef Py_ssize_t mo, mi, mn
+        cdef double ml, mit
         fp_mutex_lock(&self.mu)
-        t = (self.max_open_, self.max_idle_, self.min_idle_, self.max_lifetime_,
-             self.max_idle_time_)
+        mo, mi, mn = self.max_open_, self.max_idle_, self.min_idle_
+        ml, mit = self.max_lifetime_, self.max_idle_time_
         fp_mutex_unlock(&self.mu)
-        mo, mi, mn, ml, mit = t
         return (mo, None if mi < 0 else mi, mn, None if isinf(ml) else ml,
                 None if isinf(mit) else mit, None if self.timeout_ < 0 else self.timeout_,
                 None if self.statement_timeout_ < 0 else self.statement_timeout_)
 
     def _limits(self):
+        cdef Py_ssize_t mo, mi, mn
         fp_mutex_lock(&self.mu)
-        t = (self.max_open_, self.max_idle_, self.min_idle_)
+        mo, mi, mn = self.max_open_, self.max_idle_, self.min_idle_
         fp_mutex_unlock(&self.mu)
-        return t
+        return (mo, mi, mn)
 
+
+
+cdef int _visit_free_conns(PyObject *o, fp_visitproc visit, void *arg) noexcept:
+    # The collector's view of the free list (see fp_chain_traverse). Reads it without mu:
+    # the collector runs with every other thread stopped at a point where mu is not held
+    # mid-update (nothing under mu lets the GIL go or reaches a safe point).
+    cdef CorePool pool = <CorePool><void *>o
+    cdef Py_ssize_t i
+    cdef int r
+    for i in range(pool.n_free):
+        r = visit(pool.free_conns[i], arg)
+        if r != 0:
+            return r
+    return 0
+
+
+if fp_chain_traverse(<PyTypeObject *>CorePool, _visit_free_conns) != 0:
+    raise ImportError("fastpool._core: the pool type's traverse was chained twice")
 
 
 # ---- statements on one driver connection ---------------------------------------------
@@ -1693,7 +1735,10 @@ cdef class Result:
         return hash((self.rowcount, self.lastrowid))
 
 
-@cython.freelist(64)
+# No freelist: its reclaim is a finalizer (__del__, below), and CPython marks an object
+# finalized in memory that a freelist would hand to the next Conn, which would then never
+# be finalized. no_gc_clear: the collector never empties one from under its reclaim.
+@cython.no_gc_clear
 cdef class Conn:
     """A connection taken from the pool for the caller's exclusive use (Go's sql.Conn).
 
@@ -1708,18 +1753,23 @@ cdef class Conn:
     cdef ConnRecord _live(self):
         if self._rec is None:
             raise FastpoolError(f"this {self._kind()} is finished: its connection was returned to the pool")
-        if self._rows is not None:
+        if self._rows != NULL:
             raise FastpoolError(
                 f"a streaming Rows is still open on this {self._kind()}: read it to the end or close() it")
         return self._rec
 
+    cdef int _end_rows(self) except -1:
+        # End its open streaming Rows, unread rows discarded (may mark it broken when they
+        # cannot be drained within the pool's budget).
+        if self._rows != NULL:
+            (<Rows>self._rows)._finish(False)
+        return 0
+
     cdef int _give_back(self, bint bad) except -1:
         cdef ConnRecord rec = self._rec
-        cdef Rows rows = self._rows
         if rec is None:
             return 0
-        if rows is not None:
-            rows._finish(False)          # may mark us broken if it cannot be drained
+        self._end_rows()
         self._rec = None
         bad = bad or self._broken
         if not bad and (self._dirty or self._in_tx):
@@ -1791,10 +1841,19 @@ cdef class Conn:
         """Close the driver connection instead of pooling it (it is broken or tainted)."""
         self._give_back(True)
 
-    def __dealloc__(self):
+    def __del__(self):
         # Dropped while still holding a connection: the leak that takes Go services down.
-        # This is __dealloc__, not __del__: a __del__ runs once per object memory, and the
-        # freelist reuses memory, so a recycled Conn would never be finalized.
+        # A finalizer, not __dealloc__: when the last reference goes it runs first thing, and
+        # when the Conn is garbage in a reference cycle (a frame kept by a caught exception's
+        # traceback) the collector runs every finalizer of that garbage before it clears
+        # anything, so the driver connection, its cursor and the pool are still whole here.
+        # Giving the connection back makes the record reachable again, which the collector
+        # honours: it never clears what a finalizer brought back.
+        cdef CorePool pool = self._pool
+        if self._rec is None or pool is None:
+            return
+        if pool._defer_reclaim is not None and pool._defer_reclaim(self._reclaim_now):
+            return                      # fastpool.aio: reclaimed by a task on its loop
         self._reclaim()
 
     cdef int _reclaim(self) except -1:
@@ -1849,6 +1908,7 @@ cdef class Conn:
                 f"{_site_text(self._site_code, self._site_lasti)}>")
 
 
+@cython.no_gc_clear
 cdef class Tx(Conn):
     """A transaction (Go's sql.Tx). ``with db.transaction() as tx:`` commits on normal exit
     and rolls back on an exception; ``db.begin()`` ... ``tx.commit()`` / ``tx.rollback()``."""
@@ -1857,10 +1917,31 @@ cdef class Tx(Conn):
         return "Tx"
 
     cdef int _end(self, bint commit) except -1:
-        cdef ConnRecord rec = self._live()
+        cdef ConnRecord rec
         cdef CorePool pool = self._pool
-        cdef double deadline = pool._stmt_deadline()
+        cdef double deadline
         cdef int cancel = CANCEL_NONE
+        if self._rec is not None and self._rows != NULL:
+            # A streaming Rows still open on it ends here, its unread rows discarded (as
+            # Go's Tx.Commit closes the Tx's open Rows first): a `with db.transaction()`
+            # block that returns mid-stream commits, instead of refusing and stranding the
+            # connection.
+            try:
+                self._end_rows()
+            except BaseException:
+                self._give_back(True)
+                raise
+            if self._broken:
+                # The rest of the result could not be read off: the connection is closed,
+                # which rolls the transaction back on the server.
+                self._give_back(True)
+                if commit:
+                    raise FastpoolError("the transaction was rolled back, not committed: its"
+                                        " open streaming Rows could not be ended (too many"
+                                        " unread rows), so its connection was closed")
+                return 0
+        rec = self._live()
+        deadline = pool._stmt_deadline()
         if deadline != INFINITY and not pool._watch_begin(rec, deadline):
             self._give_back(False)     # still in_tx: rolled back before it is pooled
             raise pool._deadline_error(None, "before COMMIT was sent" if commit else "before ROLLBACK was sent")
@@ -1916,7 +1997,8 @@ cdef class Tx(Conn):
         return self._rec is None
 
 
-@cython.freelist(16)
+# No freelist and no_gc_clear, for the reasons given at Conn.
+@cython.no_gc_clear
 cdef class Rows:
     """An iterator of rows (tuples), with ``columns``, ``fetchone``, ``fetchmany``,
     ``fetchall`` and ``close``. A streaming Rows gives its connection back the moment the
@@ -1973,7 +2055,7 @@ cdef class Rows:
         if self._owner is not None:
             if broken:
                 self._owner._broken = True
-            self._owner._rows = None
+            self._owner._rows = NULL
             self._owner = None
         elif self._rec is not None:
             rec, self._rec = self._rec, None
@@ -2031,7 +2113,7 @@ cdef class Rows:
             if _cancel_spoiled(cancel):
                 bad = True
         if owner is not None:
-            owner._rows = None
+            owner._rows = NULL
             if bad:
                 owner._broken = True
         elif rec is not None:
@@ -2047,11 +2129,23 @@ cdef class Rows:
         _warn_leak("streaming Rows", code, lasti, "being read to the end or close()")
         return 0
 
-    def __dealloc__(self):
+    def __del__(self):
+        # See Conn.__del__: a finalizer, so a Rows in a reference cycle is reclaimed whole.
+        cdef CorePool pool = self._pool
+        if self._rec is None and self._owner is None:
+            return
+        if pool._defer_reclaim is not None and pool._defer_reclaim(self._reclaim_now):
+            return                      # fastpool.aio: ended by a task on its loop
         if self._rec is not None:
             self._reclaim()
-        elif self._owner is not None:
+        else:
             self._finish(False)     # its Conn keeps the connection; just end the result
+
+    def __dealloc__(self):
+        # The finalizer ended it; should it not have (it raised midway), the Conn must not
+        # keep a pointer to freed memory.
+        if self._owner is not None and self._owner._rows == <PyObject *>self:
+            self._owner._rows = NULL
 
     def close(self):
         """Stop reading: discard unread rows and give the connection back (idempotent)."""

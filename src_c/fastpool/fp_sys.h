@@ -139,6 +139,28 @@ static inline int fp_code_line(PyObject *code, int lasti) {
     return PyCode_Addr2Line((PyCodeObject *)code, lasti);
 }
 
+/* fp_chain_traverse - make a type's tp_traverse also call `extra` after the one the type
+ * has (Cython's, which visits the object fields). The pool's free list is a C array of
+ * owned references that Cython cannot see: unvisited, every idle connection looks
+ * referenced from outside, and a cycle through one (an adapter's record pointing back at
+ * its pool) is never collected. One chained type per module that includes this. */
+typedef visitproc fp_visitproc;
+typedef int (*fp_extra_traverse)(PyObject *, visitproc, void *);
+static traverseproc fp_chained_base = NULL;
+static fp_extra_traverse fp_chained_extra = NULL;
+static int fp_chained_traverse(PyObject *o, visitproc visit, void *arg) {
+    int r = fp_chained_base != NULL ? fp_chained_base(o, visit, arg) : 0;
+    if (r != 0) return r;
+    return fp_chained_extra(o, visit, arg);
+}
+static inline int fp_chain_traverse(PyTypeObject *t, fp_extra_traverse extra) {
+    if (fp_chained_extra != NULL) return -1;
+    fp_chained_base = t->tp_traverse;
+    fp_chained_extra = extra;
+    t->tp_traverse = fp_chained_traverse;
+    return 0;
+}
+
 /* PyThread_acquire_lock_timed is public C API but Cython does not declare it. */
 #define fp_lock_acquire_timed(lock, us, intr) PyThread_acquire_lock_timed((lock), (PY_TIMEOUT_T)(us), (intr))
 #define FP_TIMEOUT_MAX_US ((long long)PY_TIMEOUT_MAX)

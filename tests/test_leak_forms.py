@@ -1,0 +1,196 @@
+"""Every way code leaves a connection-holding object behind, on SQLite: each is reclaimed,
+counted and reported, and the pool keeps serving.
+
+The shapes here are the ones the simple "drop the last reference" test does not reach:
+an object kept alive by a reference cycle (the commonest: a frame kept by a caught
+exception's traceback), a Conn dropped with its streaming Rows open, a transaction block
+that ends mid-stream, a pool dropped without close().
+"""
+
+from __future__ import annotations
+
+import gc
+import sqlite3
+import warnings
+from typing import Any
+
+import pytest
+
+import fastpool
+from fastpool import ConnectionLeakWarning
+
+sa = pytest.importorskip("sqlalchemy")
+
+
+@pytest.fixture
+def db(tmp_path):  # type: ignore[no-untyped-def]
+    pool = fastpool.open(f"sqlite:///{tmp_path / 'leak.db'}", max_open=2, timeout=1.0)
+    pool.execute("CREATE TABLE t (id INTEGER PRIMARY KEY)")
+    for i in range(1, 6):
+        pool.execute("INSERT INTO t VALUES (?)", (i,))
+    yield pool
+    s = pool.stats()
+    assert s.in_use == 0, s
+    pool.close()
+
+
+def _open(db: fastpool.Pool, what: str) -> Any:
+    """A connection holder of each kind, as user code makes it."""
+    if what == "tx":
+        return db.begin()
+    if what == "conn":
+        return db.conn()
+    rows = db.query("SELECT id FROM t", stream=True)
+    next(rows)
+    return rows
+
+
+@pytest.mark.parametrize("what", ["tx", "conn", "rows"])
+def test_a_holder_kept_by_a_caught_exception_frame_is_reclaimed(db, what):
+    # frame -> err -> traceback -> frame: only the collector frees the holder in the frame.
+    def handler() -> str:
+        holder = _open(db, what)
+        try:
+            db.execute("INSERT INTO no_such_table VALUES (1)")
+        except sqlite3.OperationalError as e:
+            err = e  # noqa: F841 - the cycle of the story
+            return "failed"
+        raise AssertionError(holder)
+
+    for _ in range(3):  # one more than max_open: without the reclaim, the third times out
+        with pytest.warns(ConnectionLeakWarning, match=r"test_leak_forms.py:\d+ was dropped"):
+            assert handler() == "failed"
+            gc.collect()
+    s = db.stats()
+    assert (s.leaks_reclaimed, s.in_use) == (3, 0), s
+    assert db.query_row("SELECT count(*) FROM t") == (5,)
+
+
+def test_a_collected_cycle_through_a_holder_leaves_the_pool_whole(db):
+    # The collector clears what is in a cycle; the record's driver connection must come
+    # back with it (it used to come back None, and every later statement failed).
+    class Holder:
+        def __init__(self) -> None:
+            self.tx = db.begin()
+            self.tx.execute("INSERT INTO t VALUES (100)")
+            self.me = self
+
+    for _ in range(3):
+        Holder()
+        with pytest.warns(ConnectionLeakWarning, match="a Tx opened at"):
+            gc.collect()
+    for _ in range(4):  # every pooled connection, each still a real one
+        assert db.query_row("SELECT count(*) FROM t") == (5,)  # the inserts rolled back
+    with db.conn() as c1, db.conn() as c2:
+        assert c1.raw is not None and c2.raw is not None
+    assert db.stats().leaks_reclaimed == 3
+
+
+def test_a_conn_dropped_with_its_stream_open_is_reclaimed(db):
+    def first_row() -> Any:
+        c = db.conn()
+        for row in c.query("SELECT id FROM t", stream=True):
+            return row
+        return None
+
+    for _ in range(3):
+        with pytest.warns(ConnectionLeakWarning, match="a Conn opened at"):
+            assert first_row() == (1,)
+    assert db.stats().leaks_reclaimed == 3
+
+
+def test_a_rows_kept_past_its_conn_keeps_the_conn_until_it_goes(db):
+    # The Rows holds its Conn (not the reverse): reading on after the Conn's name is gone.
+    def stream() -> Any:
+        c = db.conn()
+        return c.query("SELECT id FROM t", stream=True)
+
+    rows = stream()
+    assert next(rows) == (1,)
+    assert db.stats().in_use == 1
+    # At the last row the Rows lets its Conn go, and the Conn, never closed, is reclaimed.
+    with pytest.warns(ConnectionLeakWarning, match="a Conn opened at"):
+        assert [r[0] for r in rows] == [2, 3, 4, 5]
+    assert db.stats().in_use == 0
+
+
+@pytest.mark.parametrize("end", ["return", "explicit"])
+def test_a_transaction_ending_mid_stream_commits(db, end):
+    def work() -> Any:
+        with db.transaction() as tx:
+            tx.execute("INSERT INTO t VALUES (200)")
+            rows = tx.query("SELECT id FROM t ORDER BY id", stream=True)
+            first = next(rows)
+            if end == "explicit":
+                tx.commit()
+                assert not rows.holds_result  # ended by the commit
+            return first
+
+    assert work() == (1,)
+    assert db.query_row("SELECT count(*) FROM t WHERE id = 200") == (1,)
+    assert db.stats().leaks_reclaimed == 0
+
+
+def test_a_transaction_failing_mid_stream_rolls_back(db):
+    with pytest.raises(KeyError):
+        with db.transaction() as tx:
+            tx.execute("INSERT INTO t VALUES (300)")
+            rows = tx.query("SELECT id FROM t", stream=True)
+            next(rows)
+            raise KeyError("boom")
+    assert db.query_row("SELECT count(*) FROM t WHERE id = 300") == (0,)
+    tx = db.begin()
+    rows = tx.query("SELECT id FROM t", stream=True)
+    next(rows)
+    tx.rollback()
+    assert db.stats().in_use == 0
+
+
+def test_a_dropped_sqlalchemy_engine_closes_its_connections(tmp_path):
+    from fastpool.sqlalchemy import FastQueuePool
+
+    closed: list[int] = []
+
+    class Conn(sqlite3.Connection):
+        def close(self) -> None:
+            closed.append(1)
+            super().close()
+
+    def creator() -> sqlite3.Connection:
+        return sqlite3.connect(tmp_path / "e.db", factory=Conn, check_same_thread=False)
+
+    for _ in range(5):
+        engine = sa.create_engine("sqlite://", creator=creator, poolclass=FastQueuePool)
+        with engine.connect() as c:
+            c.execute(sa.text("SELECT 1"))
+        del engine, c
+    gc.collect()
+    # The core's free list is visited by the collector, so the cycle the engine's records
+    # make with their pool is found, and the pool closes its idle connections.
+    assert len(closed) == 5
+
+
+def test_a_dropped_pool_closes_its_idle_connections(tmp_path):
+    opened: list[Any] = []
+
+    class Conn(sqlite3.Connection):
+        closed = False
+
+        def close(self) -> None:
+            self.closed = True
+            super().close()
+
+    def connect() -> sqlite3.Connection:
+        c = sqlite3.connect(tmp_path / "p.db", factory=Conn, check_same_thread=False)
+        opened.append(c)
+        return c
+
+    pool = fastpool.Pool(connect, max_open=3)
+    with pool.conn() as a, pool.conn() as b:
+        a.execute("SELECT 1")
+        b.execute("SELECT 1")
+    del pool, a, b
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        gc.collect()
+    assert [c.closed for c in opened] == [True, True]
