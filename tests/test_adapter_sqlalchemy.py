@@ -277,3 +277,35 @@ def test_pool_logging_goes_to_sqlalchemy_pool(poolclass, tmp_path):
         log.removeHandler(handler)
         log.setLevel(old)
     assert seen and all(name.startswith("sqlalchemy.pool.") for name in seen), seen
+
+
+def test_dropped_engines_leave_no_session_on_the_server(poolclass, mysql_url, mariadb):
+    # Five engines used once and dropped without dispose(): QueuePool's connections are
+    # closed when the collector frees the pool, and so must FastQueuePool's (its records
+    # point back at the pool: a cycle through the core's free list).
+    import gc
+
+    import MySQLdb
+
+    from fastpool.url import parse_url
+
+    watcher = MySQLdb.connect(autocommit=True, **parse_url(mariadb.dsn).connect_kwargs)
+    try:
+        ids = []
+        for _ in range(5):
+            e = sa.create_engine(mysql_url, poolclass=poolclass)
+            with e.connect() as c:
+                ids.append(cid(c))
+            del e, c
+        gc.collect()
+        cur = watcher.cursor()
+        deadline = time.monotonic() + 5
+        while True:
+            cur.execute("SELECT ID FROM information_schema.PROCESSLIST")
+            alive = set(ids) & {r[0] for r in cur.fetchall()}
+            if not alive or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert not alive, f"{len(alive)} of 5 dropped engines' sessions still on the server"
+    finally:
+        watcher.close()
