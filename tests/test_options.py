@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import decimal
 import math
+import time
 import sqlite3
 
 import pytest
@@ -179,3 +180,44 @@ def test_per_call_timeout_is_validated_like_the_option(live_db, timeout):
 def test_per_call_timeout_infinity_means_forever(live_db):
     with live_db.conn(timeout=float("inf")) as c:
         assert c.query_row("SELECT 1") == (1,)
+
+
+SMALL = st.integers(min_value=0, max_value=4)
+
+
+@settings(max_examples=60, deadline=None)
+@given(max_open=SMALL, max_idle=st.one_of(st.none(), SMALL), min_idle=SMALL,
+       order=st.permutations(["max_open", "max_idle", "min_idle"]), live=st.booleans())
+def test_sizes_are_checked_together_and_never_storm(max_open, max_idle, min_idle, order, live):
+    # Every combination holds min_idle <= max_idle <= max_open (clamped, as Go clamps
+    # max_idle), at open() and assigned live in any order; none makes the opener and the
+    # give-back fight (min_idle above max_idle used to connect and close ~6,600 times a s).
+    connects = []
+
+    def connect() -> sqlite3.Connection:
+        connects.append(1)
+        return sqlite3.connect(":memory:", check_same_thread=False)
+
+    wanted = {"max_open": max_open, "max_idle": max_idle, "min_idle": min_idle}
+    if live:
+        db = fastpool.Pool(connect, max_open=2, min_idle=1)
+        for name in order:
+            setattr(db, name, wanted[name])
+    else:
+        db = fastpool.Pool(connect, **wanted)
+    try:
+        mo, mi, mn, *_ = enforced(db)
+        cap_idle = mi if mi is not None else (mo or None)
+        if mo:
+            assert cap_idle is not None and cap_idle <= mo
+        if cap_idle is not None:
+            assert mn <= cap_idle
+        check_consistent(db)
+        time.sleep(0.15)
+        s = db.stats()
+        # Resizing closes at most what was opened before; a storm closes hundreds by now.
+        assert s.max_idle_closed <= 6, s
+        assert len(connects) <= 8, (len(connects), s)
+        assert s.open == s.in_use + s.idle + s.opening
+    finally:
+        db.close()

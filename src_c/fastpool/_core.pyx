@@ -1309,6 +1309,10 @@ cdef class CorePool:
             mi = mo          # Go clamps max idle to max open rather than refusing it
         if mo > 0 and mn > mo:
             mn = mo
+        if mi >= 0 and mn > mi:
+            # Kept warm beyond what may sit idle: the opener would connect and the give-back
+            # close, in a loop (a connection storm). Clamped, as max_idle to max_open.
+            mn = mi
         fp_mutex_lock(&self.mu)
         self.max_open_ = mo
         self.max_idle_ = mi
