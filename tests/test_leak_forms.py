@@ -194,3 +194,55 @@ def test_a_dropped_pool_closes_its_idle_connections(tmp_path):
         warnings.simplefilter("error")
         gc.collect()
     assert [c.closed for c in opened] == [True, True]
+
+
+def _writes_are_visible_to_another_writer(path: Any) -> None:
+    other = sqlite3.connect(path, timeout=0.2)
+    try:
+        assert other.execute("SELECT count(*) FROM t").fetchall() == [(1,)]
+        other.execute("INSERT INTO t VALUES (2)")  # no "database is locked"
+        other.commit()
+    finally:
+        other.close()
+
+
+def test_a_users_own_sqlite3_connect_is_put_in_autocommit(tmp_path):
+    path = tmp_path / "own.db"
+    db = fastpool.Pool(lambda: sqlite3.connect(path, check_same_thread=False))
+    try:
+        db.execute("CREATE TABLE t (x)")
+        db.execute("INSERT INTO t VALUES (1)")
+        _writes_are_visible_to_another_writer(path)
+        with db.transaction() as tx:  # explicit transactions still commit
+            tx.execute("INSERT INTO t VALUES (3)")
+        with db.transaction() as tx:
+            tx.execute("INSERT INTO t VALUES (4)")
+            tx.rollback()
+    finally:
+        db.close()
+    with sqlite3.connect(path) as check:
+        assert sorted(check.execute("SELECT x FROM t")) == [(1,), (2,), (3,)]
+
+
+def test_a_users_own_aiosqlite_connect_is_put_in_autocommit(tmp_path):
+    import asyncio
+
+    aiosqlite = pytest.importorskip("aiosqlite")
+    import fastpool.aio
+
+    path = tmp_path / "own-aio.db"
+
+    async def main() -> None:
+        db = fastpool.aio.Pool(lambda: aiosqlite.connect(path))
+        try:
+            await db.execute("CREATE TABLE t (x)")
+            await db.execute("INSERT INTO t VALUES (1)")
+            _writes_are_visible_to_another_writer(path)
+            async with db.transaction() as tx:
+                await tx.execute("INSERT INTO t VALUES (3)")
+        finally:
+            await db.close()
+
+    asyncio.run(main())
+    with sqlite3.connect(path) as check:
+        assert sorted(check.execute("SELECT x FROM t")) == [(1,), (2,), (3,)]

@@ -13,6 +13,18 @@ from .base import ERR_BROKEN, ERR_OK, Connect, Dialect
 _memory_ids = itertools.count(1)
 
 
+def _autocommit_legacy(conn: Any) -> None:
+    """sqlite3 in autocommit with transactions by explicit BEGIN, which commit() and
+    rollback() end (Python 3.12's autocommit=True would turn those two into no-ops)."""
+    import sqlite3
+
+    if getattr(conn, "autocommit", None) not in (None, -1):  # -1: LEGACY_TRANSACTION_CONTROL
+        conn.autocommit = sqlite3.LEGACY_TRANSACTION_CONTROL
+    if conn.in_transaction:
+        conn.rollback()
+    conn.isolation_level = None
+
+
 class SQLiteDialect(Dialect):
     """The standard library's sqlite3: the embedded default, needs no server."""
 
@@ -55,6 +67,21 @@ class SQLiteDialect(Dialect):
         # sqlite3 reports plain SQL errors ("no such table") as OperationalError too;
         # an embedded database has no connection to lose.
         return ERR_OK
+
+    def prepare(self, raw: Any) -> None:
+        # Autocommit, as every pooled connection is, whoever made it: a connection from a
+        # user's own sqlite3.connect() starts in sqlite3's implicit-transaction mode, where
+        # an INSERT opens a transaction that nobody commits (other writers get "database is
+        # locked", and the rows are gone at close). Explicit BEGIN / commit() still work.
+        super().prepare(raw)
+        conn = getattr(raw, "driver_connection", raw)  # fastpool.aio: the aiosqlite one
+        if conn.isolation_level is None and getattr(conn, "autocommit", None) in (None, -1):
+            return  # already so (the URL's connect asks for it)
+        if hasattr(raw, "driver_connection"):
+            # aiosqlite: its sqlite3 connection belongs to aiosqlite's own thread.
+            raw.wait(conn._execute(_autocommit_legacy, conn._conn))
+        else:
+            _autocommit_legacy(conn)
 
     def reset(self, raw: Any) -> None:
         if raw.in_transaction:
