@@ -78,9 +78,13 @@ def run_on_loop(loop: asyncio.AbstractEventLoop, awaitable: Awaitable[T]) -> T:
         _discard(wrapper, awaitable)
         raise EventLoopError(f"fastpool.aio: the pool's event loop is gone ({exc})") from None
     while True:
+        # Wait first, then read the result: a TimeoutError raised by the awaitable itself
+        # (a hook, a driver's own timeout) is the same class as result()'s "not done yet",
+        # and taken for it the thread would ask again forever, at full speed.
+        done, _ = concurrent.futures.wait((fut,), LOOP_CHECK_INTERVAL)
         try:
-            return fut.result(LOOP_CHECK_INTERVAL)
-        except concurrent.futures.TimeoutError:
+            if done:
+                return fut.result()
             if loop.is_closed() or not loop.is_running():
                 fut.cancel()
                 if loop.is_closed():
