@@ -77,7 +77,7 @@ class deadline:  # noqa: N801 - a context manager named like a function, as cont
     tasks. ``seconds`` may be 0 (already expired) but not negative, NaN or infinite.
     """
 
-    __slots__ = ("seconds", "_token", "at")
+    __slots__ = ("seconds", "_tokens", "at")
 
     def __init__(self, seconds: float) -> None:
         if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
@@ -89,7 +89,11 @@ class deadline:  # noqa: N801 - a context manager named like a function, as cont
         if math.isnan(s) or s < 0 or s > 1e9:
             raise ConfigError(f"deadline seconds must be between 0 and 1e9, got {s!r}")
         self.seconds = s
-        self._token: Token[Any] | None = None
+        # One token per entry not yet exited: the same object may be entered again while
+        # in use (nested, or shared between threads or tasks), and each exit must undo its
+        # own entry, in its own context. A single token overwritten by the second entry
+        # left the first context's deadline set for good.
+        self._tokens: list[Token[Any]] = []
         self.at: float | None = None
 
     def __enter__(self) -> deadline:
@@ -99,13 +103,24 @@ class deadline:  # noqa: N801 - a context manager named like a function, as cont
         if outer is not None and outer < at:
             at = outer  # an inner block can only shorten it
         self.at = at
-        self._token = DEADLINE.set(at)
+        self._tokens.append(DEADLINE.set(at))
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._token is not None:
-            DEADLINE.reset(self._token)
-            self._token = None
+        # The newest entry made in this context: tokens of other contexts (threads, tasks)
+        # refuse the reset with ValueError and are left for their own exits.
+        for token in reversed(list(self._tokens)):
+            try:
+                DEADLINE.reset(token)
+            except ValueError:
+                continue
+            except RuntimeError:  # already used: another exit got there first
+                pass
+            try:
+                self._tokens.remove(token)
+            except ValueError:
+                pass
+            return
 
     def remaining(self) -> float:
         """Seconds left in this block (negative once past)."""

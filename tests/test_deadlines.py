@@ -264,3 +264,48 @@ def test_a_forked_child_never_watches_the_parents_statements(db):
     os.waitpid(pid, 0)
     t.join(10)
     assert seen_in_child == "0"
+
+
+def test_one_deadline_object_entered_twice_leaves_nothing_set(db):
+    # Nested on one thread, and shared by two threads whose blocks overlap: every exit
+    # undoes its own entry, so no later call outside a block sees an expired deadline.
+    d = fastpool.deadline(0.05)
+    with d:
+        with d:
+            pass
+        assert fastpool.deadlines.remaining() is not None
+    assert fastpool.deadlines.remaining() is None
+
+    shared = fastpool.deadline(0.05)
+    first_in, second_out = threading.Event(), threading.Event()
+    errors: list[BaseException] = []
+
+    def first() -> None:
+        with shared:
+            first_in.set()
+            second_out.wait(5)
+        time.sleep(0.1)  # past the deadline, outside any block
+        try:
+            assert db.query_row("SELECT 1") == (1,)
+        except BaseException as exc:  # noqa: B036 - reported below
+            errors.append(exc)
+
+    def second() -> None:
+        first_in.wait(5)
+        with shared:
+            pass
+        second_out.set()
+        time.sleep(0.1)
+        try:
+            assert db.query_row("SELECT 2") == (2,)
+        except BaseException as exc:  # noqa: B036
+            errors.append(exc)
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert errors == []
+    time.sleep(0.06)
+    assert db.query_row("SELECT 3") == (3,)
