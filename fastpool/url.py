@@ -139,7 +139,10 @@ def parse_url(url: str) -> DatabaseURL:
 
 
 def _params(parts: SplitResult, shown: str) -> dict[str, Any]:
-    return {k: _coerce(k, v, shown) for k, v in parse_qsl(parts.query, keep_blank_values=True)}
+    # A secret stays the string it is: a password of digits is still a password (as an int
+    # the driver refused it with a TypeError).
+    return {k: v if _SECRET_PARAM.search(k) else _coerce(k, v, shown)
+            for k, v in parse_qsl(parts.query, keep_blank_values=True)}
 
 
 def _server_url(parts: SplitResult, url: str, database_key: str) -> tuple[str, dict[str, Any]]:
@@ -150,6 +153,13 @@ def _server_url(parts: SplitResult, url: str, database_key: str) -> tuple[str, d
     # guess could connect with one password while printing another. Refuse instead.
     if "@" in parts.path or "@" in parts.query or "@" in parts.fragment:
         raise _refuse(f"'@' after the host: {_ENCODE_HINT}", _mask_unparsed(url))
+    hostport = parts.netloc.rpartition("@")[2]
+    if "," in hostport:
+        # libpq's host list (h1:5432,h2:5432): its ports are ports, shown as they are.
+        hosts = hostport.split(",")
+        if all(re.fullmatch(r"[^:]*(:[0-9]*)?|\[[^\]]*\](:[0-9]*)?", h) for h in hosts):
+            raise ConfigError(f"{len(hosts)} hosts in {_render(parts)!r}: a host list is not"
+                              " supported yet; give one host")
     try:
         port = parts.port
     except ValueError:

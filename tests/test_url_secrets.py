@@ -136,3 +136,27 @@ def test_huge_integer_parameter_is_a_config_error():
 
 
 PORT = closed_port()
+
+
+def test_a_password_of_digits_in_the_query_stays_a_str():
+    from fastpool.url import parse_url
+
+    kw = parse_url("mysql://app@db/shop?password=12345678&connect_timeout=5").connect_kwargs
+    assert kw["password"] == "12345678" and kw["connect_timeout"] == 5
+    kw = parse_url("postgresql://app@db/shop?password=0042").connect_kwargs
+    assert kw["password"] == "0042"
+
+
+def test_a_host_list_is_refused_with_its_ports_shown_and_its_password_not():
+    for url in ("mysql://app:s3cret@h1:3306,h2:3307/db", "postgresql://app:s3cret@h1:5432,h2:5433/db"):
+        with pytest.raises(fastpool.ConfigError) as ei:
+            fastpool.open(url)
+        msg = str(ei.value)
+        assert "s3cret" not in msg and ("h2:3307" in msg or "h2:5433" in msg), msg
+        assert "host list" in msg
+
+
+def test_a_driver_int_parameter_that_is_not_one_is_a_config_error():
+    pytest.importorskip("MySQLdb")
+    with pytest.raises(fastpool.ConfigError, match="connect_timeout.*integer"):
+        fastpool.open("mysql://app:s3cret@127.0.0.1/db?connect_timeout=abc").ping(timeout=1)

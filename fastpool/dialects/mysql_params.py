@@ -42,6 +42,9 @@ BOOL_PARAMS = frozenset({"compress", "local_infile", "autocommit", "use_unicode"
                          "ssl_verify_cert", "ssl_verify_identity", "ssl_check_hostname"})
 # What a URL can give besides TLS: mysqlclient's connect() keywords that take a string or a
 # number (MySQLdb.connections.Connection and _mysql.connect).
+# Parameters the drivers take as ints (a str there is a TypeError deep in the driver).
+INT_PARAMS = frozenset({"port", "connect_timeout", "read_timeout", "write_timeout",
+                        "client_flag"})
 MYSQLCLIENT_PARAMS = frozenset({
     "host", "user", "password", "database", "port", "unix_socket", "charset", "collation",
     "connect_timeout", "read_timeout", "write_timeout", "compress", "named_pipe",
@@ -105,6 +108,9 @@ def split(kwargs: dict[str, Any], accepted: frozenset[str], driver: str) -> tupl
         raise ConfigError(
             f"connect parameter {names} is not taken by {driver}{hint}; accepted: "
             f"{', '.join(sorted(accepted | set(TLS_PARAMS)))}")
+    for k in INT_PARAMS & kwargs.keys():
+        if isinstance(kwargs[k], bool) or not isinstance(kwargs[k], int):
+            raise ConfigError(f"connect parameter {k!r} must be an integer, got {kwargs[k]!r}")
     params = {k: (as_bool(k, v) if k in BOOL_PARAMS else v) for k, v in kwargs.items()
               if k not in TLS_PARAMS}
     return params, _tls(kwargs)
