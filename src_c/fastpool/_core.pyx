@@ -1885,6 +1885,12 @@ cdef class Conn:
     def closed(self):
         return self._rec is None
 
+    @property
+    def _record(self):
+        """Its pool record (None once given back), without marking it dirty as ``raw``
+        does: for tests that check no two holders share a connection."""
+        return self._rec
+
     def _set_site(self, code, int lasti):
         """Where it was opened, for the leak warning, when the caller's frame is not the one
         below the core (fastpool.aio runs the core in a greenlet of its own)."""

@@ -1,0 +1,292 @@
+"""A model-based proof that no way of leaving a connection-holding object loses the
+connection (Hypothesis' RuleBasedStateMachine, on SQLite through the URL and through the
+user's own ``sqlite3.connect``).
+
+Every object that can hold a connection - a ``Conn``, a ``Tx``, a streaming ``Rows`` of
+the pool or of a ``Conn``, a buffered ``Rows``, ``conn.raw`` and ``conn.cursor()`` - is
+taken and left in every way code leaves things: closed properly, dropped, an exception in
+a ``with`` block (``KeyboardInterrupt`` too), caught in an object cycle, kept by a frame
+that kept its caught exception, held by a generator never resumed, held by a thread that
+ends; with ``gc.collect()`` at arbitrary points. The automatic collector is off during a
+run, so the model knows what is garbage and not yet collected. After every step:
+
+* ``open == in_use + idle + opening``;
+* ``in_use`` is what the model still holds plus its uncollected garbage;
+* ``leaks_reclaimed`` counts exactly the holders dropped unfinished, each warned once
+  (``ConnectionLeakWarning``);
+* no two holders share a driver connection;
+* the pool still serves a statement.
+"""
+
+from __future__ import annotations
+
+import gc
+import sqlite3
+import threading
+import warnings
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+import fastpool
+from fastpool import ConnectionLeakWarning
+
+MAX_OPEN = 4
+KINDS = ["conn", "tx", "stream", "conn_stream", "buffered", "raw", "cursor"]
+WAYS = ["close", "drop", "with_error", "with_interrupt", "cycle", "kept_exception",
+        "generator", "thread"]
+
+
+@dataclass
+class Held:
+    kind: str
+    obj: Any          # what user code holds: the Conn / Tx / Rows
+    conn: Any = None  # for conn_stream / raw / cursor: the Conn the thing came from
+
+    def holds_connection(self) -> bool:
+        return self.kind not in ("buffered",)
+
+    def leaks_when_dropped(self) -> bool:
+        return self.kind != "buffered"
+
+
+class Box:
+    """An object in a reference cycle with itself."""
+
+    def __init__(self, held: Any) -> None:
+        self.held = held
+        self.me = self
+
+
+def _kept_by_a_frame(held: Any) -> None:
+    # The frame keeps `held` and `err`; err's traceback keeps the frame: a cycle.
+    try:
+        raise ValueError("handled")
+    except ValueError as e:
+        err = e  # noqa: F841
+
+
+def _generator(held: Any) -> Any:
+    yield held
+
+
+class LeakMachine(RuleBasedStateMachine):
+    make_pool: Callable[[Any], fastpool.Pool]
+
+    def __init__(self) -> None:
+        super().__init__()
+        import tempfile
+
+        self._dir = tempfile.TemporaryDirectory()
+        self.path = f"{self._dir.name}/m.db"
+        self.db = self.make_pool(self.path)
+        self.db.execute("CREATE TABLE t (id INTEGER PRIMARY KEY)")
+        for i in range(1, 6):
+            self.db.execute("INSERT INTO t VALUES (?)", (i,))
+        self.held: list[Held] = []
+        self.garbage = 0          # holders in uncollected cycles
+        self.leaks = 0            # holders dropped unfinished: reclaims expected so far
+        self._gc_was_enabled = gc.isenabled()
+        gc.collect()
+        gc.disable()
+        self._warnings = warnings.catch_warnings(record=True)
+        self.warned = self._warnings.__enter__()
+        warnings.simplefilter("always")
+
+    # ---- taking -------------------------------------------------------------------
+    def in_use(self) -> int:
+        return sum(1 for h in self.held if h.holds_connection()) + self.garbage
+
+    @precondition(lambda self: self.in_use() < MAX_OPEN)
+    @rule(kind=st.sampled_from(KINDS))
+    def take(self, kind: str) -> None:
+        db = self.db
+        if kind == "conn":
+            h = Held(kind, db.conn())
+        elif kind == "tx":
+            tx = db.begin()
+            tx.query_row("SELECT count(*) FROM t")  # reads only: SQLite has one writer
+            h = Held(kind, tx)
+        elif kind == "stream":
+            rows = db.query("SELECT id FROM t", stream=True)
+            assert next(rows) is not None
+            h = Held(kind, rows)
+        elif kind == "conn_stream":
+            c = db.conn()
+            rows = c.query("SELECT id FROM t", stream=True)
+            assert next(rows) is not None
+            h = Held(kind, rows, c)
+        elif kind == "buffered":
+            h = Held(kind, db.query("SELECT id FROM t"))
+        elif kind == "raw":
+            c = db.conn()
+            c.raw.execute("BEGIN")  # dirty: must be rolled back when it comes back
+            c.raw.execute("SELECT count(*) FROM t")
+            h = Held(kind, c.raw, c)
+        else:
+            c = db.conn()
+            cur = c.cursor()
+            cur.execute("SELECT id FROM t")
+            h = Held(kind, cur, c)
+        self.held.append(h)
+
+    # ---- leaving ------------------------------------------------------------------
+    def _finish(self, h: Held) -> None:
+        if h.kind in ("conn", "raw", "cursor", "conn_stream"):
+            if h.kind == "conn_stream":
+                h.obj.close()
+            (h.conn or h.obj).close()
+        elif h.kind == "tx":
+            h.obj.rollback()
+        elif h.kind == "stream":
+            list(h.obj)  # read to the end: given back at the last row
+            assert not h.obj.holds_connection
+
+    def _owner(self, h: Held) -> Any:
+        """The object whose finalizer reclaims: the Conn behind raw / cursor."""
+        return h.conn if h.kind in ("raw", "cursor") else h.obj
+
+    @precondition(lambda self: self.held)
+    @rule(i=st.integers(0, 20), way=st.sampled_from(WAYS))
+    def leave(self, i: int, way: str) -> None:
+        h = self.held.pop(i % len(self.held))
+        leaks = h.leaks_when_dropped()
+        if way == "close":
+            self._finish(h)
+        elif way in ("with_error", "with_interrupt"):
+            exc = KeyError if way == "with_error" else KeyboardInterrupt
+            target = h.conn or h.obj  # the Conn gives back; its stream ends inside
+            try:
+                with target:
+                    if h.kind == "conn_stream":
+                        with h.obj:
+                            raise exc("in the block")
+                    raise exc("in the block")
+            except exc:
+                pass
+        elif way == "drop":
+            del h
+            if leaks:
+                self.leaks += 1
+            return
+        elif way == "cycle":
+            Box(self._owner(h))
+            if leaks:
+                self.garbage += 1
+        elif way == "kept_exception":
+            _kept_by_a_frame(self._owner(h))
+            if leaks:
+                self.garbage += 1
+        elif way == "generator":
+            g = _generator(self._owner(h))
+            next(g)
+            del g  # never resumed: its frame goes with it
+            if leaks:
+                self.leaks += 1
+        elif way == "thread":
+            box = [self._owner(h)]
+            del h
+            t = threading.Thread(target=lambda: box.clear())  # the thread drops the last reference
+            t.start()
+            t.join()
+            if leaks:
+                self.leaks += 1
+            return
+
+    @rule()
+    def collect(self) -> None:
+        gc.collect()
+        self.leaks += self.garbage
+        self.garbage = 0
+
+    @precondition(lambda self: any(h.kind == "conn" for h in self.held))
+    @rule(i=st.integers(0, 20))
+    def use_a_conn(self, i: int) -> None:
+        conns = [h for h in self.held if h.kind == "conn"]
+        c = conns[i % len(conns)].obj
+        assert c.query_row("SELECT count(*) FROM t")[0] >= 5
+
+    # ---- invariants -----------------------------------------------------------------
+    @invariant()
+    def counts_add_up(self) -> None:
+        s = self.db.stats()
+        assert s.open == s.in_use + s.idle + s.opening, s
+        assert s.in_use == self.in_use(), (s, self.held, self.garbage)
+        assert s.leaks_reclaimed == self.leaks, (s, self.leaks)
+        warned = [w for w in self.warned if issubclass(w.category, ConnectionLeakWarning)]
+        assert len(warned) == self.leaks, [str(w.message) for w in warned]
+
+    @invariant()
+    def no_connection_has_two_holders(self) -> None:
+        raws = []
+        for h in self.held:
+            if h.kind == "raw":
+                raws.append(id(h.obj))
+            elif h.kind in ("conn", "tx", "cursor", "conn_stream"):
+                rec = (h.conn or h.obj)._record
+                assert rec is not None and rec.raw is not None
+                raws.append(id(rec.raw))
+        assert len(raws) == len(set(raws))
+
+    @invariant()
+    def the_pool_serves(self) -> None:
+        if self.in_use() < MAX_OPEN:
+            assert self.db.query_row("SELECT count(*) FROM t")[0] >= 5
+
+    def teardown(self) -> None:
+        try:
+            for h in self.held:
+                self._finish(h)
+            self.held.clear()
+            gc.collect()
+            self.leaks += self.garbage
+            self.garbage = 0
+            s = self.db.stats()
+            assert (s.in_use, s.leaks_reclaimed) == (0, self.leaks), s
+        finally:
+            self._warnings.__exit__(None, None, None)
+            if self._gc_was_enabled:
+                gc.enable()
+            self.db.close()
+            self._dir.cleanup()
+
+
+class URLPool(LeakMachine):
+    @staticmethod
+    def make_pool(path: str) -> fastpool.Pool:  # type: ignore[override]
+        return fastpool.open(f"sqlite:///{path}", max_open=MAX_OPEN, timeout=1.0)
+
+
+class OwnConnectPool(LeakMachine):
+    @staticmethod
+    def make_pool(path: str) -> fastpool.Pool:  # type: ignore[override]
+        return fastpool.Pool(lambda: sqlite3.connect(path, check_same_thread=False),
+                             max_open=MAX_OPEN, timeout=1.0)
+
+
+SETTINGS = settings(max_examples=40, stateful_step_count=25, deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow])
+TestLeakModelURL = URLPool.TestCase
+TestLeakModelURL.settings = SETTINGS
+TestLeakModelOwnConnect = OwnConnectPool.TestCase
+TestLeakModelOwnConnect.settings = SETTINGS
+
+
+@pytest.mark.parametrize("way", WAYS)
+@pytest.mark.parametrize("kind", KINDS)
+def test_each_kind_left_each_way(tmp_path, kind, way):
+    # The table of every pair, once each (the machine above draws sequences of them).
+    m = URLPool()
+    try:
+        m.take(kind)
+        m.leave(0, way)
+        m.counts_add_up()
+        m.collect()
+        m.counts_add_up()
+        m.the_pool_serves()
+    finally:
+        m.teardown()
