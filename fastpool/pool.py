@@ -6,11 +6,13 @@ this subclass holds the policy.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import threading
 import time
 import traceback
+import warnings
 import weakref
 from typing import Any, Callable
 
@@ -48,7 +50,7 @@ class Pool(CorePool):
     __slots__ = (
         "_connect", "_options", "_dialect", "_display", "_workers_lock", "_opener", "_cleaner",
         "_held", "_leak_watcher", "_deadline_watcher", "_listeners", "_taken", "_default_name",
-        "__weakref__",
+        "_loop_warned", "__weakref__",
     )
 
     def __init__(
@@ -102,7 +104,10 @@ class Pool(CorePool):
         self._drain_budget = DRAIN_BUDGET
         self._wake_watcher = self._wake_deadline_watcher
         self._await_cancel = self._await_cancel_settled
-        self._new_parker = new_parker  # waiters sleep cooperatively under gevent / eventlet
+        self._loop_warned = False
+        # Waiters sleep cooperatively under gevent / eventlet; a wait is also where a
+        # thread blocking a running event loop is told so.
+        self._new_parker = self._parker
         self._set_statement_timeout(opts["statement_timeout"])
         self._set_max_waiting(opts["max_waiting"])
         self._set_check_after(opts["check_after"])
@@ -112,6 +117,19 @@ class Pool(CorePool):
         _live_pools.add(self)
         if opts["min_idle"] > 0:
             self._need_open()
+
+    def _parker(self) -> Any:
+        """The core's waiter interface (a caller must sleep): a cooperative parker under
+        gevent / eventlet, else None (a C lock). A caller on a running asyncio event loop
+        stops every task while it sleeps here: said once per pool, with the fix."""
+        if not self._loop_warned and asyncio._get_running_loop() is not None:
+            self._loop_warned = True
+            warnings.warn(
+                f"fastpool: pool {self.name!r} (a thread pool) is waited on from a running"
+                " asyncio event loop: every wait and statement blocks the loop; open the pool"
+                " with fastpool.aio.open() (or fastpool.aio.Pool) for tasks",
+                RuntimeWarning, stacklevel=2)
+        return new_parker()
 
     # ---- driver glue (called by the core outside its lock) -----------------------------
     def _connect_raw(self) -> Any:

@@ -153,3 +153,17 @@ def test_prometheus_text_exposition(sqlite_pool):
     text = generate_latest(registry).decode()
     assert 'fastpool_connections{pool="orders",state="idle"} 1.0' in text
     assert "# TYPE fastpool_connects_total counter" in text
+
+
+@pytest.mark.parametrize("module, missing, extra", [
+    ("fastpool.exporters.prometheus", "prometheus_client", "prometheus"),
+    ("fastpool.exporters.opentelemetry", "opentelemetry", "otel"),
+])
+def test_a_missing_exporter_library_names_the_extra_to_install(module, missing, extra):
+    import subprocess
+    import sys
+
+    code = (f"import sys; sys.modules[{missing!r}] = None\n"
+            f"try:\n    import {module}\nexcept ModuleNotFoundError as e:\n    print(e)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert f"pip install 'fastpool[{extra}]'" in out.stdout, (out.stdout, out.stderr)

@@ -286,3 +286,22 @@ def test_workers_do_not_keep_a_dropped_pool_alive(tmp_path):
     del db
     gc.collect()
     assert ref() is None
+
+
+def test_waiting_on_a_thread_pool_from_a_running_event_loop_warns_once(tmp_path):
+    import asyncio
+
+    db = fastpool.open(f"sqlite:///{tmp_path / 'loop.db'}", max_open=1, timeout=0.05)
+
+    async def handler() -> None:
+        with db.conn():
+            for _ in range(2):
+                with pytest.raises(fastpool.PoolTimeout):
+                    db.query_row("SELECT 1")  # waits, blocking the loop
+
+    try:
+        with pytest.warns(RuntimeWarning, match="fastpool.aio") as rec:
+            asyncio.run(handler())
+        assert len([w for w in rec if "event loop" in str(w.message)]) == 1
+    finally:
+        db.close()

@@ -40,8 +40,13 @@ from __future__ import annotations
 import weakref
 from typing import Any, Iterable
 
-from opentelemetry import metrics
-from opentelemetry.metrics import CallbackOptions, Observation
+try:
+    from opentelemetry import metrics
+    from opentelemetry.metrics import CallbackOptions, Observation
+except ImportError as exc:  # pragma: no cover - the hint is what matters
+    raise ModuleNotFoundError(
+        f"fastpool.exporters: {exc.name} is not installed: pip install 'fastpool[otel]'",
+        name=exc.name) from exc
 
 from .. import __version__
 from ..hooks import PoolEvent

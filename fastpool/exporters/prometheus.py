@@ -20,8 +20,13 @@ from __future__ import annotations
 import weakref
 from typing import Any, Iterator
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
+try:
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+    from prometheus_client.registry import Collector
+except ImportError as exc:  # pragma: no cover - the hint is what matters
+    raise ModuleNotFoundError(
+        f"fastpool.exporters: {exc.name} is not installed: pip install 'fastpool[prometheus]'",
+        name=exc.name) from exc
 
 # (metric name without _total, Stats field, help)
 COUNTERS = (
