@@ -81,6 +81,10 @@ def main(argv: list[str] | None = None) -> int:
     # dir) goes under one scratch dir, removed on every exit path: a normal end, a failure,
     # Ctrl-C, SIGTERM or SIGHUP.
     scratch = tempfile.mkdtemp(prefix="fastpool-compare-")
+    # As root the throwaway PostgreSQL and PgBouncer run as nobody (they refuse root), in
+    # dirs of their own under this one: nobody must be able to pass through it (mkdtemp
+    # makes it 0700, and initdb then could not read its password file).
+    os.chmod(scratch, 0o711)
     tempfile.tempdir = scratch
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _exit_on_signal)

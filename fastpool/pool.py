@@ -452,7 +452,8 @@ class Pool(CorePool):
         The counters run from the pool's start, as Go's DBStats do; ``reset=True`` starts
         the wait-time distribution (``wait_p50``, ``wait_p99``, ``wait_max``) afresh after
         reading it."""
-        return Stats.from_counts(self.name, self._counts(), self._wait_percentiles(reset))
+        return Stats.from_counts(self.name, self._counts(), self._wait_percentiles(reset),
+                                 self._longest_holders(3))
 
     def ping(self, timeout: Any = POOL_DEFAULT) -> None:
         """Make sure a connection can be had and answers (opening one if needed), like

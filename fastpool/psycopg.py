@@ -117,6 +117,7 @@ class _Common:
         self._drained_at = 0.0
         self._opened = False
         self._closed = True
+        self._min_kept = -1  # the min_size the core keeps open now (-1: none yet)
         self._open_implicit = False
         self._pool = self._new_pool(max_waiting, max_lifetime, max_idle)
         if open is None:
@@ -371,13 +372,13 @@ class _Common:
         self._min_size, self._max_size = min_size, max_size
         self._sync.max_open = max_size
         if not self._closed:
-            self._sync.min_idle = min_size
+            self._keep_min_size()
 
     def _drain(self) -> None:
         self._drained_at = time.monotonic()
         self._sync._close_idle()
         if not self._closed:
-            self._sync.min_idle = self._min_size  # the opener refills
+            self._keep_min_size()  # the opener refills
 
     def _open(self) -> None:
         if not self._closed:
@@ -389,7 +390,10 @@ class _Common:
         self._keep_min_size()
 
     def _keep_min_size(self) -> None:
-        self._sync.min_idle = self._min_size
+        # psycopg_pool's min_size counts connections in use too: the core's min_open, not
+        # min_idle (with 2 held and min_size=2, min_idle grew the pool to 4).
+        self._sync._set_min_open(self._min_size)
+        self._min_kept = self._min_size
 
     def _close_now(self) -> None:
         if self._closed:
@@ -585,7 +589,7 @@ class AsyncConnectionPool(_Common):
     def _started(self) -> None:
         # Opened in the constructor, maybe with no loop running: keep min_size from the
         # first use on.
-        if not self._closed and self._sync.min_idle != self._min_size:
+        if not self._closed and self._min_kept != self._min_size:
             self._keep_min_size()
 
     async def open(self, wait: bool = False, timeout: float = 30.0) -> None:

@@ -37,9 +37,14 @@ class Stats:
     wait_p99: float
     wait_max: float
     opening: int = 0  # connects in flight (the opener's or a caller's), counted in open
+    # The connections held longest right now, at most 3: (seconds held, who), who being
+    # "a Conn opened at app.py:42" (a Tx, a streaming Rows) or "a statement". A forgotten
+    # getconn() or stream shows here, and in the message of a PoolTimeout.
+    holders: tuple[tuple[float, str], ...] = ()
 
     @classmethod
-    def from_counts(cls, name: str, c: tuple[Any, ...], waits: tuple[float, float, float]) -> Stats:
+    def from_counts(cls, name: str, c: tuple[Any, ...], waits: tuple[float, float, float],
+                    holders: Any = ()) -> Stats:
         (max_open, open_, in_use, idle, waiting, wait_count, wait_duration, mic, mitc,
          mlc, timeouts, bad, leaks, opening, deadlines, cancelled, refused, connects,
          connect_errors, connect_time, checkins, use_time) = c
@@ -52,4 +57,5 @@ class Stats:
             waits_refused=refused, connects=connects, connect_errors=connect_errors,
             connect_time=connect_time, checkins=checkins, use_time=use_time,
             wait_p50=waits[0], wait_p99=waits[1], wait_max=waits[2], opening=opening,
+            holders=tuple(tuple(h) for h in holders),
         )

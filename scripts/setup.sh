@@ -100,18 +100,22 @@ fp_setup() {
   else
     rm -f "$stamp"
     fp_say "installing fastpool[$extra] into $venv and building its compiled core (first run: a minute or two)"
-    # pip's own progress: a line per package, a bar per download.
-    "$FP_PYTHON" -m pip install --disable-pip-version-check -e ".[$extra]" >&2 || true
+    # pip's log goes to a file, named if anything fails; one line per step here.
+    local log="$venv/setup.log"
+    fp_say "pip's log: $log"
+    "$FP_PYTHON" -m pip install --disable-pip-version-check -e ".[$extra]" >"$log" 2>&1 || true
     if ! "$FP_PYTHON" -c 'import fastpool._core' 2>/dev/null; then
-      fp_say "the install failed (see above)"; exit 1
+      tail -n 30 "$log" >&2
+      fp_say "the install failed: the end of pip's log is above, all of it in $log"; exit 1
     fi
     if ! "$FP_PYTHON" -c 'import MySQLdb' 2>/dev/null; then
       if pkg-config --exists libmariadb 2>/dev/null; then
         fp_say "installing mysqlclient (compiles against libmariadb)"
-        "$FP_PYTHON" -m pip install --disable-pip-version-check -q 'mysqlclient>=2.2' >&2 \
-          || fp_say "mysqlclient could not be installed"
+        "$FP_PYTHON" -m pip install --disable-pip-version-check 'mysqlclient>=2.2' >>"$log" 2>&1 \
+          || fp_say "mysqlclient could not be installed (see $log)"
       fi
     fi
+    fp_say "installed fastpool[$extra] and its compiled core"
     echo "$want" > "$stamp"
   fi
   export PATH="$PWD/$venv/bin:$PATH"

@@ -270,3 +270,18 @@ def test_async_pool_reads_the_same(mod, postgres):
             await pool.getconn()
 
     asyncio.run(main())
+
+
+def test_min_size_counts_the_connections_in_use_as_psycopg_pool(mod, postgres):
+    # min_size is connections kept open, in use or idle: with 2 of min_size=2 held the
+    # pool stays at 2 (fastpool's drop-in used to open 2 more idle ones, as min_idle does).
+    with mod.ConnectionPool(postgres.dsn, min_size=2, max_size=4, open=False) as pool:
+        pool.wait(10)
+        held = [pool.getconn(timeout=10) for _ in range(2)]
+        time.sleep(0.5)  # time for an opener to make what it thinks is missing
+        assert pool.get_stats()["pool_size"] == 2
+        for c in held:
+            pool.putconn(c)
+        time.sleep(0.2)
+        s = pool.get_stats()
+        assert (s["pool_size"], s["pool_available"]) == (2, 2)

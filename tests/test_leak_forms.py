@@ -246,3 +246,29 @@ def test_a_users_own_aiosqlite_connect_is_put_in_autocommit(tmp_path):
     asyncio.run(main())
     with sqlite3.connect(path) as check:
         assert sorted(check.execute("SELECT x FROM t")) == [(1,), (2,), (3,)]
+
+
+def test_a_pool_timeout_names_who_holds_the_connections_longest(db):
+    # A forgotten getconn() and a forgotten stream: the PoolTimeout (and stats()) name the
+    # lines that took them and for how long, the longest first.
+    import re
+    import time
+
+    forgotten = db.getconn()  # the line a reader must find
+    time.sleep(0.05)
+    stream = db.query("SELECT id FROM t", stream=True)
+    next(stream)
+    with pytest.raises(fastpool.PoolTimeout) as ei:
+        db.conn(timeout=0.05)
+    msg = str(ei.value)
+    conn_at = re.search(r"a Conn opened at (\S+test_leak_forms.py):(\d+) for (\d+\.\d)s", msg)
+    rows_at = re.search(r"a streaming Rows opened at \S+test_leak_forms.py:(\d+)", msg)
+    assert conn_at and rows_at, msg
+    assert msg.index("a Conn") < msg.index("a streaming Rows")  # the longest first
+    assert int(conn_at.group(2)) + 2 == int(rows_at.group(1))
+    holders = db.stats().holders
+    assert [h[1].split(" opened at")[0] for h in holders] == ["a Conn", "a streaming Rows"]
+    assert holders[0][0] >= holders[1][0] >= 0
+    stream.close()
+    db.putconn(forgotten)
+    assert db.stats().holders == ()

@@ -19,7 +19,7 @@ def _autocommit_legacy(conn: Any) -> None:
     import sqlite3
 
     if getattr(conn, "autocommit", None) not in (None, -1):  # -1: LEGACY_TRANSACTION_CONTROL
-        conn.autocommit = sqlite3.LEGACY_TRANSACTION_CONTROL
+        conn.autocommit = getattr(sqlite3, "LEGACY_TRANSACTION_CONTROL", -1)  # 3.12+
     if conn.in_transaction:
         conn.rollback()
     conn.isolation_level = None

@@ -55,6 +55,17 @@ cdef class ConnRecord:
     cdef readonly int cancel_state    # CANCEL_* in _core.pyx
     cdef ConnRecord w_next
     cdef ConnRecord w_prev
+    # Every open record of a pool, in a list its pool's mu protects (linked when the
+    # record is made, unlinked when it is closed): what a PoolTimeout names as holders.
+    # The next link owns a reference, the previous one is borrowed (no cycle).
+    cdef ConnRecord a_next
+    cdef PyObject *a_prev
+    cdef bint a_linked
+    # Who holds it (set by the Conn / Tx / streaming Rows that took it, cleared at
+    # give-back; a plain statement leaves it empty): its kind and where it was opened.
+    cdef int site_kind                # SITE_* in _core.pyx
+    cdef object site_code
+    cdef int site_lasti
 
 
 cdef class Waiter:
@@ -98,6 +109,7 @@ cdef class CorePool:
     cdef Py_ssize_t max_open_         # <= 0: unlimited
     cdef Py_ssize_t max_idle_         # < 0: unlimited
     cdef Py_ssize_t min_idle_
+    cdef Py_ssize_t min_open_         # connections kept open, in use or idle (psycopg_pool's min_size)
     cdef double max_lifetime_         # INFINITY: forever
     cdef double max_idle_time_        # INFINITY: forever
     cdef bint closed_
@@ -123,6 +135,7 @@ cdef class CorePool:
     cdef unsigned long long wait_hist[WAIT_BUCKETS]   # counted waits, log-bucketed
     cdef double wait_max                       # the longest of them
     cdef ConnRecord watch_head        # statements under a deadline, in no order
+    cdef ConnRecord all_head          # every open record (ConnRecord.a_next)
     cdef double watch_at              # when the watcher will look next; INFINITY: idle
     # --- end of fields protected by mu ------------------------------------------------
     cdef double timeout_              # default wait for conn()/getconn(); < 0: forever
@@ -190,6 +203,8 @@ cdef class CorePool:
     cdef int _discard_dead(self, ConnRecord rec, str reason) except -1
     cdef void _note_wait_locked(self, double waited)
     cdef int _close_rec(self, ConnRecord rec) except -1
+    cdef void _unlink_all_locked(self, ConnRecord rec)
+    cdef list _holders(self, Py_ssize_t most)
     cdef double _timeout_arg(self, object timeout) except? -2.0
 
 

@@ -11,7 +11,7 @@
 cimport cython
 from cpython.contextvars cimport get_value
 from cpython.exc cimport PyErr_CheckSignals
-from cpython.mem cimport PyMem_RawFree, PyMem_RawRealloc
+from cpython.mem cimport PyMem_RawFree, PyMem_RawMalloc, PyMem_RawRealloc
 from cpython.pythread cimport (
     PY_LOCK_ACQUIRED, PY_LOCK_INTR, PyThread_acquire_lock, PyThread_allocate_lock,
     PyThread_free_lock, PyThread_release_lock, NOWAIT_LOCK,
@@ -73,6 +73,16 @@ cdef enum:
     CANCEL_SHUT = 3      # its socket was shut down: the connection is gone
     CANCEL_UNSAFE = 4    # not settled in time: a KILL may still land, never pool it
     CANCEL_IGNORED = 5   # the driver cannot cancel: the statement runs on, as if unwatched
+
+cdef enum:
+    # Who holds a record (ConnRecord.site_kind), for the holders a PoolTimeout names.
+    SITE_STATEMENT = 0   # a statement of the pool's own (execute, query_row, ...)
+    SITE_CONN = 1
+    SITE_TX = 2
+    SITE_ROWS = 3        # a streaming Rows of the pool's
+
+cdef tuple _SITE_NAMES = ("a statement", "a Conn", "a Tx", "a streaming Rows")
+
 
 cdef inline bint _cancel_spoiled(int cancel):
     # A cancel that did not end cleanly on the server (socket shut, or not settled in
@@ -329,6 +339,9 @@ cdef class CorePool:
         if n < 0:
             n = 0
         n += self.n_fresh_waiters - self.pending_opens
+        if self.min_open_ - self.num_open > n:
+            # Fewer open (num_open counts those being opened) than min_open keeps.
+            n = self.min_open_ - self.num_open
         if self.max_open_ > 0 and n > self.max_open_ - self.num_open:
             n = self.max_open_ - self.num_open
         return n if n > 0 else 0
@@ -351,6 +364,14 @@ cdef class CorePool:
         rec.fd = fd
         rec.state = REC_IN_USE
         rec.fork_gen = self.fork_gen
+        fp_mutex_lock(&self.mu)
+        # Linked at the head: pointer and reference moves only, nothing freed.
+        rec.a_next = self.all_head
+        if self.all_head is not None:
+            self.all_head.a_prev = <PyObject *>rec
+        self.all_head = rec
+        rec.a_linked = True
+        fp_mutex_unlock(&self.mu)
         return rec
 
     cdef ConnRecord _open_new(self):
@@ -386,8 +407,71 @@ cdef class CorePool:
         rec.uses = 1
         return rec
 
+    cdef void _unlink_all_locked(self, ConnRecord rec):
+        # The caller holds its own reference to rec: dropping the list's frees nothing.
+        cdef ConnRecord nxt = rec.a_next
+        if not rec.a_linked:
+            return
+        rec.a_linked = False
+        if nxt is not None:
+            nxt.a_prev = rec.a_prev
+        if rec.a_prev == NULL:
+            self.all_head = nxt
+        else:
+            (<ConnRecord>rec.a_prev).a_next = nxt
+        rec.a_prev = NULL
+        rec.a_next = None
+
+    cdef list _holders(self, Py_ssize_t most):
+        # [(seconds held, who, code, lasti)] of the records in use, longest first, at
+        # most `most`. The walk copies pointers (referenced) into C memory under mu; the
+        # Python objects are made after.
+        cdef Py_ssize_t n = 0, cap = 0, i
+        cdef PyObject **found = NULL
+        cdef double *since = NULL
+        cdef ConnRecord rec
+        cdef list out = []
+        cdef double now = self._now()
+        fp_mutex_lock(&self.mu)
+        rec = self.all_head
+        while rec is not None:
+            if rec.state == REC_IN_USE and rec.fork_gen == self.fork_gen:
+                cap += 1
+            rec = rec.a_next
+        if cap > 0:
+            found = <PyObject **>PyMem_RawMalloc(cap * sizeof(PyObject *))
+            since = <double *>PyMem_RawMalloc(cap * sizeof(double))
+        if found != NULL and since != NULL:
+            rec = self.all_head
+            while rec is not None and n < cap:
+                if rec.state == REC_IN_USE and rec.fork_gen == self.fork_gen:
+                    Py_INCREF(rec)
+                    found[n] = <PyObject *>rec
+                    since[n] = rec.taken_at
+                    n += 1
+                rec = rec.a_next
+        fp_mutex_unlock(&self.mu)
+        for i in range(n):
+            rec = <ConnRecord>found[i]
+            Py_DECREF(rec)          # ours from the walk; rec (the variable) holds one
+            out.append((now - since[i], _SITE_NAMES[rec.site_kind if 0 <= rec.site_kind <= 3 else 0],
+                        rec.site_code, rec.site_lasti))
+        PyMem_RawFree(found)
+        PyMem_RawFree(since)
+        out.sort(key=_first, reverse=True)
+        return out[:most]
+
+    def _longest_holders(self, Py_ssize_t most=3):
+        """[(seconds held, "a Conn opened at app.py:42" or "a statement")] of the
+        connections in use, the longest held first (at most `most`)."""
+        return [(round(held, 3), _holder_text(who, code, lasti))
+                for held, who, code, lasti in self._holders(most)]
+
     cdef int _close_rec(self, ConnRecord rec) except -1:
         # close_fn (the façade's) absorbs driver errors; an interrupt propagates.
+        fp_mutex_lock(&self.mu)
+        self._unlink_all_locked(rec)
+        fp_mutex_unlock(&self.mu)
         rec.state = REC_CLOSED
         if self.close_fn is not None:
             self.close_fn(rec.raw)
@@ -747,7 +831,12 @@ cdef class CorePool:
             self._put(rec, False, False)
 
     def _timeout_message(self, double waited):
-        return f"timed out after {waited:.3f}s waiting for a connection ({self._counts_text()})"
+        # The counts, and who holds the connections longest: a forgotten getconn() or
+        # stream is named by the line that took it.
+        held = "; ".join(f"{_holder_text(who, code, lasti)} for {secs:.1f}s"
+                         for secs, who, code, lasti in self._holders(3))
+        return (f"timed out after {waited:.3f}s waiting for a connection ({self._counts_text()})"
+                + (f"; held longest by {held}" if held else ""))
 
     def _counts_text(self):
         s = self._counts()
@@ -767,6 +856,9 @@ cdef class CorePool:
         if rec.owner != <void *>self:
             raise FastpoolError("connection belongs to another pool")
         now = self._now()
+        if rec.site_code is not None or rec.site_kind != SITE_STATEMENT:
+            rec.site_kind = SITE_STATEMENT   # its holder is done with it
+            rec.site_code = None
         fp_mutex_lock(&self.mu)
         if held and rec.state == REC_IN_USE:
             self.checkins += 1
@@ -776,6 +868,7 @@ cdef class CorePool:
         elif rec.fork_gen != self.fork_gen:
             # Inherited from the parent process: not ours to pool or to close.
             rec.state = REC_CLOSED
+            self._unlink_all_locked(rec)
             orphan = True
         elif bad:
             self.num_open -= 1
@@ -1150,6 +1243,8 @@ cdef class CorePool:
         if owner is None:
             rows._rec = rec
             rows._site_code = fp_caller_code(depth, &rows._site_lasti)
+            rec.site_kind = SITE_ROWS
+            rec.site_code, rec.site_lasti = rows._site_code, rows._site_lasti
         else:
             rows._owner = owner
             owner._rows = <PyObject *>rows      # borrowed: see Conn._rows in _core.pxd
@@ -1181,6 +1276,8 @@ cdef class CorePool:
         c._rec = self._checkout(self._timeout_arg(timeout), False)
         c._pool = self
         c._site_code = fp_caller_code(0, &c._site_lasti)
+        c._rec.site_kind = SITE_CONN
+        c._rec.site_code, c._rec.site_lasti = c._site_code, c._site_lasti
         return c
 
     def conn(self, timeout=_POOL_DEFAULT):
@@ -1212,6 +1309,8 @@ cdef class CorePool:
         tx._pool = self
         tx._in_tx = True
         tx._site_code = fp_caller_code(0, &tx._site_lasti)
+        rec.site_kind = SITE_TX
+        rec.site_code, rec.site_lasti = tx._site_code, tx._site_lasti
         return tx
 
     def transaction(self, timeout=_POOL_DEFAULT):
@@ -1317,6 +1416,8 @@ cdef class CorePool:
         self.max_open_ = mo
         self.max_idle_ = mi
         self.min_idle_ = mn
+        if mo > 0 and self.min_open_ > mo:
+            self.min_open_ = mo
         # Surplus idle: past max_idle, or keeping the pool above a lowered max_open.
         k = self.n_free - mi if mi >= 0 else 0
         if mo > 0 and self.num_open - mo > k:
@@ -1329,6 +1430,19 @@ cdef class CorePool:
         if wake and self.need_open_fn is not None:
             self.need_open_fn()
         return len(surplus)
+
+    def _set_min_open(self, Py_ssize_t n):
+        """Keep at least n connections open, in use or idle (psycopg_pool's min_size;
+        min_idle counts idle ones only). Clamped to max_open; the opener makes up a lack."""
+        cdef bint wake
+        if n < 0:
+            raise ValueError("min_open must be >= 0")
+        fp_mutex_lock(&self.mu)
+        self.min_open_ = n if self.max_open_ <= 0 or n <= self.max_open_ else self.max_open_
+        wake = self._open_deficit_locked() > 0
+        fp_mutex_unlock(&self.mu)
+        if wake and self.need_open_fn is not None:
+            self.need_open_fn()
 
     cdef Py_ssize_t _take_oldest_idle_locked(self, Py_ssize_t k, list out):
         # Move the k oldest idle records (the newest are the warmest) into out, which
@@ -1397,7 +1511,8 @@ cdef class CorePool:
                 expired.append(rec)
                 Py_DECREF(rec)
             elif (now - rec.returned_at >= self.max_idle_time_
-                  and n - len(expired) > keep_floor):
+                  and n - len(expired) > keep_floor
+                  and self.num_open - len(expired) > self.min_open_):
                 self.max_idle_time_closed += 1
                 expired.append(rec)
                 Py_DECREF(rec)
@@ -1459,6 +1574,7 @@ cdef class CorePool:
         for i in range(self.n_free):
             rec = <ConnRecord>self.free_conns[i]
             rec.state = REC_CLOSED
+            self._unlink_all_locked(rec)
             inherited.append(rec.raw)
             Py_DECREF(rec)
         self.n_free = 0
@@ -1707,6 +1823,16 @@ cdef Rows _buffered_rows(tuple desc_rows):
     return rows
 
 
+cdef object _first(tuple t):
+    return t[0]
+
+
+cdef str _holder_text(str who, object code, int lasti):
+    if code is None:
+        return who
+    return f"{who} opened at {_site_text(code, lasti)}"
+
+
 cdef str _site_text(object code, int lasti):
     cdef int line = fp_code_line(code, lasti)
     if code is None or line < 0:
@@ -1895,6 +2021,8 @@ cdef class Conn:
         """Where it was opened, for the leak warning, when the caller's frame is not the one
         below the core (fastpool.aio runs the core in a greenlet of its own)."""
         self._site_code, self._site_lasti = code, lasti
+        if self._rec is not None:
+            self._rec.site_code, self._rec.site_lasti = code, lasti
 
     def _reclaim_now(self):
         """What dropping it does, done now: fastpool.aio's wrapper was dropped, and the
@@ -2203,6 +2331,8 @@ cdef class Rows:
     def _set_site(self, code, int lasti):
         """Where it was opened (see Conn._set_site)."""
         self._site_code, self._site_lasti = code, lasti
+        if self._rec is not None:
+            self._rec.site_code, self._rec.site_lasti = code, lasti
 
     def _reclaim_now(self):
         """Reclaim it now as if dropped (see Conn._reclaim_now)."""
