@@ -7,6 +7,7 @@ this subclass holds the policy.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import logging
 import os
 import threading
@@ -20,7 +21,7 @@ from ._core import POOL_DEFAULT, CorePool
 from .dialects import Dialect, get_dialect, guess_dialect
 from .dialects.base import DISCARD, ROLL_BACK
 from .errors import ConfigError, PoolClosed
-from .green import new_parker
+from .green import new_parker, patched
 from .hooks import CORE_EVENTS, HOLD_EVENTS, Listeners, PoolEvent, run_check, run_reset
 from .options import check_option, check_options, show
 from .stats import Stats
@@ -531,12 +532,36 @@ def _set_behind_pooler(dialect: Dialect | None, value: Any) -> None:
     dialect.set_behind_pooler(value)
 
 
+def _green_default(scheme: str) -> str | None:
+    """Under gevent or eventlet a mysql:// URL without ?driver= takes PyMySQL when it is
+    installed: mysqlclient's C calls block the hub for a whole statement, and then
+    deadlines and statement_timeout cannot end it (the watcher is a greenlet too)."""
+    if scheme != "mysql" or patched() is None:
+        return None
+    try:
+        found = importlib.util.find_spec("pymysql") is not None
+    except (ImportError, ValueError):  # a module object without a spec, or a broken one
+        found = False
+    return "pymysql" if found else None
+
+
+def _warn_if_blocking_under_green(dialect: Dialect) -> None:
+    green = patched()
+    if green is not None and dialect.name == "mysql":
+        warnings.warn(
+            f"fastpool: this process is monkey-patched by {green}, and mysqlclient blocks the"
+            " whole hub during each statement (deadlines and statement_timeout cannot end"
+            " it): install PyMySQL (pip install 'fastpool[pymysql]'), which mysql:// then"
+            " picks, or ask for it with ?driver=pymysql", RuntimeWarning, stacklevel=3)
+
+
 def open(dsn: str, **options: Any) -> Pool:  # noqa: A001 - the API's name
     """Open a pool for a database URL (``mysql://``, ``sqlite://``, ``postgresql://``;
     ``?driver=pymysql`` picks PyMySQL for MySQL); lazy like sql.Open."""
     url = parse_url(dsn)
     options = {**url.options, **options}  # an option given here wins over the URL's
-    dialect = get_dialect(url.driver or url.scheme)
+    dialect = get_dialect(url.driver or _green_default(url.scheme) or url.scheme)
+    _warn_if_blocking_under_green(dialect)
     if dialect.is_async:
         raise ConfigError(f"driver={dialect.name} is an asyncio driver: open the pool with"
                           f" fastpool.aio.open()")

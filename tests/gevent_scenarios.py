@@ -224,6 +224,33 @@ def django_requests(dsn: str) -> dict:
     return out
 
 
+def default_driver(dsn: str) -> dict:
+    """A plain mysql:// URL (no ?driver=) in a monkey-patched process: PyMySQL is picked,
+    so a deadline ends SLEEP(3) on time while the hub keeps running; asking for mysqlclient
+    by name warns, with the fix."""
+    import warnings
+
+    plain = dsn.replace("driver=pymysql", "").rstrip("?&")
+    db = fastpool.open(plain, max_open=2, timeout=5)
+    ticker = Ticker()
+    t0 = time.perf_counter()
+    try:
+        with fastpool.deadline(0.3):
+            db.query_row("SELECT SLEEP(3)")
+        outcome = "returned"
+    except fastpool.DeadlineExceeded:
+        outcome = "DeadlineExceeded"
+    took = time.perf_counter() - t0
+    ticker.stop()
+    driver = db.driver
+    db.close()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fastpool.open(plain + ("&" if "?" in plain else "?") + "driver=mysqlclient").close()
+    return {"driver": driver, "outcome": outcome, "took": took, "ticks": ticker.ticks,
+            "warnings": [str(w.message) for w in caught]}
+
+
 if __name__ == "__main__":
     name, dsn = sys.argv[1], sys.argv[2]
     result = globals()[name](dsn)

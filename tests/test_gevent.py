@@ -125,3 +125,12 @@ def test_eventlet_too(mariadb):
     assert r["first_served"] == list(range(64))
     assert r["seconds"] < 10
     assert r["outcome"] == "DeadlineExceeded" and r["took"] < 2.0 and r["still_running"] == 0
+
+
+def test_a_plain_mysql_url_under_gevent_picks_pymysql(mariadb):
+    # mysqlclient would block the hub for the whole SLEEP(3) and the deadline with it.
+    r = run("default_driver", mariadb.dsn)
+    assert r["driver"] == "pymysql"
+    assert r["outcome"] == "DeadlineExceeded" and r["took"] < 1.5, r
+    assert r["ticks"] >= 3, r  # the hub ran meanwhile
+    assert any("fastpool[pymysql]" in w for w in r["warnings"]), r
