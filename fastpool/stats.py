@@ -41,13 +41,14 @@ class Stats:
     # "a Conn opened at app.py:42" (a Tx, a streaming Rows) or "a statement". A forgotten
     # getconn() or stream shows here, and in the message of a PoolTimeout.
     holders: tuple[tuple[float, str], ...] = ()
+    discarded: int = 0  # closed at their holder's request (Conn.discard()), not counted as bad
 
     @classmethod
     def from_counts(cls, name: str, c: tuple[Any, ...], waits: tuple[float, float, float],
                     holders: Any = ()) -> Stats:
         (max_open, open_, in_use, idle, waiting, wait_count, wait_duration, mic, mitc,
          mlc, timeouts, bad, leaks, opening, deadlines, cancelled, refused, connects,
-         connect_errors, connect_time, checkins, use_time) = c
+         connect_errors, connect_time, checkins, use_time, discarded) = c
         return cls(
             name=name, max_open=max_open, open=open_, in_use=in_use, idle=idle,
             wait_count=wait_count, wait_duration=wait_duration, max_idle_closed=mic,
@@ -57,5 +58,5 @@ class Stats:
             waits_refused=refused, connects=connects, connect_errors=connect_errors,
             connect_time=connect_time, checkins=checkins, use_time=use_time,
             wait_p50=waits[0], wait_p99=waits[1], wait_max=waits[2], opening=opening,
-            holders=tuple(tuple(h) for h in holders),
+            holders=tuple(tuple(h) for h in holders), discarded=discarded,
         )

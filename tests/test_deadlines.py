@@ -309,3 +309,16 @@ def test_one_deadline_object_entered_twice_leaves_nothing_set(db):
     assert errors == []
     time.sleep(0.06)
     assert db.query_row("SELECT 3") == (3,)
+
+
+def test_a_statement_timeout_says_so_and_a_deadline_says_deadline(make_pool):
+    db = fastpool.open("sqlite://:memory:", max_open=1, statement_timeout=0.05)
+    try:
+        with pytest.raises(DeadlineExceeded, match=r"statement_timeout \(0.05s\) exceeded while"):
+            db.query_row(SLOW)
+        db.statement_timeout = 10
+        with pytest.raises(DeadlineExceeded, match=r"^deadline exceeded while"):
+            with fastpool.deadline(0.05):
+                db.query_row(SLOW)
+    finally:
+        db.close()

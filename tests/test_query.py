@@ -373,3 +373,13 @@ def test_leak_timeout_logs_the_holders_stack_once(caplog):
         pass
     assert db._held == {}
     db.close()
+
+
+def test_a_holders_own_discard_is_not_counted_as_a_broken_connection(db):
+    events = []
+    db.on("discard", lambda e: events.append(e.reason))
+    c = db.conn()
+    c.discard()
+    s = db.stats()
+    assert (s.discarded, s.bad_conns_discarded) == (1, 0), s
+    assert events == ["discarded by its holder"]

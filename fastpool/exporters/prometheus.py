@@ -43,6 +43,7 @@ COUNTERS = (
     ("fastpool_max_idle_time_closed", "max_idle_time_closed", "Closed after max_idle_time."),
     ("fastpool_max_lifetime_closed", "max_lifetime_closed", "Closed after max_lifetime."),
     ("fastpool_bad_conns_discarded", "bad_conns_discarded", "Dead or broken connections closed."),
+    ("fastpool_discarded", "discarded", "Connections closed at their holder's request."),
     ("fastpool_leaks_reclaimed", "leaks_reclaimed", "Dropped Rows/Tx/Conn reclaimed."),
     ("fastpool_deadlines_exceeded", "deadlines_exceeded", "DeadlineExceeded raised."),
     ("fastpool_statements_cancelled", "statements_cancelled", "Statements cancelled for a deadline."),

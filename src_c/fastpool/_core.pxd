@@ -63,6 +63,7 @@ cdef class ConnRecord:
     cdef bint a_linked
     # Who holds it (set by the Conn / Tx / streaming Rows that took it, cleared at
     # give-back; a plain statement leaves it empty): its kind and where it was opened.
+    cdef bint holder_discard          # its holder asked for it to be closed (Conn.discard())
     cdef int site_kind                # SITE_* in _core.pyx
     cdef object site_code
     cdef int site_lasti
@@ -122,6 +123,7 @@ cdef class CorePool:
     cdef unsigned long long max_idle_time_closed
     cdef unsigned long long max_lifetime_closed
     cdef unsigned long long bad_conns_discarded
+    cdef unsigned long long holder_discards    # closed at their holder's request (Conn.discard())
     cdef unsigned long long timeouts
     cdef unsigned long long leaks_reclaimed
     cdef unsigned long long deadlines_exceeded

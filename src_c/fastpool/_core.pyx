@@ -872,7 +872,10 @@ cdef class CorePool:
             orphan = True
         elif bad:
             self.num_open -= 1
-            self.bad_conns_discarded += 1
+            if rec.holder_discard:
+                self.holder_discards += 1      # its holder's choice, not a broken one
+            else:
+                self.bad_conns_discarded += 1
             close_it = True
         elif self.closed_ or (self.max_open_ > 0 and self.num_open > self.max_open_):
             self.num_open -= 1
@@ -982,7 +985,7 @@ cdef class CorePool:
                 raise
         self._put(rec, bad, True)
         if bad and self._event_hook is not None:
-            self._event_hook("discard", rec, 0.0, why)
+            self._event_hook("discard", rec, 0.0, "discarded by its holder" if rec.holder_discard else why)
         return 0
 
     cdef int _error_kind(self, BaseException exc) except -1:
@@ -1078,10 +1081,16 @@ cdef class CorePool:
         return CANCEL_NONE if state == CANCEL_IGNORED else state
 
     cdef object _deadline_error(self, object cause, str during):
+        cdef double block = _block_deadline() if _deadlines_used else INFINITY
         fp_mutex_lock(&self.mu)
         self.deadlines_exceeded += 1
         fp_mutex_unlock(&self.mu)
-        exc = DeadlineExceeded(f"deadline exceeded {during}")
+        if (self.statement_timeout_ >= 0 and not during.startswith("waiting")
+                and (block == INFINITY or block > fp_now() + 0.005)):
+            # The statement's own ceiling ended it, not a deadline block: say which.
+            exc = DeadlineExceeded(f"statement_timeout ({self.statement_timeout_:g}s) exceeded {during}")
+        else:
+            exc = DeadlineExceeded(f"deadline exceeded {during}")
         exc.__cause__ = cause
         return exc
 
@@ -1602,12 +1611,13 @@ cdef class CorePool:
         max_idle_closed, max_idle_time_closed, max_lifetime_closed, timeouts,
         bad_conns_discarded, leaks_reclaimed, opening, deadlines_exceeded,
         statements_cancelled, waits_refused, connects, connect_errors, connect_time,
-        checkins, use_time) - one consistent snapshot."""
+        checkins, use_time, discarded) - one consistent snapshot."""
         # Copied into C variables under mu and boxed after: building the tuple allocates an
         # object the collector tracks, which can start a collection, whose finalizers (a
         # dropped Conn's reclaim) take mu: never under mu.
         cdef Py_ssize_t n_max, n_open, n_free, n_wait, n_opening
         cdef unsigned long long c[13]
+        cdef unsigned long long c13
         cdef double wait_duration, connect_time, use_time
         fp_mutex_lock(&self.mu)
         n_max, n_open, n_free = self.max_open_, self.num_open, self.n_free
@@ -1617,11 +1627,12 @@ cdef class CorePool:
         c[6], c[7], c[8] = self.leaks_reclaimed, self.deadlines_exceeded, self.statements_cancelled
         c[9], c[10], c[11] = self.waits_refused, self.connects, self.connect_errors
         c[12] = self.checkins
+        c13 = self.holder_discards
         wait_duration, connect_time, use_time = self.wait_duration, self.connect_time, self.use_time
         fp_mutex_unlock(&self.mu)
         return (n_max, n_open, n_open - n_free - n_opening, n_free, n_wait, c[0], wait_duration,
                 c[1], c[2], c[3], c[4], c[5], c[6], n_opening, c[7], c[8], c[9], c[10], c[11],
-                connect_time, c[12], use_time)
+                connect_time, c[12], use_time, c13)
 
     def _count_cancelled(self):
         """The façade ended a statement on the server whose caller was cancelled (an
@@ -1968,7 +1979,10 @@ cdef class Conn:
         self._give_back(False)
 
     def discard(self):
-        """Close the driver connection instead of pooling it (it is broken or tainted)."""
+        """Close the driver connection instead of pooling it (it is broken or tainted).
+        Counted in ``stats().discarded``, not as a broken connection."""
+        if self._rec is not None:
+            self._rec.holder_discard = True
         self._give_back(True)
 
     def __del__(self):
