@@ -147,7 +147,12 @@ async def call(fn, *args):
         error = outcome.error
         outcome.error = None
         raise error
-    return outcome.value
+    # Taken out, not just read: the idle greenlet still holds its Outcome (a temporary of
+    # its switch) until its next call, and a value left there would outlive the task's
+    # last reference to it (a dropped Conn would never be reclaimed).
+    result = outcome.value
+    outcome.value = None
+    return result
 
 
 def await_(awaitable):
@@ -374,7 +379,18 @@ cdef class SyncCursor:
         return self._conn.wait(self._cur.fetchall())
 
     def close(self):
-        self._conn.wait(self._cur.close())
+        res = self._cur.close()
+        if self._conn.interrupted:
+            # Its call was cut off (a cancelled task): the connection is to be discarded,
+            # and a driver that queues its calls (aiosqlite) would run this close only after
+            # the statement, however long that runs; the pool interrupts that statement
+            # next. Not waited for.
+            if fp_awaitable(res):
+                close = getattr(res, "close", None)
+                if close is not None:
+                    close()
+            return
+        self._conn.wait(res)
 
     @property
     def description(self):
