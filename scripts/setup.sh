@@ -46,11 +46,14 @@ fp_install_packages() {
   missing=$(fp_missing_packages "$py" "$mariadb")
   [ -n "$missing" ] || return 0
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    fp_say "installing Debian packages: $missing"
+    local log="${TMPDIR:-/tmp}/fastpool-setup-apt.log"
+    fp_say "installing Debian packages: $missing (apt's log: $log)"
     export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
     # shellcheck disable=SC2086 # one word per package
-    apt-get install -y -qq --no-install-recommends $missing >/dev/null
+    if ! { apt-get update -q && apt-get install -y -q --no-install-recommends $missing; } >"$log" 2>&1; then
+      tail -n 20 "$log" >&2
+      fp_say "apt-get failed: the end of its log is above, all of it in $log"; exit 1
+    fi
     fp_say "installed: $missing"
     return 0
   fi
