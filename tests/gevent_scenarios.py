@@ -224,6 +224,48 @@ def django_requests(dsn: str) -> dict:
     return out
 
 
+def killed_holders(dsn: str) -> dict:
+    """Greenlets holding a Conn, a Tx, a streaming Rows (each inside `with` and not), and
+    one mid-statement, killed (GreenletExit at their switch point): every connection
+    comes back; those left without `with` are reclaimed and warned once each."""
+    import warnings
+
+    db = fastpool.open(dsn, max_open=8, timeout=5)
+    ready = gevent.event.Event()
+
+    def hold(kind: str, use_with: bool) -> None:
+        if kind == "mid_statement":
+            with db.conn() as c:
+                ready.set()
+                c.query_row("SELECT SLEEP(3)")
+        h = (db.conn() if kind == "conn" else db.begin() if kind == "tx"
+             else db.query("SELECT seq FROM seq_1_to_5000", stream=True))
+        if kind == "stream":
+            next(h)
+        if use_with:
+            with h:
+                gevent.sleep(10)
+        gevent.sleep(10)
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        greenlets = [gevent.spawn(hold, k, w) for k in ("conn", "tx", "stream") for w in (True, False)]
+        greenlets.append(gevent.spawn(hold, "mid_statement", True))
+        gevent.sleep(0.3)
+        ready.wait(5)
+        s_before = db.stats()
+        gevent.killall(greenlets, timeout=10)
+        del greenlets
+        gevent.sleep(0.2)
+        s = db.stats()
+        rows = [db.query_row("SELECT 1") for _ in range(8)]
+    leaks = [str(w.message) for w in caught if "ConnectionLeakWarning" in w.category.__name__]
+    db.close()
+    return {"in_use_before": s_before.in_use, "in_use": s.in_use, "open": s.open,
+            "idle": s.idle, "opening": s.opening, "leaks_reclaimed": s.leaks_reclaimed,
+            "warned": len(leaks), "rows": len(rows)}
+
+
 def default_driver(dsn: str) -> dict:
     """A plain mysql:// URL (no ?driver=) in a monkey-patched process: PyMySQL is picked,
     so a deadline ends SLEEP(3) on time while the hub keeps running; asking for mysqlclient

@@ -134,3 +134,14 @@ def test_a_plain_mysql_url_under_gevent_picks_pymysql(mariadb):
     assert r["outcome"] == "DeadlineExceeded" and r["took"] < 1.5, r
     assert r["ticks"] >= 3, r  # the hub ran meanwhile
     assert any("fastpool[pymysql]" in w for w in r["warnings"]), r
+
+
+def test_killed_greenlets_lose_no_connection(mariadb):
+    # A greenlet killed while it holds a Conn, a Tx or a stream (inside `with` or not), or
+    # mid-statement: nothing stays in use, the three left without `with` are reclaimed and
+    # warned once each, and the pool serves its whole size again.
+    r = run("killed_holders", pymysql_dsn(mariadb.dsn))
+    assert r["in_use_before"] == 7, r
+    assert r["in_use"] == 0 and r["open"] == r["idle"] + r["opening"], r
+    assert r["leaks_reclaimed"] == r["warned"] == 3, r
+    assert r["rows"] == 8
