@@ -57,6 +57,7 @@ class CorePool:
     _reset_hook: Callable[[ConnRecord], bool] | None
     _event_hook: Callable[[str, ConnRecord | None, float, str | None], None] | None
     _defer_reclaim: Callable[[Callable[[], None]], bool] | None
+    _probe_hook: Callable[[], None] | None
     _new_parker: Callable[[], Any] | None
     def __init__(
         self,

@@ -106,9 +106,10 @@ class Pool(CorePool):
         self._wake_watcher = self._wake_deadline_watcher
         self._await_cancel = self._await_cancel_settled
         self._loop_warned = False
-        # Waiters sleep cooperatively under gevent / eventlet; a wait is also where a
-        # thread blocking a running event loop is told so.
+        # Waiters sleep cooperatively under gevent / eventlet. A wait, and a sampled
+        # checkout, are where a thread blocking a running event loop is told so.
         self._new_parker = self._parker
+        self._probe_hook = self._probe_loop
         self._set_statement_timeout(opts["statement_timeout"])
         self._set_max_waiting(opts["max_waiting"])
         self._set_check_after(opts["check_after"])
@@ -121,16 +122,22 @@ class Pool(CorePool):
 
     def _parker(self) -> Any:
         """The core's waiter interface (a caller must sleep): a cooperative parker under
-        gevent / eventlet, else None (a C lock). A caller on a running asyncio event loop
-        stops every task while it sleeps here: said once per pool, with the fix."""
+        gevent / eventlet, else None (a C lock)."""
+        self._probe_loop()
+        return new_parker()
+
+    def _probe_loop(self) -> None:
+        """A caller on a running asyncio event loop stops every task while it waits or
+        runs a statement here: said once per pool, with the fix. (fastpool.aio's own pool,
+        and SQLAlchemy's async one, run this code on the loop by design: they clear it.)"""
         if not self._loop_warned and asyncio._get_running_loop() is not None:
             self._loop_warned = True
+            self._probe_hook = None
             warnings.warn(
-                f"fastpool: pool {self.name!r} (a thread pool) is waited on from a running"
-                " asyncio event loop: every wait and statement blocks the loop; open the pool"
-                " with fastpool.aio.open() (or fastpool.aio.Pool) for tasks",
-                RuntimeWarning, stacklevel=2)
-        return new_parker()
+                f"fastpool: pool {self.name!r} (a thread pool) is used from a running asyncio"
+                " event loop: every wait and statement blocks the loop; open the pool with"
+                " fastpool.aio.open() (or fastpool.aio.Pool) for tasks",
+                RuntimeWarning, stacklevel=3)
 
     # ---- driver glue (called by the core outside its lock) -----------------------------
     def _connect_raw(self) -> Any:

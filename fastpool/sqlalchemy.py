@@ -175,6 +175,7 @@ class FastAsyncQueuePool(FastQueuePool):
                  timeout: float = 30.0, use_lifo: bool = False, **kw: Any) -> None:
         super().__init__(creator, pool_size, max_overflow, timeout, use_lifo, **kw)
         self._fp._new_parker = _task_parker
+        self._fp._probe_hook = None  # on the loop by design (SQLAlchemy's greenlet bridge)
         self._fp._set_handoff_after(0.02)  # as fastpool.aio: a hand-off costs a loop round
 
 

@@ -288,20 +288,27 @@ def test_workers_do_not_keep_a_dropped_pool_alive(tmp_path):
     assert ref() is None
 
 
-def test_waiting_on_a_thread_pool_from_a_running_event_loop_warns_once(tmp_path):
+@pytest.mark.parametrize("waits", [False, True])
+def test_a_thread_pool_used_from_a_running_event_loop_warns_once(tmp_path, waits):
     import asyncio
 
     db = fastpool.open(f"sqlite:///{tmp_path / 'loop.db'}", max_open=1, timeout=0.05)
 
     async def handler() -> None:
-        with db.conn():
-            for _ in range(2):
-                with pytest.raises(fastpool.PoolTimeout):
-                    db.query_row("SELECT 1")  # waits, blocking the loop
+        if waits:
+            with db.conn():
+                for _ in range(2):
+                    with pytest.raises(fastpool.PoolTimeout):
+                        db.query_row("SELECT 1")  # waits, blocking the loop
+        else:
+            for _ in range(70):  # checkouts are sampled: a connection's 1st, 65th, ...
+                assert db.query_row("SELECT 1") == (1,)  # a statement blocking the loop
 
     try:
+        db.query_row("SELECT 1")  # from no loop: nothing to say
         with pytest.warns(RuntimeWarning, match="fastpool.aio") as rec:
             asyncio.run(handler())
         assert len([w for w in rec if "event loop" in str(w.message)]) == 1
+        assert db.stats().in_use == 0
     finally:
         db.close()

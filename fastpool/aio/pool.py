@@ -65,6 +65,7 @@ class TaskPool(SyncPool):
         # A dropped Conn / Tx / Rows is reclaimed by a task on the loop (its I/O is awaited
         # there), whichever thread the collector or the last reference happened to be on.
         self._defer_reclaim = aio._reclaim_later
+        self._probe_hook = None  # on the loop by design (the bridge)
         self._set_handoff_after(TASK_HANDOFF_AFTER)
 
     def _task_parker(self) -> Any:

@@ -170,6 +170,8 @@ cdef class CorePool:
     # fastpool.aio: (reclaim) -> True when a dropped Conn / Tx / Rows is to be reclaimed
     # later on the event loop (its I/O must be awaited there); None: reclaimed at once.
     cdef public object _defer_reclaim
+    # () -> None, at sampled checkouts (the façade: a thread pool used on a running event loop)
+    cdef public object _probe_hook
 
     cdef Py_ssize_t _take_oldest_idle_locked(self, Py_ssize_t k, list out)
     cdef ConnRecord _checkout(self, double timeout, bint fresh)

@@ -963,6 +963,15 @@ cdef class CorePool:
             except BaseException:
                 self._put(rec, False, True)
                 raise
+        if self._probe_hook is not None and (rec.uses & 63) == 1:
+            # Sampled: each connection's first checkout and every 64th after (uses is
+            # this holder's to read), so a pool used from the wrong place is told soon, at
+            # no cost per checkout beyond this test.
+            try:
+                self._probe_hook()
+            except BaseException:
+                self._put(rec, False, True)
+                raise
         return rec
 
     cdef int _checkin(self, ConnRecord rec, bint bad) except -1:
