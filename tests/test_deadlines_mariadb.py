@@ -77,7 +77,9 @@ def test_deadline_during_select_sleep_kills_the_query_and_keeps_the_connection(m
     took, exc = timed(run)
     assert took < 0.3 + LATE
     assert isinstance(exc.__cause__, MySQLdb.OperationalError) and exc.__cause__.args[0] == 1317
-    assert running(admin, "dl-sleep") == 0
+    # The server sends 1317 before its PROCESSLIST row is updated: under load the row was
+    # seen for a moment after the caller was back (a CI run here).
+    assert gone(admin, "dl-sleep", within=1.0)
     s = db.stats()
     assert (s.deadlines_exceeded, s.statements_cancelled, s.bad_conns_discarded) == (1, 1, 0)
     assert db.query_row("SELECT CONNECTION_ID()") == (cid,)  # KILL QUERY spared the session
