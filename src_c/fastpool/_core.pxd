@@ -221,9 +221,7 @@ cdef class Result:
 cdef class Conn:
     """A checked-out connection (Go's sql.Conn); gives it back on close() / with-exit."""
     cdef CorePool _pool
-    cdef ConnRecord _rec
-    cdef object _site_code            # where it was opened: code object + instruction offset
-    cdef int _site_lasti
+    cdef ConnRecord _rec              # where it was opened is on its record (site_code)
     cdef bint _dirty                  # raw access or transaction control went through it
     cdef bint _broken                 # a statement on it failed in a way that broke it
     cdef bint _in_tx
@@ -261,8 +259,6 @@ cdef class Rows:
     cdef bint _direct                 # the cursor iterates in C: step it per row
     cdef bint _open                   # more rows may come from the cursor
     cdef bint _watched                # its statement is registered under a deadline
-    cdef object _site_code
-    cdef int _site_lasti
     cdef int _fill(self) except -1
     cdef object _fail(self, BaseException exc)
     cdef int _finish(self, bint clean) except -1

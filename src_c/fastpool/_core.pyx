@@ -433,11 +433,7 @@ cdef class CorePool:
         cdef list out = []
         cdef double now = self._now()
         fp_mutex_lock(&self.mu)
-        rec = self.all_head
-        while rec is not None:
-            if rec.state == REC_IN_USE and rec.fork_gen == self.fork_gen:
-                cap += 1
-            rec = rec.a_next
+        cap = self.num_open             # open records bound those in use (C memory only)
         if cap > 0:
             found = <PyObject **>PyMem_RawMalloc(cap * sizeof(PyObject *))
             since = <double *>PyMem_RawMalloc(cap * sizeof(double))
@@ -1260,9 +1256,7 @@ cdef class CorePool:
         rows._watched = deadline != INFINITY
         if owner is None:
             rows._rec = rec
-            rows._site_code = fp_caller_code(depth, &rows._site_lasti)
-            rec.site_kind = SITE_ROWS
-            rec.site_code, rec.site_lasti = rows._site_code, rows._site_lasti
+            _hold_site(rec, SITE_ROWS, depth)
         else:
             rows._owner = owner
             owner._rows = <PyObject *>rows      # borrowed: see Conn._rows in _core.pxd
@@ -1293,9 +1287,7 @@ cdef class CorePool:
         cdef Conn c = Conn.__new__(Conn)
         c._rec = self._checkout(self._timeout_arg(timeout), False)
         c._pool = self
-        c._site_code = fp_caller_code(0, &c._site_lasti)
-        c._rec.site_kind = SITE_CONN
-        c._rec.site_code, c._rec.site_lasti = c._site_code, c._site_lasti
+        _hold_site(c._rec, SITE_CONN, 0)
         return c
 
     def conn(self, timeout=_POOL_DEFAULT):
@@ -1326,9 +1318,7 @@ cdef class CorePool:
         tx._rec = rec
         tx._pool = self
         tx._in_tx = True
-        tx._site_code = fp_caller_code(0, &tx._site_lasti)
-        rec.site_kind = SITE_TX
-        rec.site_code, rec.site_lasti = tx._site_code, tx._site_lasti
+        _hold_site(rec, SITE_TX, 0)
         return tx
 
     def transaction(self, timeout=_POOL_DEFAULT):
@@ -1843,6 +1833,13 @@ cdef Rows _buffered_rows(tuple desc_rows):
     return rows
 
 
+cdef inline void _hold_site(ConnRecord rec, int kind, int depth):
+    # Its holder and where it was opened: the caller's frame `depth` levels above the one
+    # calling into the core (a cdef call pushes no frame). Cleared when it is given back.
+    rec.site_kind = kind
+    rec.site_code = fp_caller_code(depth, &rec.site_lasti)
+
+
 cdef object _first(tuple t):
     return t[0]
 
@@ -1931,7 +1928,6 @@ cdef class Conn:
                 self._pool._checkin(rec, True)
                 raise
         self._dirty = self._in_tx = self._broken = False
-        self._site_code = None
         self._pool._checkin(rec, bad)
         return 0
 
@@ -2014,7 +2010,7 @@ cdef class Conn:
         cdef CorePool pool = self._pool
         if self._rec is None or pool is None:
             return 0
-        code, lasti = self._site_code, self._site_lasti
+        code, lasti = self._rec.site_code, self._rec.site_lasti
         what = self._kind()
         if self._in_tx:
             self._dirty = True
@@ -2043,7 +2039,6 @@ cdef class Conn:
     def _set_site(self, code, int lasti):
         """Where it was opened, for the leak warning, when the caller's frame is not the one
         below the core (fastpool.aio runs the core in a greenlet of its own)."""
-        self._site_code, self._site_lasti = code, lasti
         if self._rec is not None:
             self._rec.site_code, self._rec.site_lasti = code, lasti
 
@@ -2066,7 +2061,7 @@ cdef class Conn:
         if self._rec is None:
             return f"<fastpool.{self._kind()} finished>"
         return (f"<fastpool.{self._kind()} in use, opened at "
-                f"{_site_text(self._site_code, self._site_lasti)}>")
+                f"{_site_text(self._rec.site_code, self._rec.site_lasti)}>")
 
 
 @cython.no_gc_clear
@@ -2284,7 +2279,7 @@ cdef class Rows:
         return 0
 
     cdef int _reclaim(self) except -1:
-        code, lasti = self._site_code, self._site_lasti
+        code, lasti = self._rec.site_code, self._rec.site_lasti
         self._pool._count_leak(self._rec)
         self._finish(False)
         _warn_leak("streaming Rows", code, lasti, "being read to the end or close()")
@@ -2297,10 +2292,7 @@ cdef class Rows:
             return
         if pool._defer_reclaim is not None and pool._defer_reclaim(self._reclaim_now):
             return                      # fastpool.aio: ended by a task on its loop
-        if self._rec is not None:
-            self._reclaim()
-        else:
-            self._finish(False)     # its Conn keeps the connection; just end the result
+        self._reclaim_now()
 
     def __dealloc__(self):
         # The finalizer ended it; should it not have (it raised midway), the Conn must not
@@ -2353,7 +2345,6 @@ cdef class Rows:
 
     def _set_site(self, code, int lasti):
         """Where it was opened (see Conn._set_site)."""
-        self._site_code, self._site_lasti = code, lasti
         if self._rec is not None:
             self._rec.site_code, self._rec.site_lasti = code, lasti
 
@@ -2362,7 +2353,7 @@ cdef class Rows:
         if self._rec is not None:
             self._reclaim()
         elif self._owner is not None:
-            self._finish(False)
+            self._finish(False)     # its Conn keeps the connection; just end the result
 
     @property
     def holds_result(self):
