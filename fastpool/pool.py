@@ -51,7 +51,7 @@ class Pool(CorePool):
     __slots__ = (
         "_connect", "_options", "_dialect", "_display", "_workers_lock", "_opener", "_cleaner",
         "_held", "_leak_watcher", "_deadline_watcher", "_listeners", "_taken", "_default_name",
-        "_loop_warned", "__weakref__",
+        "__weakref__",
     )
 
     def __init__(
@@ -105,7 +105,6 @@ class Pool(CorePool):
         self._drain_budget = DRAIN_BUDGET
         self._wake_watcher = self._wake_deadline_watcher
         self._await_cancel = self._await_cancel_settled
-        self._loop_warned = False
         # Waiters sleep cooperatively under gevent / eventlet. A wait, and a sampled
         # checkout, are where a thread blocking a running event loop is told so.
         self._new_parker = self._parker
@@ -123,15 +122,16 @@ class Pool(CorePool):
     def _parker(self) -> Any:
         """The core's waiter interface (a caller must sleep): a cooperative parker under
         gevent / eventlet, else None (a C lock)."""
-        self._probe_loop()
+        if self._probe_hook is not None:
+            self._probe_loop()
         return new_parker()
 
     def _probe_loop(self) -> None:
         """A caller on a running asyncio event loop stops every task while it waits or
         runs a statement here: said once per pool, with the fix. (fastpool.aio's own pool,
-        and SQLAlchemy's async one, run this code on the loop by design: they clear it.)"""
-        if not self._loop_warned and asyncio._get_running_loop() is not None:
-            self._loop_warned = True
+        and SQLAlchemy's async one, run this code on the loop by design: they clear it.)
+        Once said, the core's probe is cleared: that is what "said once" reads."""
+        if asyncio._get_running_loop() is not None:
             self._probe_hook = None
             warnings.warn(
                 f"fastpool: pool {self.name!r} (a thread pool) is used from a running asyncio"

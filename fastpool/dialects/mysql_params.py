@@ -40,11 +40,11 @@ _FALSE = ("0", "false", "no", "off")
 BOOL_PARAMS = frozenset({"compress", "local_infile", "autocommit", "use_unicode",
                          "binary_prefix", "multi_statements",
                          "ssl_verify_cert", "ssl_verify_identity", "ssl_check_hostname"})
-# What a URL can give besides TLS: mysqlclient's connect() keywords that take a string or a
-# number (MySQLdb.connections.Connection and _mysql.connect).
 # Parameters the drivers take as ints (a str there is a TypeError deep in the driver).
 INT_PARAMS = frozenset({"port", "connect_timeout", "read_timeout", "write_timeout",
                         "client_flag"})
+# What a URL can give besides TLS: mysqlclient's connect() keywords that take a string or a
+# number (MySQLdb.connections.Connection and _mysql.connect).
 MYSQLCLIENT_PARAMS = frozenset({
     "host", "user", "password", "database", "port", "unix_socket", "charset", "collation",
     "connect_timeout", "read_timeout", "write_timeout", "compress", "named_pipe",
