@@ -75,6 +75,30 @@ def _generator(held: Any) -> Any:
     yield held
 
 
+def _abandon(box: list[Any], way: str) -> bool:
+    """Leave the one object in `box` (the caller's only reference) the way `way` says:
+    in an object cycle, kept by a frame with its caught exception, held by a generator
+    never resumed, or dropped by a thread that ends. True when only the collector can free
+    it now (a cycle), False when it is gone already."""
+    if way == "cycle":
+        Box(box.pop())
+        return True
+    if way == "kept_exception":
+        _kept_by_a_frame(box.pop())
+        return True
+    if way == "generator":
+        g = _generator(box.pop())
+        next(g)
+        del g  # never resumed: its frame goes with it
+        return False
+    if way == "thread":
+        t = threading.Thread(target=box.clear)  # the thread drops the last reference
+        t.start()
+        t.join()
+        return False
+    raise ValueError(way)
+
+
 class LeakMachine(RuleBasedStateMachine):
     make_pool: Callable[[Any], fastpool.Pool]
     ph = "?"  # the driver's placeholder
@@ -179,30 +203,13 @@ class LeakMachine(RuleBasedStateMachine):
             del h
             if leaks:
                 self.leaks += 1
-            return
-        elif way == "cycle":
-            Box(self._owner(h))
-            if leaks:
-                self.garbage += 1
-        elif way == "kept_exception":
-            _kept_by_a_frame(self._owner(h))
-            if leaks:
-                self.garbage += 1
-        elif way == "generator":
-            g = _generator(self._owner(h))
-            next(g)
-            del g  # never resumed: its frame goes with it
-            if leaks:
-                self.leaks += 1
-        elif way == "thread":
+        else:
             box = [self._owner(h)]
             del h
-            t = threading.Thread(target=lambda: box.clear())  # the thread drops the last reference
-            t.start()
-            t.join()
-            if leaks:
-                self.leaks += 1
-            return
+            if _abandon(box, way):
+                self.garbage += leaks
+            else:
+                self.leaks += leaks
 
     @rule()
     def collect(self) -> None:
@@ -395,20 +402,11 @@ def test_each_drop_in_connection_left_each_way(tmp_path, kind, way):
             with pytest.raises(KeyError):
                 with held:
                     raise KeyError("in the block")
-        elif way == "cycle":
-            Box(held)
-        elif way == "kept_exception":
-            _kept_by_a_frame(held)
-        elif way == "generator":
-            g = _generator(held)
-            next(g)
-            del g
-        elif way == "thread":
+        elif way != "drop":
             box = [held]
-            t = threading.Thread(target=box.clear)
-            t.start()
-            t.join()
-        del held
+            del held
+            _abandon(box, way)
+        held = None  # the test's own reference goes too
         gc.collect(0)
         s = core().stats()
         assert s.in_use == 0 and s.open == s.idle + s.opening, s
@@ -483,12 +481,8 @@ def test_each_aio_holder_left_each_way(tmp_path, kind, way):
                 h = await take(db)
                 del h
                 leaks = 1
-            elif way == "cycle":
-                Box(await take(db))
-                gc.collect()
-                leaks = 1
-            elif way == "kept_exception":
-                _kept_by_a_frame(await take(db))
+            elif way in ("cycle", "kept_exception"):
+                assert _abandon([await take(db)], way)
                 gc.collect()
                 leaks = 1
             else:
