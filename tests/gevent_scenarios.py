@@ -231,9 +231,11 @@ def killed_holders(dsn: str) -> dict:
     import warnings
 
     db = fastpool.open(dsn, max_open=8, timeout=5)
-    ready = gevent.event.Event()
+    holding: list[gevent.event.Event] = []
 
-    def hold(kind: str, use_with: bool) -> None:
+    def hold(kind: str, use_with: bool, ready: gevent.event.Event) -> None:
+        # `ready` once it holds what it should and sleeps: killed before that (a slow
+        # machine), a stream is cut mid-read, which is not a leak but a broken connection.
         if kind == "mid_statement":
             with db.conn() as c:
                 ready.set()
@@ -242,17 +244,23 @@ def killed_holders(dsn: str) -> dict:
              else db.query("SELECT seq FROM seq_1_to_5000", stream=True))
         if kind == "stream":
             next(h)
+        ready.set()
         if use_with:
             with h:
                 gevent.sleep(10)
         gevent.sleep(10)
 
+    def spawn(kind: str, use_with: bool) -> gevent.Greenlet:
+        holding.append(gevent.event.Event())
+        return gevent.spawn(hold, kind, use_with, holding[-1])
+
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        greenlets = [gevent.spawn(hold, k, w) for k in ("conn", "tx", "stream") for w in (True, False)]
-        greenlets.append(gevent.spawn(hold, "mid_statement", True))
-        gevent.sleep(0.3)
-        ready.wait(5)
+        greenlets = [spawn(k, w) for k in ("conn", "tx", "stream") for w in (True, False)]
+        greenlets.append(spawn("mid_statement", True))
+        for ready in holding:
+            ready.wait(10)
+        gevent.sleep(0.1)  # the last one into its SLEEP(3) on the server
         s_before = db.stats()
         gevent.killall(greenlets, timeout=10)
         del greenlets
