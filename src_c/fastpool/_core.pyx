@@ -2015,8 +2015,11 @@ cdef class Conn:
         if self._in_tx:
             self._dirty = True
         pool._count_leak(self._rec)
-        self._give_back(False)
-        _warn_leak(what, code, lasti, "commit() or rollback()" if what == "Tx" else "close()")
+        try:
+            self._give_back(False)
+        finally:
+            # Counted, so said, even when the rollback was cut short (a greenlet killed).
+            _warn_leak(what, code, lasti, "commit() or rollback()" if what == "Tx" else "close()")
         return 0
 
     @property
@@ -2281,8 +2284,11 @@ cdef class Rows:
     cdef int _reclaim(self) except -1:
         code, lasti = self._rec.site_code, self._rec.site_lasti
         self._pool._count_leak(self._rec)
-        self._finish(False)
-        _warn_leak("streaming Rows", code, lasti, "being read to the end or close()")
+        try:
+            self._finish(False)
+        finally:
+            # Counted, so said, even when reading off the rest was cut short.
+            _warn_leak("streaming Rows", code, lasti, "being read to the end or close()")
         return 0
 
     def __del__(self):
