@@ -18,11 +18,14 @@ forever, and a connection given back inside a transaction is closed, not rolled 
 from __future__ import annotations
 
 import asyncio
+import sys
+import weakref
 from collections.abc import Coroutine
 from typing import Any, Generator
 
 from .dialects.mysql import AioMySQLDialect
 from .errors import ConfigError, FastpoolError
+from .lending import Lender
 
 __all__ = ["Pool", "create_pool"]
 
@@ -52,9 +55,11 @@ class Pool:
         self._minsize = minsize
         self._maxsize = maxsize
         self._echo = echo
-        self._used: set[Any] = set()
-        self._terminated: set[Any] = set()  # handed out, then closed by terminate()
-        self._records: dict[Any, Any] = {}
+        # Held weakly: a connection its holder drops without release() is reclaimed
+        # (fastpool/lending.py), not kept here for good as aiomysql keeps it.
+        self._in_use: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._terminated: weakref.WeakSet[Any] = weakref.WeakSet()  # closed by terminate()
+        self._records: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
         self._closing = False
         self._closed = False
         self._released = asyncio.Event()
@@ -67,6 +72,8 @@ class Pool:
             max_lifetime=pool_recycle if pool_recycle and pool_recycle > 0 else None,
             max_idle_time=None, timeout=None, _name=f"aiomysql:{kwargs.get('host', '')}")
         self._pool.sync._set_reuse_fifo(True)  # as aiomysql: the longest-idle one first
+        self._lender = Lender(self._pool.sync, "an aiomysql connection", "release()",
+                              self._lost)
 
     # ---- aiomysql's attributes ---------------------------------------------------------
     @property
@@ -96,6 +103,11 @@ class Pool:
         return self._closed
 
     @property
+    def _used(self) -> set[Any]:
+        """The connections in use (aiomysql's attribute; a snapshot)."""
+        return set(self._in_use)
+
+    @property
     def _loop(self) -> Any:
         """The event loop the pool is bound to (aiomysql's attribute)."""
         return self._pool._loop
@@ -114,10 +126,12 @@ class Pool:
     async def _acquire(self) -> Any:
         if self._closing:
             raise RuntimeError("Cannot acquire connection after closing pool")
+        site = _caller_frame(sys._getframe(1))
         pool = self._pool
         rec = await pool._call(pool.sync._take, None)
-        conn = rec.raw.driver_connection
-        self._used.add(conn)
+        conn = self._lender.lend(rec, site)
+        del site
+        self._in_use.add(conn)
         self._records[conn] = rec
         return conn
 
@@ -132,7 +146,8 @@ class Pool:
         rec = self._records.pop(conn, None)
         if rec is None:
             raise FastpoolError("release(): this connection is not in use from this pool")
-        self._used.discard(conn)
+        self._in_use.discard(conn)
+        self._lender.take_back(rec)
         bad = bool(conn.closed or conn.get_transaction_status())
         if conn.closed and getattr(conn, "_close_reason", None) == "Cancelled during execution":
             # aiomysql closed its socket because the task was cancelled mid-statement: the
@@ -168,14 +183,26 @@ class Pool:
     def terminate(self) -> None:
         """close(), and close the connections in use as well."""
         self.close()
-        for conn in list(self._used):
+        for conn in list(self._in_use):
             conn.close()
             rec = self._records.pop(conn, None)
             if rec is not None:
+                self._lender.take_back(rec)
                 self._pool.sync._give(rec, True)
             self._terminated.add(conn)
-        self._used.clear()
+        self._in_use.clear()
         self._released.set()
+
+    def _lost(self) -> None:
+        # A connection was dropped unreleased and its slot reclaimed (on any thread, from
+        # a weak reference's callback): wait_closed() may be waiting for it.
+        loop = self._pool._loop
+        if loop is None:
+            return
+        try:
+            loop.call_soon_threadsafe(self._released.set)
+        except RuntimeError:  # the loop is closed
+            pass
 
     async def wait_closed(self) -> None:
         """Wait until every connection in use has come back and been closed."""
@@ -183,7 +210,7 @@ class Pool:
             return
         if not self._closing:
             raise RuntimeError(".wait_closed() should be called after .close()")
-        while self._used:
+        while self._in_use:
             self._released.clear()
             await self._released.wait()
         await self._pool.close()
@@ -276,3 +303,11 @@ async def _create_pool(minsize: int, maxsize: int, echo: bool, pool_recycle: int
     if minsize > 0:
         await pool.fill()
     return pool
+
+
+def _caller_frame(frame: Any) -> Any:
+    """The first frame outside this module: the line that acquired (None: a task that
+    was handed the bare coroutine)."""
+    while frame is not None and frame.f_code.co_filename == __file__:
+        frame = frame.f_back
+    return frame

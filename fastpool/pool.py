@@ -20,7 +20,7 @@ from typing import Any, Callable
 from ._core import POOL_DEFAULT, CorePool
 from .dialects import Dialect, get_dialect, guess_dialect
 from .dialects.base import DISCARD, ROLL_BACK
-from .errors import ConfigError, PoolClosed
+from .errors import ConfigError, PoolClosed, PoolTimeout
 from .green import new_parker, patched
 from .hooks import CORE_EVENTS, HOLD_EVENTS, Listeners, PoolEvent, run_check, run_reset
 from .options import check_option, check_options, show
@@ -161,7 +161,7 @@ class Pool(CorePool):
             dialect.prepare(raw)
             if configure is not None:
                 hooked = True
-                configure(raw)
+                self._configure_within(raw, configure, dialect)
         except BaseException as exc:
             self._note_connect(time.perf_counter() - started, False)
             if hooked and isinstance(exc, Exception):
@@ -175,6 +175,63 @@ class Pool(CorePool):
         if self._cleaner is None and self._needs_cleaner():
             self._start_cleaner()
         return raw
+
+    def _configure_within(self, raw: Any, configure: Callable[[Any], Any], dialect: Dialect) -> None:
+        """The configure hook, bounded by the pool's ``timeout``: past it no caller is left
+        waiting for this connection, so the connection is cut under the hook (a statement
+        it is blocked in ends with the driver's error: SQLite is interrupted, a socket is
+        shut) and the connect fails with PoolTimeout. A hook stuck in pure Python cannot
+        be cut: its thread is busy until it returns, and the connection is closed then."""
+        limit = self._options["timeout"]
+        if limit is None:
+            configure(raw)
+            return
+        lock = threading.Lock()
+        state = {"done": False, "cut": False}
+        # Read now: a driver may refuse to be asked from another thread while it is busy.
+        fd = -1 if dialect.cancel_method == "interrupt" else dialect.fileno(raw)
+        # A server runs on a statement whose client is gone: its session is ended too.
+        kill = dialect.kill_session(raw) if dialect.cancel_method == "kill" else None
+
+        def cut() -> None:
+            with lock:
+                if state["done"]:
+                    return
+                state["cut"] = True
+            try:
+                if dialect.cancel_method == "interrupt":
+                    dialect.interrupt(raw)
+                else:
+                    dialect.abort(raw, fd)
+                if kill is not None:
+                    watcher = self._started("_deadline_watcher", self._new_deadline_watcher)
+                    if watcher is not None:
+                        watcher._killer_for(self).send(None, kill)
+            except Exception as exc:
+                log.debug("fastpool: cutting a hung configure hook's connection failed: %s: %s",
+                          type(exc).__name__, exc)
+
+        def cut_late() -> bool:
+            timer.cancel()
+            with lock:
+                state["done"] = True
+                return state["cut"]
+
+        timer = threading.Timer(limit, cut)
+        timer.daemon = True
+        timer.name = "fastpool-configure-bound"
+        timer.start()
+        try:
+            configure(raw)
+        except Exception as exc:
+            if cut_late():
+                raise _hook_timed_out(limit) from exc
+            raise
+        except BaseException:
+            cut_late()
+            raise
+        if cut_late():
+            raise _hook_timed_out(limit)
 
     def _dialect_of(self, raw: Any) -> Dialect:
         dialect = self._dialect
@@ -598,3 +655,8 @@ def _after_fork_in_child() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _hook_timed_out(limit: float) -> PoolTimeout:
+    return PoolTimeout(f"the configure hook did not return within timeout={limit}s"
+                       f" (its connection was cut under it)")

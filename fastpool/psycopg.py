@@ -27,6 +27,7 @@ through fastpool.aio's bridge, where each of its waits becomes the task's await.
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 import warnings
@@ -38,6 +39,7 @@ from psycopg.pq import TransactionStatus
 
 from . import errors as _errors
 from .dialects.base import CLEAN, DISCARD
+from .lending import Lender
 from .dialects.postgresql import AsyncPostgreSQLDialect, PostgreSQLDialect
 from .errors import ConfigError
 from .options import show
@@ -120,6 +122,7 @@ class _Common:
         self._min_kept = -1  # the min_size the core keeps open now (-1: none yet)
         self._open_implicit = False
         self._pool = self._new_pool(max_waiting, max_lifetime, max_idle)
+        self._lender = Lender(self._sync, "a psycopg connection", "putconn()")
         if open is None:
             open = self._open_implicit = True
         if open:
@@ -247,7 +250,8 @@ class _Common:
                 f" release. Please use open={{True|False}} explicitly, or use the pool as context"
                 f" manager using: `with {name}(...) as pool: ...`")
 
-    def _getconn(self, timeout: float | None) -> Any:
+    def _getconn(self, timeout: float | None, site: Any) -> Any:
+        # site: the caller's frame, named if the connection is dropped unreturned.
         self._count("requests_num")
         self._check_open_getconn()
         if timeout is None:
@@ -263,7 +267,7 @@ class _Common:
             raise PoolTimeout(f"couldn't get a connection after {timeout:.2f} sec") from None
         except _errors.PoolClosed:
             raise PoolClosed(f"the pool {self.name!r} is already closed") from None
-        conn = getattr(rec.raw, "driver_connection", rec.raw)
+        conn = self._lender.lend(rec, site)  # held weakly while lent: a dropped one is reclaimed
         conn._pool = self  # psycopg: `with conn` then does not close it; close_returns
         conn._fp_rec = rec
         return conn
@@ -276,6 +280,7 @@ class _Common:
             raise ConfigError(f"can't return connection to pool {self.name!r}, {where}: {conn}")
         conn._pool = None
         conn._fp_rec = None
+        self._lender.take_back(rec)
         raw = rec.raw
         status = conn.pgconn.transaction_status
         bad = status == TransactionStatus.UNKNOWN or self._closed
@@ -484,14 +489,14 @@ class ConnectionPool(_Common):
         self.close()
 
     def getconn(self, timeout: float | None = None) -> Any:
-        return self._getconn(timeout)
+        return self._getconn(timeout, sys._getframe(1))
 
     def putconn(self, conn: Any) -> None:
         self._putconn(conn)
 
     @contextmanager
     def connection(self, timeout: float | None = None) -> Iterator[Any]:
-        conn = self._getconn(timeout)
+        conn = self._getconn(timeout, sys._getframe(2))  # the caller's `with` (under contextlib)
         started = time.monotonic()
         try:
             with conn:  # psycopg: COMMIT, or ROLLBACK on an error
@@ -617,14 +622,16 @@ class AsyncConnectionPool(_Common):
 
     async def getconn(self, timeout: float | None = None) -> Any:
         self._started()
-        return await self._pool._call(self._getconn, timeout)
+        return await self._pool._call(self._getconn, timeout, sys._getframe(1))
 
     async def putconn(self, conn: Any) -> None:
         await self._pool._call(self._putconn, conn)
 
     @asynccontextmanager
     async def connection(self, timeout: float | None = None) -> AsyncIterator[Any]:
-        conn = await self.getconn(timeout)
+        self._started()
+        # The caller's `async with` (under contextlib) is named if it is dropped unreturned.
+        conn = await self._pool._call(self._getconn, timeout, sys._getframe(2))
         started = time.monotonic()
         try:
             async with conn:  # psycopg: COMMIT, or ROLLBACK on an error

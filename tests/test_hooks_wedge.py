@@ -145,3 +145,125 @@ def test_a_hanging_configure_hook_holds_one_slot_not_the_pool(tmp_path):
     finally:
         release.set()
         db.close()
+
+
+SLOW_SQLITE = ("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c)"
+               " SELECT count(*) FROM c")
+
+
+def _opener_threads() -> int:
+    return sum(t.name == "fastpool-opener" for t in threading.enumerate())
+
+
+def _cut_in_time(db: Any, stuck: list[bool], running: Any = None) -> None:
+    """The caller gets PoolTimeout; within seconds the hung connect has failed (counted),
+    no opener thread is left in the hook, nothing runs on the server (running() == 0),
+    the counts add up, and once the hook behaves the pool serves."""
+    t0 = time.monotonic()
+    with pytest.raises(fastpool.PoolTimeout):
+        db.query_row("SELECT 1")
+    deadline = time.monotonic() + 10
+    while (_opener_threads() or db.stats().opening) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert time.monotonic() - t0 < 5
+    assert _opener_threads() == 0  # nothing left busy in the hook
+    left = 1 if running is not None else 0
+    while left and time.monotonic() < deadline:  # the session's end is on its way
+        left = running()
+        time.sleep(0.05)
+    assert left == 0  # nothing left running on the server
+    s = db.stats()
+    assert s.connect_errors >= 1, s
+    _whole(s)
+    stuck[0] = False
+    assert db.query_row("SELECT 1") == (1,)
+
+
+def test_a_configure_hook_stuck_in_a_statement_is_cut_at_the_timeout(tmp_path):
+    # The common hang: the hook waits on the database. Past the pool's timeout nobody
+    # waits for that connection: it is cut under the hook, the connect fails (counted,
+    # PoolTimeout naming the hook), and no thread stays busy.
+    stuck = [True]
+
+    def configure(raw: sqlite3.Connection) -> None:
+        if stuck[0]:
+            raw.execute(SLOW_SQLITE).fetchall()  # runs for minutes unless interrupted
+
+    db = fastpool.open(f"sqlite:///{tmp_path / 'h.db'}", max_open=2, timeout=0.3,
+                       configure=configure)
+    try:
+        _cut_in_time(db, stuck)
+    finally:
+        db.close()
+
+
+def _running(dsn: str, marker: str) -> int:
+    """Statements with marker in their text running on the server now (another session)."""
+    with fastpool.open(dsn, max_open=1) as side:
+        if dsn.startswith("postgresql"):
+            sql = ("SELECT count(*) FROM pg_stat_activity WHERE state = 'active'"
+                   " AND query LIKE %s AND pid <> pg_backend_pid()")
+        else:
+            sql = ("SELECT COUNT(*) FROM information_schema.processlist"
+                   " WHERE info LIKE %s AND id <> CONNECTION_ID()")
+        row = side.query_row(sql, (f"%{marker}%",))
+        return int(row[0])
+
+
+@pytest.mark.parametrize("server", ["mariadb", "postgres"])
+def test_a_configure_hook_stuck_on_the_server_is_cut_at_the_timeout(request, server):
+    # The same on a real server: a hook blocked in a sleep (a lock it waits for, a slow
+    # SET) has its socket shut at the timeout and its session ended (PostgreSQL would run
+    # the sleep on for its client gone); the slot and the opener thread are free.
+    dsn = request.getfixturevalue(server).dsn
+    sleep = "SELECT pg_sleep(30)" if server == "postgres" else "SELECT SLEEP(30)"
+    stuck = [True]
+
+    def configure(raw: Any) -> None:
+        if stuck[0]:
+            cur = raw.cursor()
+            cur.execute(sleep + " /* hook_stuck */")
+            cur.fetchall()
+
+    db = fastpool.open(dsn, max_open=2, timeout=0.5, configure=configure)
+    try:
+        _cut_in_time(db, stuck, lambda: _running(dsn, "hook_stuck"))
+    finally:
+        db.close()
+
+
+def test_an_async_configure_hook_that_never_returns_is_cancelled_at_the_timeout(tmp_path):
+    aiosqlite = pytest.importorskip("aiosqlite")
+    import fastpool.aio
+
+    stuck = [True]
+    cancelled = []
+
+    async def configure(conn: Any) -> None:
+        if stuck[0]:
+            try:
+                await asyncio.Event().wait()  # never set
+            except asyncio.CancelledError:
+                cancelled.append(True)
+                raise
+
+    async def main() -> None:
+        db = fastpool.aio.Pool(lambda: aiosqlite.connect(tmp_path / "h.db"), max_open=2,
+                               timeout=0.3, configure=configure)
+        try:
+            with pytest.raises(fastpool.PoolTimeout):
+                await asyncio.wait_for(db.query_row("SELECT 1"), 5)
+            for _ in range(200):
+                if cancelled and not db.stats().opening:
+                    break
+                await asyncio.sleep(0.01)
+            assert cancelled == [True]  # the hook's coroutine was ended, not left pending
+            s = db.stats()
+            assert s.connect_errors >= 1, s
+            _whole(s)
+            stuck[0] = False
+            assert await db.query_row("SELECT 1") == (1,)
+        finally:
+            await db.close()
+
+    asyncio.run(main())

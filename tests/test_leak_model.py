@@ -516,3 +516,168 @@ def test_each_aio_holder_left_each_way(tmp_path, kind, way):
         leaks, s = asyncio.run(main())
     warned = [w for w in caught if issubclass(w.category, ConnectionLeakWarning)]
     assert s.leaks_reclaimed == leaks == len(warned), (s, [str(w.message) for w in warned])
+
+
+# ---- drop-ins that lend the driver's own connection: psycopg_pool, aiomysql ------------
+# Their users hold the bare driver connection (no fastpool object around it): one dropped
+# without putconn()/release() dies, the driver's finalizer closes it, and its slot in the
+# pool is reclaimed, counted and warned, naming the line that took it.
+LENT_WAYS = ["give_back", "context", "drop", "cycle", "kept_exception", "generator", "thread"]
+
+
+def _leave_lent(held: Any, way: str, give_back: Callable[[Any], Any]) -> bool:
+    """Leave the lent connection `held` (the caller's last reference); True when it is a
+    leak (never given back)."""
+    if way == "give_back":
+        give_back(held)
+        return False
+    if way == "drop":
+        del held
+        return True
+    box = [held]
+    del held
+    _abandon(box, way)
+    return True
+
+
+def _reclaimed(core: Any, leaked: bool, caught: list[warnings.WarningMessage], bad: int = 0) -> None:
+    gc.collect()
+    s = core.stats()
+    assert s.in_use == 0 and s.open == s.idle + s.opening, s
+    assert s.leaks_reclaimed == (1 if leaked else 0), s
+    assert s.bad_conns_discarded == bad, s  # a leak is not a broken connection
+    leaks = [w for w in caught if issubclass(w.category, ConnectionLeakWarning)]
+    assert len(leaks) == (1 if leaked else 0), [str(w.message) for w in caught]
+    if leaked:
+        assert leaks[0].filename == __file__, leaks[0]
+        assert "was dropped without" in str(leaks[0].message)
+
+
+@pytest.mark.parametrize("way", LENT_WAYS)
+def test_each_psycopg_pool_connection_left_each_way(postgres, way):
+    from fastpool.psycopg import ConnectionPool
+
+    pool = ConnectionPool(postgres.dsn, min_size=0, max_size=2, timeout=5, open=True)
+    core = pool.fastpool
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            if way == "context":
+                with pytest.raises(KeyError):
+                    with pool.connection() as c:
+                        c.execute("SELECT 1")
+                        raise KeyError("in the block")
+                leaked = False
+            else:
+                c = pool.getconn()
+                c.execute("BEGIN")  # a transaction open on the server when dropped
+                assert core.stats().in_use == 1
+                leaked = _leave_lent(c, way, pool.putconn)
+            del c
+            _reclaimed(core, leaked, caught)
+        both = [pool.getconn(timeout=5), pool.getconn(timeout=5)]  # the whole size again
+        assert both[0].execute("SELECT 1").fetchone() == (1,)
+        for c in both:
+            pool.putconn(c)
+        assert core.stats().in_use == 0
+    finally:
+        if was_enabled:
+            gc.enable()
+        pool.close()
+
+
+@pytest.mark.parametrize("way", LENT_WAYS)
+def test_each_async_psycopg_pool_connection_left_each_way(postgres, way):
+    import asyncio
+
+    from fastpool.psycopg import AsyncConnectionPool
+
+    async def main() -> None:
+        pool = AsyncConnectionPool(postgres.dsn, min_size=0, max_size=2, timeout=5, open=False)
+        await pool.open()
+        core = pool.fastpool.sync
+        was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                if way == "context":
+                    with pytest.raises(KeyError):
+                        async with pool.connection() as c:
+                            await c.execute("SELECT 1")
+                            raise KeyError("in the block")
+                    leaked = False
+                else:
+                    c = await pool.getconn()
+                    await c.execute("BEGIN")
+                    assert core.stats().in_use == 1
+                    leaked = _leave_lent(c, way, lambda c: asyncio.ensure_future(pool.putconn(c)))
+                    await asyncio.sleep(0.01)
+                del c
+                _reclaimed(core, leaked, caught)
+            both = [await pool.getconn(timeout=5), await pool.getconn(timeout=5)]
+            assert await (await both[0].execute("SELECT 1")).fetchone() == (1,)
+            for c in both:
+                await pool.putconn(c)
+            assert core.stats().in_use == 0
+        finally:
+            if was_enabled:
+                gc.enable()
+            await pool.close()
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("way", LENT_WAYS)
+def test_each_aiomysql_connection_left_each_way(mariadb, way):
+    import asyncio
+
+    pytest.importorskip("aiomysql")
+    import fastpool.aiomysql as fam
+    from fastpool.url import parse_url
+
+    k = parse_url(mariadb.dsn).connect_kwargs
+    kw = {"host": k["host"], "port": int(k["port"]), "user": k["user"],
+          "password": k["password"], "db": k["database"]}
+
+    async def main() -> None:
+        pool = await fam.create_pool(minsize=0, maxsize=2, **kw)
+        core = pool.fastpool.sync
+        was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                if way == "context":
+                    with pytest.raises(KeyError):
+                        async with pool.acquire() as c:
+                            async with c.cursor() as cur:
+                                await cur.execute("SELECT 1")
+                            raise KeyError("in the block")
+                    leaked = False
+                else:
+                    c = await pool.acquire()
+                    await c.begin()
+                    assert core.stats().in_use == 1
+                    leaked = _leave_lent(c, way, pool.release)
+                del c
+                # Given back inside its transaction: closed, as aiomysql does.
+                _reclaimed(core, leaked, caught, 1 if way == "give_back" else 0)
+                assert len(pool._used) == 0
+            both = [await pool.acquire(), await pool.acquire()]
+            async with both[0].cursor() as cur:
+                await cur.execute("SELECT 1")
+                assert await cur.fetchone() == (1,)
+            for c in both:
+                pool.release(c)
+            assert core.stats().in_use == 0
+            pool.close()
+            await asyncio.wait_for(pool.wait_closed(), 5)  # no dropped one is waited for
+        finally:
+            if was_enabled:
+                gc.enable()
+            pool.terminate()
+
+    asyncio.run(main())

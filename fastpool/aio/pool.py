@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import inspect
 import logging
 import threading
 import time
@@ -22,7 +23,7 @@ from typing import Any, Awaitable, Callable
 from .._core import CANCEL_STATES, POOL_DEFAULT
 from ..deadlines import SETTLE_WAIT
 from ..dialects import Dialect, get_dialect
-from ..errors import ConfigError, EventLoopError, FastpoolError, PoolClosed
+from ..errors import ConfigError, EventLoopError, FastpoolError, PoolClosed, PoolTimeout
 from ..green import new_parker as green_parker
 from ..hooks import PoolEvent
 from ..options import DEFAULTS, HOOKS
@@ -67,6 +68,10 @@ class TaskPool(SyncPool):
         self._defer_reclaim = aio._reclaim_later
         self._probe_hook = None  # on the loop by design (the bridge)
         self._set_handoff_after(TASK_HANDOFF_AFTER)
+
+    def _configure_within(self, raw: Any, configure: Callable[[Any], Any], dialect: Dialect) -> None:
+        # Bounded on the loop instead (_sync_hook): the coroutine is cancelled in time.
+        configure(raw)
 
     def _task_parker(self) -> Any:
         if in_bridge():
@@ -120,21 +125,38 @@ class TaskPool(SyncPool):
         self._count_cancelled()
 
 
-def _sync_hook(fn: Callable[[Any], Any] | None) -> Callable[[Any], Any] | None:
+def _sync_hook(fn: Callable[[Any], Any] | None,
+               bound: Callable[[], float | None] | None = None) -> Callable[[Any], Any] | None:
     """A configure / check / reset hook for the core: it gets the driver's connection, and
-    a coroutine it returns is awaited."""
+    a coroutine it returns is awaited -- within ``bound()`` seconds if given (configure:
+    the pool's timeout; past it the coroutine is cancelled and the connect fails with
+    PoolTimeout, so a hook that never returns holds no task and no thread)."""
     if fn is None or not callable(fn):
         return fn
 
     def hook(raw: Any) -> Any:
         conn = getattr(raw, "driver_connection", raw)
         res = fn(conn)
+        limit = None if bound is None else bound()
+        if limit is not None and inspect.isawaitable(res):
+            res = _within(res, limit)
         if isinstance(raw, SyncConnection):
             return raw.wait(res)
         return res
 
     hook.__wrapped__ = fn  # type: ignore[attr-defined]
     return hook
+
+
+async def _within(awaitable: Awaitable[Any], limit: float) -> Any:
+    try:
+        async with asyncio.timeout(limit) as scope:
+            return await awaitable
+    except TimeoutError:
+        if scope.expired():
+            raise PoolTimeout(f"the configure hook did not return within timeout={limit}s"
+                              f" (its coroutine was cancelled)") from None
+        raise
 
 
 class Pool:
@@ -162,11 +184,16 @@ class Pool:
         self._bound = threading.Event()
         self._reclaims: set[asyncio.Task[Any]] = set()
         self._hooks = {h: options.get(h) for h in HOOKS}
-        opts = {k: (_sync_hook(v) if k in HOOKS else v) for k, v in options.items()}
+        opts = {k: (_sync_hook(v, self._configure_limit if k == "configure" else None)
+                    if k in HOOKS else v) for k, v in options.items()}
         display = _display or getattr(connect, "__qualname__", type(connect).__name__)
         self.sync = TaskPool(self, self._connect_sync, driver=dialect, _display=display,
                              _name=_name, **opts)
         self.sync._dead_hook = self._is_dead
+
+    def _configure_limit(self) -> float | None:
+        limit: float | None = self.sync._options["timeout"]
+        return limit
 
     # ---- the loop and the bridge ------------------------------------------------------
     def _bind(self) -> asyncio.AbstractEventLoop:
@@ -343,7 +370,8 @@ def _option_property(name: str) -> property:
             return self._hooks[name]
 
         def set_hook(self: Pool, value: Any) -> None:
-            setattr(self.sync, name, _sync_hook(value))
+            setattr(self.sync, name,
+                    _sync_hook(value, self._configure_limit if name == "configure" else None))
             self._hooks[name] = value
 
         return property(get_hook, set_hook, doc=getattr(SyncPool, name).__doc__)

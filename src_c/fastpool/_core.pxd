@@ -64,6 +64,7 @@ cdef class ConnRecord:
     # Who holds it (set by the Conn / Tx / streaming Rows that took it, cleared at
     # give-back; a plain statement leaves it empty): its kind and where it was opened.
     cdef bint holder_discard          # its holder asked for it to be closed (Conn.discard())
+    cdef bint lost                    # lent out bare and dropped by its holder: raw is gone
     cdef int site_kind                # SITE_* in _core.pyx
     cdef object site_code
     cdef int site_lasti

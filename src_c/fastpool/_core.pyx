@@ -80,8 +80,9 @@ cdef enum:
     SITE_CONN = 1
     SITE_TX = 2
     SITE_ROWS = 3        # a streaming Rows of the pool's
+    SITE_LENT = 4        # a driver connection a drop-in lent out bare (fastpool/lending.py)
 
-cdef tuple _SITE_NAMES = ("a statement", "a Conn", "a Tx", "a streaming Rows")
+cdef tuple _SITE_NAMES = ("a statement", "a Conn", "a Tx", "a streaming Rows", "a connection")
 
 
 cdef inline bint _cancel_spoiled(int cancel):
@@ -450,7 +451,7 @@ cdef class CorePool:
         for i in range(n):
             rec = <ConnRecord>found[i]
             Py_DECREF(rec)          # ours from the walk; rec (the variable) holds one
-            out.append((now - since[i], _SITE_NAMES[rec.site_kind if 0 <= rec.site_kind <= 3 else 0],
+            out.append((now - since[i], _SITE_NAMES[rec.site_kind if 0 <= rec.site_kind <= 4 else 0],
                         rec.site_code, rec.site_lasti))
         PyMem_RawFree(found)
         PyMem_RawFree(since)
@@ -469,7 +470,7 @@ cdef class CorePool:
         self._unlink_all_locked(rec)
         fp_mutex_unlock(&self.mu)
         rec.state = REC_CLOSED
-        if self.close_fn is not None:
+        if self.close_fn is not None and not rec.lost:
             self.close_fn(rec.raw)
         return 0
 
@@ -868,7 +869,9 @@ cdef class CorePool:
             orphan = True
         elif bad:
             self.num_open -= 1
-            if rec.holder_discard:
+            if rec.lost:
+                pass                           # counted in leaks_reclaimed
+            elif rec.holder_discard:
                 self.holder_discards += 1      # its holder's choice, not a broken one
             else:
                 self.bad_conns_discarded += 1
@@ -990,7 +993,11 @@ cdef class CorePool:
                 raise
         self._put(rec, bad, True)
         if bad and self._event_hook is not None:
-            self._event_hook("discard", rec, 0.0, "discarded by its holder" if rec.holder_discard else why)
+            if rec.lost:
+                why = "dropped by its holder without being given back"
+            elif rec.holder_discard:
+                why = "discarded by its holder"
+            self._event_hook("discard", rec, 0.0, why)
         return 0
 
     cdef int _error_kind(self, BaseException exc) except -1:
@@ -1489,6 +1496,37 @@ cdef class CorePool:
     def _give(self, ConnRecord rec not None, bint bad=False):
         """Give back a record from _take(); bad closes it instead of pooling it."""
         self._checkin(rec, bad)
+
+    def _lend(self, ConnRecord rec not None, code, int lasti, bint detach):
+        """A drop-in lends rec's driver connection out bare (psycopg_pool's getconn(),
+        aiomysql's acquire()), taken at `code`/`lasti` (the caller's frame): named as its
+        holder. detach: the record lets go of rec.raw until _unlend(), so that a holder
+        who drops it lets it die (fastpool/lending.py notices and calls _lost). Returns
+        the raw it let go of (None when not detached)."""
+        rec.site_kind = SITE_LENT
+        rec.site_code = code
+        rec.site_lasti = lasti
+        if not detach:
+            return None
+        raw = rec.raw
+        rec.raw = None
+        return raw
+
+    def _unlend(self, ConnRecord rec not None, raw):
+        """The lent connection is back with its holder's give-back: the record holds it again."""
+        if rec.raw is None:
+            rec.raw = raw
+
+    def _lost(self, ConnRecord rec not None):
+        """The connection lent out by _lend() was dropped by its holder, never given back
+        (the driver's own finalizer closes it): free its slot, counted as a reclaimed leak
+        (not as a broken connection), so that waiters get a new connection instead of
+        starving. Returns where it was taken, (code, lasti), for the warning."""
+        code, lasti = rec.site_code, rec.site_lasti
+        rec.lost = True
+        self._count_leak(rec)
+        self._checkin(rec, True)
+        return code, lasti
 
     def _set_lifetimes(self, max_lifetime, max_idle_time):
         fp_mutex_lock(&self.mu)
