@@ -320,5 +320,10 @@ def test_a_statement_timeout_says_so_and_a_deadline_says_deadline(make_pool):
         with pytest.raises(DeadlineExceeded, match=r"^deadline exceeded while"):
             with fastpool.deadline(0.05):
                 db.query_row(SLOW)
+        # A wait for a connection is bounded by the block only, whatever statement_timeout is.
+        with db.conn():
+            with pytest.raises(DeadlineExceeded, match=r"^deadline exceeded (waiting|before)"):
+                with fastpool.deadline(0.05):
+                    db.query_row("SELECT 1")
     finally:
         db.close()

@@ -188,7 +188,7 @@ cdef class CorePool:
     cdef inline double _stmt_deadline_within(self, double block)
     cdef int _watch_begin(self, ConnRecord rec, double deadline, bint check=*) except -1
     cdef int _watch_end(self, ConnRecord rec) except -1
-    cdef object _deadline_error(self, object cause, str during)
+    cdef object _deadline_error(self, object cause, str during, bint statement=*)
 
     cdef inline double _now(self)
     cdef inline double _now_fine(self)

@@ -803,7 +803,7 @@ cdef class CorePool:
         if self._event_hook is not None:
             self._event_hook("timeout", None, waited, "deadline" if by_deadline else "timeout")
         if by_deadline:
-            return self._deadline_error(exc, f"waiting {waited:.3f}s for a connection")
+            return self._deadline_error(exc, f"waiting {waited:.3f}s for a connection", False)
         return exc
 
     def _refused_error(self):
@@ -1019,7 +1019,7 @@ cdef class CorePool:
         # DeadlineExceeded, and so the connect made for it. timeout=0 stays "never wait".
         cdef double left = block - fp_now()
         if left <= 0:
-            raise self._deadline_error(None, "before a connection could be had")
+            raise self._deadline_error(None, "before a connection could be had", False)
         if timeout == 0 or (timeout >= 0 and timeout <= left):
             return self._get(timeout, fresh)
         return self._get(left, fresh, True)
@@ -1092,12 +1092,14 @@ cdef class CorePool:
         rec.cancel_state = CANCEL_NONE
         return CANCEL_NONE if state == CANCEL_IGNORED else state
 
-    cdef object _deadline_error(self, object cause, str during):
+    cdef object _deadline_error(self, object cause, str during, bint statement=True):
+        # statement: raised at a statement (or hook), which statement_timeout also bounds;
+        # False: at the wait for a connection, which only a deadline block bounds.
         cdef double block = _block_deadline() if _deadlines_used else INFINITY
         fp_mutex_lock(&self.mu)
         self.deadlines_exceeded += 1
         fp_mutex_unlock(&self.mu)
-        if (self.statement_timeout_ >= 0 and not during.startswith("waiting")
+        if (statement and self.statement_timeout_ >= 0
                 and (block == INFINITY or block > fp_now() + 0.005)):
             # The statement's own ceiling ended it, not a deadline block: say which.
             exc = DeadlineExceeded(f"statement_timeout ({self.statement_timeout_:g}s) exceeded {during}")
