@@ -57,13 +57,18 @@ cdef class Outcome:
     cdef object error
 
 
-def _serve(fn, args, ctx):
+def _serve():
     # The body of every bridged greenlet: run a call in the task's context, hand its
     # outcome to the task's side (the parent, the loop's greenlet), and wait there for the
     # next call. (The context is entered with ctx.run, not set as gr_context: greenlet
     # refuses that on a suspended greenlet with no Python frame, as this compiled one is.)
+    # It takes no arguments and gets even its first call by a switch: greenlet keeps the
+    # arguments a greenlet was started with for as long as it runs, and this one runs
+    # for good (idle between calls): its first call's function and arguments -- a pool's
+    # bound method, a Conn -- would never be freed.
     cdef Outcome outcome
     parent = getcurrent().parent
+    fn, args, ctx = parent.switch()
     while True:
         outcome = Outcome.__new__(Outcome)
         try:
@@ -127,7 +132,11 @@ async def call(fn, *args):
     task here, so fn's blocking points become the task's awaits."""
     cdef list idle = _idle.greenlets
     cdef Outcome outcome
-    g = idle.pop() if idle else Bridged(_serve, getcurrent())
+    if idle:
+        g = idle.pop()
+    else:
+        g = Bridged(_serve, getcurrent())
+        g.switch()  # started, waiting for its first call (see _serve)
     # The task's context variables (fastpool.deadline's among them) are seen inside, and
     # whatever fn sets stays inside.
     value = g.switch(fn, args, PyContext_CopyCurrent())
