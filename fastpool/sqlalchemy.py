@@ -85,6 +85,8 @@ class FastQueuePool(QueuePool):
             timeout=timeout,
             _display=f"FastQueuePool(size={pool_size}, overflow={max_overflow})",
         )
+        # Its records point back at this pool: the collector must see the free list.
+        self._fp._idle_may_refer_back = True
         self._fp._set_reuse_fifo(not use_lifo)
         # As QueuePool: the creator and the connect events run in the caller's thread.
         self._fp._set_inline_connect(True)

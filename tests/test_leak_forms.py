@@ -199,12 +199,6 @@ def test_a_dropped_pool_closes_its_idle_connections(tmp_path):
     assert [c.closed for c in opened] == [True, True]
 
 
-# fastpool.aio.Pool and its core pool refer to each other: a dropped one is freed by the
-# collector, which runs every finalizer of that garbage -- aiosqlite's Connection.__del__
-# too, which warns "deleted before being closed" just before the pool's own finalizer
-# closes it. That warning (aiosqlite's, as an unraisable exception) is expected here.
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
-@pytest.mark.filterwarnings("ignore::ResourceWarning")
 def test_a_dropped_aio_pool_is_freed_and_closes_its_idle_connections(tmp_path):
     # In a thread of its own, so that the bridge makes its greenlet for this pool's first
     # call: greenlet keeps a greenlet's start arguments while it runs, and a bridged one

@@ -150,6 +150,9 @@ cdef class CorePool:
     cdef object need_open_fn          # () -> None: wake the background opener
     cdef object clock                 # None: the C monotonic clock; else a callable (tests)
     cdef public object _new_parker    # () -> a cooperative parker, or None to sleep in C (fastpool/green.py)
+    # Whether the cycle collector is shown the free list (_visit_free_conns): only where
+    # an idle connection may refer back to the pool (SQLAlchemy's connection records do).
+    cdef public bint _idle_may_refer_back
     cdef public object _last_connect_error  # the opener's latest failure, chained to PoolTimeout
     cdef public object _after_wait_hook   # tests: runs after a wait timed out, before it is settled
     # Policy hooks the façade sets (driver dialect); called outside mu, never per row.

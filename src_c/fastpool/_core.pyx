@@ -1802,9 +1802,20 @@ cdef int _visit_free_conns(PyObject *o, fp_visitproc visit, void *arg) noexcept:
     # The collector's view of the free list (see fp_chain_traverse). Reads it without mu:
     # the collector runs with every other thread stopped at a point where mu is not held
     # mid-update (nothing under mu lets the GIL go or reaches a safe point).
+    #
+    # Shown only when an idle connection may refer back to the pool (a SQLAlchemy record
+    # does: without this, a dropped engine would be a cycle the collector cannot see).
+    # A driver's connection never does, and then the free list stays out of view on
+    # purpose: its records count as referenced from outside, so a dropped pool's garbage
+    # holds the pool but not its idle connections. The pool's finalizer closes them
+    # properly; were they garbage too, the collector would run their drivers' own
+    # finalizers in any order, and sqlite3 (3.13) and psycopg warn "unclosed"/"deleted
+    # while still open" for a connection the pool was about to close.
     cdef CorePool pool = <CorePool><void *>o
     cdef Py_ssize_t i
     cdef int r
+    if not pool._idle_may_refer_back:
+        return 0
     for i in range(pool.n_free):
         r = visit(pool.free_conns[i], arg)
         if r != 0:
