@@ -312,3 +312,26 @@ def test_a_thread_pool_used_from_a_running_event_loop_warns_once(tmp_path, waits
         assert db.stats().in_use == 0
     finally:
         db.close()
+
+
+def test_a_users_sqlite3_connection_bound_to_its_thread_is_refused_with_the_fix(tmp_path):
+    # sqlite3.connect()'s default check_same_thread=True binds a connection to the thread
+    # that made it (here the opener's): every statement from another thread, and close(),
+    # would fail. Refused at connect, saying what to pass; the pool stays whole.
+    import sqlite3
+
+    path = tmp_path / "bound.db"
+    db = fastpool.Pool(lambda: sqlite3.connect(path), max_open=2, timeout=2)
+    try:
+        with pytest.raises(fastpool.ConfigError, match="check_same_thread=False"):
+            db.query_row("SELECT 1")
+        s = db.stats()
+        assert s.connect_errors >= 1 and s.open == s.in_use + s.idle + s.opening, s
+    finally:
+        db.close()
+    db = fastpool.Pool(lambda: sqlite3.connect(path, check_same_thread=False), max_open=2,
+                       min_idle=1)
+    try:
+        assert db.query_row("SELECT 1") == (1,)
+    finally:
+        db.close()

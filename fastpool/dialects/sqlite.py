@@ -43,7 +43,12 @@ class SQLiteDialect(Dialect):
         def connect() -> Any:
             return sqlite3.connect(database, **kwargs)
 
+        if not kwargs["check_same_thread"]:
+            self.any_thread = True  # no need to try each connection from another thread
         return connect
+
+    # True when the pool's own connect made its connections usable from any thread.
+    any_thread = False
 
     def _connect_args(self, kwargs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         kwargs = dict(kwargs)
@@ -74,6 +79,8 @@ class SQLiteDialect(Dialect):
         # an INSERT opens a transaction that nobody commits (other writers get "database is
         # locked", and the rows are gone at close). Explicit BEGIN / commit() still work.
         super().prepare(raw)
+        if not self.any_thread and not hasattr(raw, "driver_connection"):
+            _check_usable_from_any_thread(raw)
         conn = getattr(raw, "driver_connection", raw)  # fastpool.aio: the aiosqlite one
         if conn.isolation_level is None and getattr(conn, "autocommit", None) in (None, -1):
             return  # already so (the URL's connect asks for it)
@@ -119,3 +126,31 @@ class AioSQLiteDialect(SQLiteDialect):
         if isinstance(exc, ValueError) and "no active connection" in str(exc):
             return ERR_BROKEN  # aiosqlite's own report of a closed connection
         return super().classify(exc)
+
+
+def _check_usable_from_any_thread(raw: Any) -> None:
+    """A user's own sqlite3.connect() is bound to the thread that made it (sqlite3's
+    default check_same_thread=True), and a pool's connections are made on its opener's
+    thread and used from any thread: every statement would fail with sqlite3's
+    ProgrammingError, and even close() from another thread. Tried once, from another
+    thread, at connect: refused there with the fix in the message."""
+    import sqlite3
+    import threading
+
+    refused: list[BaseException] = []
+
+    def attempt() -> None:
+        try:
+            raw.cursor().close()
+        except sqlite3.ProgrammingError as exc:
+            refused.append(exc)
+
+    t = threading.Thread(target=attempt, name="fastpool-sqlite-check")
+    t.start()
+    t.join()
+    if refused:
+        from ..errors import ConfigError
+
+        raise ConfigError("this sqlite3 connection can only be used in the thread that made"
+                          " it, and a pool uses its connections from any thread: connect with"
+                          " sqlite3.connect(..., check_same_thread=False)") from None
