@@ -134,3 +134,36 @@ def test_threads_random_timeouts_discards_and_interrupts_lose_nothing():
         c.close()
     pool.close()
     assert drv.opened == drv.closed
+
+
+def test_the_opener_never_opens_more_than_min_idle_asks_for():
+    # Several opener threads fill min_idle at once. A connect used to stop counting as in
+    # flight just before its connection reached the free list: another opener thread saw
+    # neither and opened one too many (on a free-threaded build, min_idle=3 gave 4 idle
+    # about once in a hundred pools). Busy threads make the threads interleave.
+    stop = threading.Event()
+
+    def busy() -> None:
+        while not stop.is_set():
+            sum(range(1000))
+
+    spinners = [threading.Thread(target=busy, daemon=True) for _ in range(2)]
+    for t in spinners:
+        t.start()
+    try:
+        for _ in range(60):
+            drv = FakeDriver()
+            pool = fastpool.Pool(drv, driver=FakeDialect(), max_open=5, min_idle=3)
+            try:
+                deadline = time.monotonic() + 5
+                while pool.stats().idle < 3 or pool.stats().opening:
+                    assert time.monotonic() < deadline, pool.stats()
+                    time.sleep(0.001)
+                s = pool.stats()
+                assert (s.open, s.idle, drv.opened) == (3, 3, 3), s
+            finally:
+                pool.close()
+    finally:
+        stop.set()
+        for t in spinners:
+            t.join()

@@ -207,7 +207,7 @@ cdef class CorePool:
     cdef ConnRecord _get(self, double timeout, bint fresh=*, bint by_deadline=*)
     cdef ConnRecord _wait(self, Waiter w, double timeout, double t0)
     cdef object _timeout_error(self, double waited, bint by_deadline=*)
-    cdef int _put(self, ConnRecord rec, bint bad, bint held) except -1
+    cdef int _put(self, ConnRecord rec, bint bad, bint held, bint opened=*) except -1
     cdef int _discard_dead(self, ConnRecord rec, str reason) except -1
     cdef void _note_wait_locked(self, double waited)
     cdef int _close_rec(self, ConnRecord rec) except -1

@@ -841,9 +841,11 @@ cdef class CorePool:
                 f"waiting={s[4]}, opening={s[13]}, timeouts={s[10]}")
 
     # ---- put-back (Go's putConn / putConnDBLocked) -----------------------------------
-    cdef int _put(self, ConnRecord rec, bint bad, bint held) except -1:
+    cdef int _put(self, ConnRecord rec, bint bad, bint held, bint opened=False) except -1:
         # held: its holder gives it back (a checkin: use_time), not the opener or a
-        # waiter that was handed it too late.
+        # waiter that was handed it too late. opened: the opener's new connection, whose
+        # connect stops counting as in flight in the same critical section that pools it
+        # or hands it over (see _opened).
         cdef Waiter w = None
         cdef bint close_it = False
         cdef bint orphan = False
@@ -857,6 +859,9 @@ cdef class CorePool:
             rec.site_kind = SITE_STATEMENT   # its holder is done with it
             rec.site_code = None
         fp_mutex_lock(&self.mu)
+        if opened:
+            self.num_opening -= 1
+            self.pending_opens -= 1
         if held and rec.state == REC_IN_USE:
             self.checkins += 1
             self.use_time += now - rec.taken_at
@@ -1364,12 +1369,11 @@ cdef class CorePool:
     def _opened(self, raw):
         """Background opener: a reserved connection was opened; pool it or hand it over."""
         cdef ConnRecord rec = self._new_record(raw)
-        fp_mutex_lock(&self.mu)
-        self.num_opening -= 1
-        self.pending_opens -= 1
-        fp_mutex_unlock(&self.mu)
         self._last_connect_error = None
-        self._put(rec, False, False)
+        # One critical section: were the connect counted done before the connection is
+        # pooled, a second opener thread could see neither (the deficit still open) and
+        # open one more than asked for -- seen with the GIL off, min_idle=3 giving 4.
+        self._put(rec, False, False, True)
 
     def _open_failed(self, error=None):
         """Background opener: a reserved connection could not be opened.
