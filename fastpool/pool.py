@@ -285,6 +285,8 @@ class Pool(CorePool):
         opener = self._started("_opener", lambda: Opener(self, self._connect_raw))
         if opener is not None:
             opener.wake()
+        else:
+            self._drop_reserved_opens()  # closed: nobody will open them
 
     def _needs_cleaner(self) -> bool:
         o = self._options

@@ -144,14 +144,29 @@ class Opener:
             return
         with self._lock:
             if self._stopped:
+                pool._drop_reserved_opens()
                 return
             self._cond.notify_all()  # a thread in back-off re-checks: a waiter may be here
+            # The connects a waiter's arrival reserved in the core: each gets a thread now,
+            # or is given up (outside a back-off with a free thread there is always one);
+            # the loop below then asks the core afresh, a starved waiter first.
+            reserved = pool._take_reserved_opens()
+            while (reserved and len(self._threads) < MAX_CONCURRENT_CONNECTS
+                   and time.monotonic() >= self._retry_at):
+                reserved -= 1
+                self._start_locked()
+            for _ in range(reserved):
+                pool._open_failed(None)
             while len(self._threads) < MAX_CONCURRENT_CONNECTS and self._may_open_locked(pool):
                 if not pool._reserve_open():
                     break
-                t = threading.Thread(target=self._run, name="fastpool-opener", daemon=True)
-                self._threads.add(t)
-                t.start()
+                self._start_locked()
+
+    def _start_locked(self) -> None:
+        # A thread for a connect already reserved in the core.
+        t = threading.Thread(target=self._run, name="fastpool-opener", daemon=True)
+        self._threads.add(t)
+        t.start()
 
     def _may_open_locked(self, pool: CorePool) -> bool:
         # During a back-off only a starved waiter (nothing open or opening that could

@@ -108,6 +108,7 @@ cdef class CorePool:
     cdef Py_ssize_t num_open          # open + being opened; never above max_open
     cdef Py_ssize_t num_opening
     cdef Py_ssize_t pending_opens     # of num_opening: the background opener's
+    cdef Py_ssize_t opens_reserved    # of pending_opens: reserved by a waiter's arrival, not yet taken by the opener
     cdef Py_ssize_t max_open_         # <= 0: unlimited
     cdef Py_ssize_t max_idle_         # < 0: unlimited
     cdef Py_ssize_t min_idle_
@@ -202,6 +203,7 @@ cdef class CorePool:
     cdef int _sleep(self, Waiter w, double seconds) except -2
     cdef void _unlink_locked(self, Waiter w)
     cdef Py_ssize_t _open_deficit_locked(self)
+    cdef Py_ssize_t _reserve_opens_locked(self)
     cdef ConnRecord _new_record(self, object raw)
     cdef ConnRecord _open_new(self)
     cdef ConnRecord _get(self, double timeout, bint fresh=*, bint by_deadline=*)

@@ -565,7 +565,11 @@ cdef class CorePool:
                 w.counted = not room
                 self._enqueue_locked(w)
                 if room:
-                    wake = self._open_deficit_locked() > 0
+                    # The connect this arrival asks for is reserved here, in the critical
+                    # section that queues it (Go's maybeOpenNewConnections under db.mu):
+                    # no snapshot sees a waiter the pool has not yet started opening for.
+                    # The opener takes the reservations (_take_reserved_opens).
+                    wake = self._reserve_opens_locked() > 0
                     action = A_WAIT_OPEN
                 else:
                     if not w.in_count:
@@ -583,6 +587,7 @@ cdef class CorePool:
                         self._put(rec, False, False)
                     elif action == A_WAIT_OPEN:
                         self._abandon_wait(w)
+                        self._drop_reserved_opens()
                     raise
             if action == A_GOT:
                 if w is not None:
@@ -1354,6 +1359,39 @@ cdef class CorePool:
             raise FastpoolError("connection was already returned to the pool")
         conn._give_back(False)
 
+    cdef Py_ssize_t _reserve_opens_locked(self):
+        # Reserve the connects the deficit asks for, for the opener to take; without an
+        # opener (need_open_fn None) nothing is reserved and 0 returned.
+        cdef Py_ssize_t n
+        if self.need_open_fn is None:
+            return 0
+        n = self._open_deficit_locked()
+        if n > 0:
+            self.num_open += n
+            self.num_opening += n
+            self.pending_opens += n
+            self.opens_reserved += n
+        return n
+
+    def _take_reserved_opens(self):
+        """Background opener: the connects reserved for it by waiters' arrivals (each now
+        its to open, or to give up with _open_failed())."""
+        cdef Py_ssize_t n
+        fp_mutex_lock(&self.mu)
+        n = self.opens_reserved
+        self.opens_reserved = 0
+        fp_mutex_unlock(&self.mu)
+        return n
+
+    def _drop_reserved_opens(self):
+        """Undo the reservations nobody will take (the opener is gone, or waking it failed)."""
+        fp_mutex_lock(&self.mu)
+        self.num_open -= self.opens_reserved
+        self.num_opening -= self.opens_reserved
+        self.pending_opens -= self.opens_reserved
+        self.opens_reserved = 0
+        fp_mutex_unlock(&self.mu)
+
     def _reserve_open(self):
         """Background opener: reserve one slot to open a connection for, or return False."""
         cdef bint ok
@@ -1646,7 +1684,7 @@ cdef class CorePool:
             rec = nxt
         self.watch_head = None
         self.watch_at = INFINITY
-        self.num_open = self.num_opening = self.pending_opens = 0
+        self.num_open = self.num_opening = self.pending_opens = self.opens_reserved = 0
         return inherited
 
     def _counts(self):
