@@ -93,6 +93,7 @@ def test_a_raising_sync_hook_never_wedges_the_pool(tmp_path, hook_name, exc):
 @pytest.mark.parametrize("exc", EXCEPTIONS, ids=lambda e: e.__name__)
 @pytest.mark.parametrize("hook_name", HOOKS)
 def test_a_raising_async_hook_never_wedges_the_pool(tmp_path, hook_name, exc):
+    pytest.importorskip("greenlet")  # fastpool.aio's bridge (none for free-threaded 3.13 yet)
     aiosqlite = pytest.importorskip("aiosqlite")
     import fastpool.aio
 
@@ -233,6 +234,7 @@ def test_a_configure_hook_stuck_on_the_server_is_cut_at_the_timeout(request, ser
 
 
 def test_an_async_configure_hook_that_never_returns_is_cancelled_at_the_timeout(tmp_path):
+    pytest.importorskip("greenlet")  # fastpool.aio's bridge (none for free-threaded 3.13 yet)
     aiosqlite = pytest.importorskip("aiosqlite")
     import fastpool.aio
 

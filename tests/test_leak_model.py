@@ -434,6 +434,7 @@ SLOW_SQLITE = ("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c)"
 @pytest.mark.parametrize("way", AIO_WAYS)
 @pytest.mark.parametrize("kind", AIO_KINDS)
 def test_each_aio_holder_left_each_way(tmp_path, kind, way):
+    pytest.importorskip("greenlet")  # fastpool.aio's bridge (none for free-threaded 3.13 yet)
     pytest.importorskip("aiosqlite")
     import asyncio
 
@@ -592,6 +593,7 @@ def test_each_psycopg_pool_connection_left_each_way(postgres, way):
 def test_each_async_psycopg_pool_connection_left_each_way(postgres, way):
     import asyncio
 
+    pytest.importorskip("greenlet")  # fastpool.aio's bridge (none for free-threaded 3.13 yet)
     from fastpool.psycopg import AsyncConnectionPool
 
     async def main() -> None:
@@ -634,6 +636,7 @@ def test_each_async_psycopg_pool_connection_left_each_way(postgres, way):
 def test_each_aiomysql_connection_left_each_way(mariadb, way):
     import asyncio
 
+    pytest.importorskip("greenlet")  # fastpool.aio's bridge (none for free-threaded 3.13 yet)
     pytest.importorskip("aiomysql")
     import fastpool.aiomysql as fam
     from fastpool.url import parse_url
