@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
-import time
 
 import pytest
+from threads import opener_done
 
 import fastpool
 from fastpool import ConfigError, FastpoolError
@@ -283,13 +283,7 @@ def test_workers_do_not_keep_a_dropped_pool_alive(tmp_path):
         db.query_row("SELECT 1")
     assert db._opener is not None and db._cleaner is not None
     assert db._leak_watcher is not None and db._deadline_watcher is not None
-    # A worker mid-step holds the pool (the opener, while it opens for min_idle): the
-    # claim is about workers between steps, so the opener is let finish first (with the
-    # GIL off it often had not yet).
-    deadline = time.monotonic() + 10
-    while db.stats().opening or db._opener.alive:
-        assert time.monotonic() < deadline, db.stats()
-        time.sleep(0.001)
+    opener_done(db)  # a worker mid-step holds the pool: the claim is about workers between steps
     ref = weakref.ref(db)
     del db
     gc.collect()

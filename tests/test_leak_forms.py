@@ -19,6 +19,7 @@ from contextlib import closing
 from typing import Any
 
 import pytest
+from threads import opener_done
 
 import fastpool
 from fastpool import ConnectionLeakWarning
@@ -193,6 +194,7 @@ def test_a_dropped_pool_closes_its_idle_connections(tmp_path):
     with pool.conn() as a, pool.conn() as b:
         a.execute("SELECT 1")
         b.execute("SELECT 1")
+    opener_done(pool)  # its thread holds the pool until its step ends
     del pool, a, b
     with warnings.catch_warnings():
         warnings.simplefilter("error")

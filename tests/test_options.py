@@ -10,6 +10,7 @@ import sqlite3
 import time
 
 import pytest
+from threads import opener_done
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -125,13 +126,6 @@ def test_open_takes_effect_or_refuses_with_config_error(name, value):
             db.close()
 
 
-def _wait_for_the_opener(db: fastpool.Pool) -> None:
-    deadline = time.monotonic() + 10
-    while (db.stats().opening or (db._opener is not None and db._opener.alive)):
-        assert time.monotonic() < deadline, db.stats()
-        time.sleep(0.001)
-
-
 @pytest.fixture(scope="module")
 def live_db():  # type: ignore[no-untyped-def]
     db = fastpool.open("sqlite://:memory:", max_open=4, max_idle=3, timeout=5)
@@ -154,7 +148,7 @@ def test_live_assignment_takes_effect_or_leaves_the_pool_as_it_was(live_db, name
     # A connect an earlier example's min_idle asked for may still be in flight: the
     # snapshot is taken once the opener is done (on a free-threaded build it really is
     # still running here; with the GIL it rarely was).
-    _wait_for_the_opener(db)
+    opener_done(db)
     before = (reported(db), enforced(db), db._counts())
     want = accepted_form(name, value)
     try:

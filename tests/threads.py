@@ -28,3 +28,18 @@ def run_threads(worker: Callable[[int], object], count: int,
         if t.is_alive():
             errors.append(TimeoutError(f"{t.name} was still running after {timeout}s"))
     return errors
+
+
+def opener_done(pool: object, timeout: float = 10.0) -> None:
+    """Wait until pool's background opener has no connect in flight and no thread left.
+
+    A worker mid-step holds its pool (the opener, while it opens for a waiter or for
+    min_idle), and a test that then snapshots the counts or drops the pool must let that
+    step end first: with the GIL off it often has not yet."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while pool.stats().opening or (pool._opener is not None and pool._opener.alive):  # type: ignore[attr-defined]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the opener is still busy: {pool.stats()}")  # type: ignore[attr-defined]
+        time.sleep(0.001)
