@@ -25,8 +25,9 @@ import sqlite3
 import threading
 import uuid
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -541,6 +542,20 @@ def _leave_lent(held: Any, way: str, give_back: Callable[[Any], Any]) -> bool:
     return True
 
 
+@contextmanager
+def _collector_off_warnings_kept() -> Iterator[list[warnings.WarningMessage]]:
+    """The automatic collector off (the test says when to collect) and every warning kept."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            yield caught
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def _reclaimed(core: Any, leaked: bool, caught: list[warnings.WarningMessage], bad: int = 0) -> None:
     gc.collect()
     s = core.stats()
@@ -560,11 +575,8 @@ def test_each_psycopg_pool_connection_left_each_way(postgres, way):
 
     pool = ConnectionPool(postgres.dsn, min_size=0, max_size=2, timeout=5, open=True)
     core = pool.fastpool
-    was_enabled = gc.isenabled()
-    gc.disable()
     try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
+        with _collector_off_warnings_kept() as caught:
             if way == "context":
                 with pytest.raises(KeyError):
                     with pool.connection() as c:
@@ -584,8 +596,6 @@ def test_each_psycopg_pool_connection_left_each_way(postgres, way):
             pool.putconn(c)
         assert core.stats().in_use == 0
     finally:
-        if was_enabled:
-            gc.enable()
         pool.close()
 
 
@@ -600,11 +610,8 @@ def test_each_async_psycopg_pool_connection_left_each_way(postgres, way):
         pool = AsyncConnectionPool(postgres.dsn, min_size=0, max_size=2, timeout=5, open=False)
         await pool.open()
         core = pool.fastpool.sync
-        was_enabled = gc.isenabled()
-        gc.disable()
         try:
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
+            with _collector_off_warnings_kept() as caught:
                 if way == "context":
                     with pytest.raises(KeyError):
                         async with pool.connection() as c:
@@ -625,8 +632,6 @@ def test_each_async_psycopg_pool_connection_left_each_way(postgres, way):
                 await pool.putconn(c)
             assert core.stats().in_use == 0
         finally:
-            if was_enabled:
-                gc.enable()
             await pool.close()
 
     asyncio.run(main())
@@ -648,11 +653,8 @@ def test_each_aiomysql_connection_left_each_way(mariadb, way):
     async def main() -> None:
         pool = await fam.create_pool(minsize=0, maxsize=2, **kw)
         core = pool.fastpool.sync
-        was_enabled = gc.isenabled()
-        gc.disable()
         try:
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
+            with _collector_off_warnings_kept() as caught:
                 if way == "context":
                     with pytest.raises(KeyError):
                         async with pool.acquire() as c:
@@ -679,8 +681,6 @@ def test_each_aiomysql_connection_left_each_way(mariadb, way):
             pool.close()
             await asyncio.wait_for(pool.wait_closed(), 5)  # no dropped one is waited for
         finally:
-            if was_enabled:
-                gc.enable()
             pool.terminate()
 
     asyncio.run(main())
