@@ -204,9 +204,7 @@ class Pool(CorePool):
                 else:
                     dialect.abort(raw, fd)
                 if kill is not None:
-                    watcher = self._started("_deadline_watcher", self._new_deadline_watcher)
-                    if watcher is not None:
-                        watcher._killer_for(self).send(None, kill)
+                    self._send_over_side_connection(kill)
             except Exception as exc:
                 log.debug("fastpool: cutting a hung configure hook's connection failed: %s: %s",
                           type(exc).__name__, exc)
@@ -232,6 +230,15 @@ class Pool(CorePool):
             raise
         if cut_late():
             raise _hook_timed_out(limit)
+
+    def _send_over_side_connection(self, sql: str | Callable[[], None]) -> bool:
+        """Queue sql (a KILL, pg_terminate_backend) for the deadline watcher's killer, which
+        sends it over its side connection; False once the pool is closed."""
+        watcher = self._started("_deadline_watcher", self._new_deadline_watcher)
+        if watcher is None:
+            return False
+        watcher._killer_for(self).send(None, sql)
+        return True
 
     def _dialect_of(self, raw: Any) -> Dialect:
         dialect = self._dialect

@@ -109,11 +109,8 @@ class TaskPool(SyncPool):
             return
         try:
             if dialect.cancel_method == "kill":
-                sql = dialect.kill_session(raw)
-                watcher = self._started("_deadline_watcher", self._new_deadline_watcher)
-                if watcher is None:
+                if not self._send_over_side_connection(dialect.kill_session(raw)):
                     return
-                watcher._killer_for(self).send(None, sql)
             elif dialect.cancel_method == "interrupt":
                 dialect.interrupt(raw)
             else:
