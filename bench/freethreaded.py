@@ -206,9 +206,11 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"  FAILED (GIL {'on' if gil else 'off'}): {problem}")
         on = statistics.median(r["per_s"] for r in runs[1])
         off = statistics.median(r["per_s"] for r in runs[0])
-        share = min(r["fewest_share"] for r in runs[0] + runs[1])
+        share_on = min(r["fewest_share"] for r in runs[1])
+        share_off = min(r["fewest_share"] for r in runs[0])
         print(f"{WORKLOADS[workload][2]}: GIL on {on:,.0f}, GIL off {off:,.0f}"
-              f" = {off / on:.2f}x; the least-served thread got {share:.0%} of the mean;"
+              f" = {off / on:.2f}x; the least-served thread got {share_on:.0%} (GIL on),"
+              f" {share_off:.0%} (GIL off) of the mean;"
               f" stats sampled {sum(r['samples'] for r in runs[0] + runs[1]):,} times,"
               f" {'every check held' if not failed else 'a check FAILED'}")
     return 1 if failed else 0

@@ -16,6 +16,7 @@ counted, so this complements the timed suites, it does not replace them.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import queue
 import re
@@ -28,7 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from .support import ROWS, FakeConn, count_rows, read_rows, run_select1, sqlite_backend
 
@@ -42,7 +43,11 @@ Setup = tuple[Callable[[], Any], Callable[[], Any]]  # (one operation, close)
 class Workload:
     group: str
     reps: tuple[int, int]  # (few, many); the difference is what gets counted
-    setup: Callable[[], Setup]  # builds the pools
+    # Builds the pools: -> (op, close). For an asyncio workload (aio=True) an async
+    # function returning (async op, async close), all run in one event loop.
+    setup: Callable[[], Any]
+    server: str | None = None  # "mysql" | "postgres": the server it needs
+    aio: bool = False
 
 
 def _fastpool_with_conn() -> Setup:
@@ -139,9 +144,183 @@ def _sqlite_fastpool(kind: str) -> Setup:
     return (lambda: count_rows(db.query(backend.rows_sql, stream=kind == "streaming"))), db.close
 
 
+# ---- on a server: MariaDB (mysqlclient, asyncmy) and PostgreSQL (psycopg) -------------
+# Only the client's instructions are counted (the server is another process), so these
+# say what each layer costs in the caller's process. The "bridged" workloads run the bare
+# driver's statement inside fastpool.aio's bridge (a greenlet, each awaitable stepped),
+# with no pool: what the bridge alone adds. Reading down a group: the bare driver, the
+# driver + the bridge, a checkout + give-back through the pool, the whole statement.
+def _dsn(server: str) -> str:
+    return os.environ[_DSN_ENV[server]]
+
+
+_DSN_ENV = {"mysql": "FASTPOOL_INSTR_MYSQL_DSN", "postgres": "FASTPOOL_INSTR_PG_DSN"}
+
+
+def _mysql_kwargs() -> dict[str, Any]:
+    from fastpool.url import parse_url
+
+    return dict(parse_url(_dsn("mysql")).connect_kwargs)
+
+
+def _mysql_select1(kind: str) -> Setup:
+    import fastpool
+
+    if kind == "raw":
+        import MySQLdb
+
+        conn = MySQLdb.connect(**_mysql_kwargs(), autocommit=True)
+        return partial(run_select1, conn), conn.close
+    db = fastpool.open(_dsn("mysql"), max_open=4)
+    return (lambda: db.query_row("SELECT 1")), db.close
+
+
+def _pg_select1(kind: str) -> Setup:
+    import psycopg
+
+    dsn = _dsn("postgres")
+    if kind == "raw":
+        conn = psycopg.connect(dsn, autocommit=True)
+        return (lambda: conn.execute("SELECT 1").fetchone()), conn.close
+    if kind == "fastpool":
+        import fastpool
+
+        db = fastpool.open(dsn, max_open=4)
+        return (lambda: db.query_row("SELECT 1")), db.close
+    if kind == "fastpool_dropin":
+        import fastpool.psycopg
+
+        pool = fastpool.psycopg.ConnectionPool(dsn, min_size=1, max_size=4, open=True,
+                                              kwargs={"autocommit": True})
+    else:
+        import psycopg_pool
+
+        pool = psycopg_pool.ConnectionPool(dsn, min_size=1, max_size=4, open=True,
+                                           kwargs={"autocommit": True})
+
+    def op() -> Any:
+        with pool.connection() as c:
+            return c.execute("SELECT 1").fetchone()
+
+    return op, pool.close
+
+
+async def _asyncmy_select1(cur: Any) -> Any:
+    await cur.execute("SELECT 1")
+    return await cur.fetchone()
+
+
+def _bridged_select1(raw: Any) -> Any:
+    # The bare driver's statement as fastpool's blocking code runs it (SyncConnection:
+    # each call's awaitable stepped in the greenlet), with no pool around it.
+    cur = raw.cursor()
+    cur.execute("SELECT 1")
+    row = cur.fetchone()
+    cur.close()
+    return row
+
+
+async def _aio_asyncmy(kind: str) -> Any:
+    import asyncmy
+
+    import fastpool.aio
+
+    if kind in ("raw", "bridged"):
+        kw = _mysql_kwargs()
+        kw["db"] = kw.pop("database", None) or kw.pop("db", None)
+        conn = await asyncmy.connect(**kw, autocommit=True)
+
+        async def close() -> None:
+            conn.close()
+
+        if kind == "raw":
+            async def op() -> Any:
+                async with conn.cursor() as cur:
+                    return await _asyncmy_select1(cur)
+            return op, close
+        return _bridged(conn), close
+    if kind == "pool":
+        kw = _mysql_kwargs()
+        kw["db"] = kw.pop("database", None) or kw.pop("db", None)
+        pool = await asyncmy.create_pool(minsize=1, maxsize=4, autocommit=True, **kw)
+
+        async def op() -> Any:
+            async with pool.acquire() as conn:
+                async with conn.cursor() as cur:
+                    return await _asyncmy_select1(cur)
+
+        async def close_pool() -> None:
+            pool.close()
+            await pool.wait_closed()
+
+        return op, close_pool
+    db = fastpool.aio.open(_dsn("mysql") + ("&" if "?" in _dsn("mysql") else "?") + "driver=asyncmy",
+                           max_open=4)
+    return _fastpool_aio_op(db, kind), db.close
+
+
+def _bridged(conn: Any) -> Any:
+    import asyncio
+
+    from fastpool.aio.adapt import SyncConnection
+    from fastpool.aio.bridge import call
+
+    raw = SyncConnection(conn, asyncio.get_running_loop())
+
+    def op() -> Any:
+        return call(_bridged_select1, raw)
+
+    return op
+
+
+def _fastpool_aio_op(db: Any, kind: str) -> Any:
+    if kind == "checkout":
+        async def checkout() -> None:
+            async with db.conn():
+                pass
+        return checkout
+    return lambda: db.query_row("SELECT 1")
+
+
+async def _aio_psycopg(kind: str) -> Any:
+    import psycopg
+
+    import fastpool.aio
+
+    dsn = _dsn("postgres")
+    if kind in ("raw", "bridged"):
+        conn = await psycopg.AsyncConnection.connect(dsn, autocommit=True)
+
+        if kind == "raw":
+            async def op() -> Any:
+                cur = await conn.execute("SELECT 1")
+                return await cur.fetchone()
+            return op, conn.close
+        return _bridged(conn), conn.close
+    if kind == "pool":
+        import psycopg_pool
+
+        pool = psycopg_pool.AsyncConnectionPool(dsn, min_size=1, max_size=4, open=False,
+                                                kwargs={"autocommit": True})
+        await pool.open()
+
+        async def op() -> Any:
+            async with pool.connection() as c:
+                cur = await c.execute("SELECT 1")
+                return await cur.fetchone()
+
+        return op, pool.close
+    db = fastpool.aio.open(dsn, max_open=4)
+    return _fastpool_aio_op(db, kind), db.close
+
+
 CHECKOUT = "checkout+checkin (no I/O)"
 SELECT1 = "SELECT 1 per request (SQLite)"
 ROWS_GROUP = f"iterate {ROWS // 1000}k rows (SQLite)"
+MYSQL = "SELECT 1 per request (mysqlclient, MariaDB)"
+AIO_MYSQL = "asyncio SELECT 1 (asyncmy, MariaDB)"
+PG = "SELECT 1 per request (psycopg, PostgreSQL)"
+AIO_PG = "asyncio SELECT 1 (psycopg AsyncConnection, PostgreSQL)"
 
 WORKLOADS: dict[str, Workload] = {
     "lifoqueue_get_put": Workload(CHECKOUT, (1_000, 6_000), _lifoqueue_get_put),
@@ -163,6 +342,22 @@ WORKLOADS: dict[str, Workload] = {
     "rows_raw_cursor": Workload(ROWS_GROUP, (1, 2), lambda: _sqlite_raw("rows")),
     "rows_fastpool_streaming": Workload(ROWS_GROUP, (1, 2), lambda: _sqlite_fastpool("streaming")),
     "rows_fastpool_buffered": Workload(ROWS_GROUP, (1, 2), lambda: _sqlite_fastpool("buffered")),
+    "select1_raw_mysqlclient": Workload(MYSQL, (300, 1_200), lambda: _mysql_select1("raw"), "mysql"),
+    "select1_fastpool_mysqlclient": Workload(MYSQL, (300, 1_200), lambda: _mysql_select1("fastpool"), "mysql"),
+    "aio_select1_raw_asyncmy": Workload(AIO_MYSQL, (300, 1_200), lambda: _aio_asyncmy("raw"), "mysql", True),
+    "aio_select1_bridged_asyncmy": Workload(AIO_MYSQL, (300, 1_200), lambda: _aio_asyncmy("bridged"), "mysql", True),
+    "aio_checkout_fastpool_asyncmy": Workload(AIO_MYSQL, (300, 1_200), lambda: _aio_asyncmy("checkout"), "mysql", True),
+    "aio_select1_fastpool_asyncmy": Workload(AIO_MYSQL, (300, 1_200), lambda: _aio_asyncmy("fastpool"), "mysql", True),
+    "aio_select1_asyncmy_pool": Workload(AIO_MYSQL, (300, 1_200), lambda: _aio_asyncmy("pool"), "mysql", True),
+    "select1_raw_psycopg": Workload(PG, (300, 1_200), lambda: _pg_select1("raw"), "postgres"),
+    "select1_fastpool_psycopg": Workload(PG, (300, 1_200), lambda: _pg_select1("fastpool"), "postgres"),
+    "select1_fastpool_psycopg_dropin": Workload(PG, (300, 1_200), lambda: _pg_select1("fastpool_dropin"), "postgres"),
+    "select1_psycopg_pool": Workload(PG, (300, 1_200), lambda: _pg_select1("pool"), "postgres"),
+    "aio_select1_raw_psycopg": Workload(AIO_PG, (300, 1_200), lambda: _aio_psycopg("raw"), "postgres", True),
+    "aio_select1_bridged_psycopg": Workload(AIO_PG, (300, 1_200), lambda: _aio_psycopg("bridged"), "postgres", True),
+    "aio_checkout_fastpool_psycopg": Workload(AIO_PG, (300, 1_200), lambda: _aio_psycopg("checkout"), "postgres", True),
+    "aio_select1_fastpool_psycopg": Workload(AIO_PG, (300, 1_200), lambda: _aio_psycopg("fastpool"), "postgres", True),
+    "aio_select1_psycopg_pool": Workload(AIO_PG, (300, 1_200), lambda: _aio_psycopg("pool"), "postgres", True),
 }
 # Each group's first workload is the reference its ratios are taken to.
 
@@ -173,12 +368,26 @@ def run_child(name: str, reps: int) -> None:
     scratch = tempfile.mkdtemp(prefix="fastpool-instructions-")
     tempfile.tempdir = scratch
     try:
-        op, close = WORKLOADS[name].setup()
-        op()
-        op()
-        for _ in range(reps):
+        w = WORKLOADS[name]
+        if w.aio:
+            import asyncio
+
+            async def run() -> None:
+                op, close = await w.setup()
+                await op()
+                await op()
+                for _ in range(reps):
+                    await op()
+                await close()
+
+            asyncio.run(run())
+        else:
+            op, close = w.setup()
             op()
-        close()
+            op()
+            for _ in range(reps):
+                op()
+            close()
     finally:
         tempfile.tempdir = None
         shutil.rmtree(scratch, ignore_errors=True)
@@ -191,6 +400,7 @@ def count_instructions(name: str, reps: int, valgrind: str) -> int:
     cmd = [valgrind, "--tool=callgrind", "--callgrind-out-file=/dev/null",
            sys.executable, "-m", "bench.instructions", "--child", name, str(reps)]
     env = dict(os.environ, PYTHONHASHSEED="0")  # string hashing the same in every run
+    env.update(_SERVERS)
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     found = _COLLECTED.search(proc.stderr)
     if proc.returncode != 0 or found is None:
@@ -235,6 +445,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("workloads", nargs="*", metavar="WORKLOAD",
                         help=f"which to count (default: all): {', '.join(WORKLOADS)}")
+    parser.add_argument("--mysql-dsn", default=os.environ.get("FASTPOOL_BENCH_DSN"),
+                        help="MariaDB/MySQL for the mysql workloads (default: $FASTPOOL_BENCH_DSN,"
+                             " else a throwaway server when mariadbd is here)")
+    parser.add_argument("--pg-dsn", default=os.environ.get("FASTPOOL_BENCH_PG_DSN"),
+                        help="PostgreSQL for the psycopg workloads (default: $FASTPOOL_BENCH_PG_DSN,"
+                             " else a throwaway server when postgres is here)")
     parser.add_argument("--child", nargs=2, metavar=("WORKLOAD", "REPS"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -246,9 +462,46 @@ def main(argv: list[str] | None = None) -> int:
     valgrind = shutil.which("valgrind")
     if valgrind is None:
         parser.error("valgrind is not installed (apt-get install valgrind)")
-    print("counting under callgrind, one child per core (a few minutes) ...", file=sys.stderr)
-    print(report(per_operation(args.workloads or list(WORKLOADS), valgrind)))
+    names = args.workloads or list(WORKLOADS)
+    with contextlib.ExitStack() as stack:
+        for server, dsn in (("mysql", args.mysql_dsn), ("postgres", args.pg_dsn)):
+            if any(WORKLOADS[n].server == server for n in names):
+                found = dsn or stack.enter_context(_throwaway(server))
+                if found:
+                    _SERVERS[_DSN_ENV[server]] = found
+        left = [n for n in names if WORKLOADS[n].server and _DSN_ENV[WORKLOADS[n].server] not in _SERVERS]
+        if left:
+            print(f"no server for {', '.join(left)}: left out", file=sys.stderr)
+        names = [n for n in names if n not in left]
+        print("counting under callgrind, one child per core (a few minutes) ...", file=sys.stderr)
+        print(report(per_operation(names, valgrind)))
     return 0
+
+
+# DSN environment variables handed to the children: the servers this run uses.
+_SERVERS: dict[str, str] = {}
+
+
+@contextlib.contextmanager
+def _throwaway(server: str) -> Iterator[str | None]:
+    """A throwaway MariaDB or PostgreSQL for the run (the test suite's), if its binaries
+    and driver are here; else None."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    try:
+        if server == "mysql":
+            from mariadb_server import MariaDBServer as Server
+        else:
+            from pg_server import PostgresServer as Server
+        s = Server()
+        s.start()
+    except Exception as exc:  # no binaries, no driver: those workloads are left out
+        print(f"no throwaway {server} server ({type(exc).__name__}: {exc})", file=sys.stderr)
+        yield None
+        return
+    try:
+        yield s.dsn
+    finally:
+        s.cleanup()
 
 
 if __name__ == "__main__":

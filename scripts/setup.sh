@@ -22,7 +22,7 @@ fp_system_python() {
 
 # The Debian packages whose absence this machine shows, one word each.
 fp_missing_packages() {
-  local py=$1 mariadb=$2 missing=()
+  local py=$1 mariadb=$2 extra=${3:-} missing=()
   "$py" -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
   "$py" - >/dev/null 2>&1 <<'EOF' || missing+=(python3-dev)
 import os, sysconfig, sys
@@ -38,12 +38,16 @@ EOF
     { command -v postgres || ls /usr/lib/postgresql/*/bin/postgres; } >/dev/null 2>&1 || missing+=(postgresql)
     { command -v pgbouncer || [ -x /usr/sbin/pgbouncer ]; } >/dev/null 2>&1 || missing+=(pgbouncer)
   fi
+  # The comparison's noise-free view, python -m bench.instructions, counts under callgrind.
+  if [ "$extra" = bench ]; then
+    command -v valgrind >/dev/null 2>&1 || missing+=(valgrind)
+  fi
   echo "${missing[*]:-}"
 }
 
 fp_install_packages() {
-  local py=$1 mariadb=$2 missing
-  missing=$(fp_missing_packages "$py" "$mariadb")
+  local py=$1 mariadb=$2 extra=${3:-} missing
+  missing=$(fp_missing_packages "$py" "$mariadb" "$extra")
   [ -n "$missing" ] || return 0
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     local log="${TMPDIR:-/tmp}/fastpool-setup-apt.log"
@@ -61,9 +65,11 @@ fp_install_packages() {
   for p in $missing; do
     case $p in
       python3-venv|python3-dev|gcc|libc6-dev) essential="$essential $p" ;;
+      valgrind) fp_say "python -m bench.instructions needs valgrind: sudo apt-get install -y valgrind" ;;
       *) optional="$optional $p" ;;
     esac
   done
+  [ -n "$essential$optional" ] || return 0
   if [ -n "$essential" ] || [ "$mariadb" = need ]; then
     fp_say "this machine lacks Debian packages it needs; install them with:"
     printf '\n    sudo apt-get install -y%s\n\n' "$essential$optional" >&2
@@ -88,7 +94,7 @@ fp_fingerprint() {
 fp_setup() {
   local extra=$1 mariadb=$2 py venv=.venv stamp
   py=$(fp_system_python)
-  fp_install_packages "$py" "$mariadb"
+  fp_install_packages "$py" "$mariadb" "$extra"
   if [ ! -x "$venv/bin/python" ]; then
     fp_say "creating the project virtualenv $venv"
     "$py" -m venv "$venv"
