@@ -55,6 +55,8 @@ class CorePool:
     _await_cancel: Callable[[ConnRecord], None] | None
     _check_hook: Callable[[ConnRecord], bool] | None
     _reset_hook: Callable[[ConnRecord], bool] | None
+    _clean_probe: Callable[[Any], Any] | None
+    _clean_value: Any
     _event_hook: Callable[[str, ConnRecord | None, float, str | None], None] | None
     _defer_reclaim: Callable[[Callable[[], None]], bool] | None
     _probe_hook: Callable[[], None] | None

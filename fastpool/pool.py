@@ -372,8 +372,13 @@ class Pool(CorePool):
         # Fill the core's slots only with what is in use: an empty slot costs one test.
         o = self._options
         self._check_hook = self._run_check if o["check"] is not None else None
-        checks_state = self._dialect is not None and self._dialect.checks_state_at_checkin
+        dialect = self._dialect
+        checks_state = dialect is not None and dialect.checks_state_at_checkin
         self._reset_hook = self._run_reset if o["reset"] is not None or checks_state else None
+        # A clean connection read in C, skipping _run_reset, when no operator reset runs.
+        probe = dialect.clean_probe if dialect is not None and checks_state and o["reset"] is None else None
+        self._clean_probe = probe
+        self._clean_value = dialect.clean_value if dialect is not None and probe is not None else None
         self._event_hook = self._emit_core if self._listeners.any_of(CORE_EVENTS) else None
         watching = self._listeners.any_of(HOLD_EVENTS)
         if not watching:

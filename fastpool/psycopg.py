@@ -31,8 +31,7 @@ import sys
 import threading
 import time
 import warnings
-from contextlib import asynccontextmanager, contextmanager
-from typing import Any, AsyncIterator, Callable, Iterator
+from typing import Any, Callable
 
 import psycopg
 from psycopg.pq import TransactionStatus
@@ -295,8 +294,8 @@ class _Common:
             log.warning("fastpool.psycopg %s: rolling back returned connection: %s", self.name, conn)
         if not bad and getattr(conn, "_fp_created", 0.0) <= self._drained_at:
             bad = True  # drain(): made before it
-        if not bad:
-            bad = not self._reset_returned(raw, conn)
+        if not bad and (status != TransactionStatus.IDLE or self._user_reset is not None):
+            bad = not self._reset_returned(raw, conn)  # idle and no reset: clean as it is
         self._sync._give(rec, bad)
 
     def _reset_returned(self, raw: Any, conn: Any) -> bool:
@@ -494,17 +493,10 @@ class ConnectionPool(_Common):
     def putconn(self, conn: Any) -> None:
         self._putconn(conn)
 
-    @contextmanager
-    def connection(self, timeout: float | None = None) -> Iterator[Any]:
-        conn = self._getconn(timeout, sys._getframe(2))  # the caller's `with` (under contextlib)
-        started = time.monotonic()
-        try:
-            with conn:  # psycopg: COMMIT, or ROLLBACK on an error
-                yield conn
-        finally:
-            self._count("usage_ms", int(1000 * (time.monotonic() - started)))
-            if getattr(conn, "_pool", None) is self:  # not given back by close_returns
-                self._putconn(conn)
+    def connection(self, timeout: float | None = None) -> _Connection:
+        """``with pool.connection() as conn``: the connection, given back at the end of the
+        block, its transaction committed (rolled back on an error) as psycopg_pool does."""
+        return _Connection(self, timeout)
 
     def resize(self, min_size: int, max_size: int | None = None) -> None:
         self._resize(min_size, max_size)
@@ -519,6 +511,76 @@ class ConnectionPool(_Common):
     def check_connection(conn: Any) -> None:
         """A check callback: an empty query, one round trip (the error if it fails)."""
         _check_connection(conn)
+
+
+class _Connection:
+    """What ``ConnectionPool.connection()`` returns. A class rather than a generator under
+    contextlib: one frame and no generator per block, on the path every request takes."""
+
+    __slots__ = ("_pool", "_timeout", "_conn", "_started")
+
+    def __init__(self, pool: Any, timeout: float | None) -> None:
+        self._pool, self._timeout = pool, timeout
+        self._conn: Any = None
+        self._started = 0.0
+
+    def __enter__(self) -> Any:
+        # sys._getframe(1): the caller's `with`, named if the connection is dropped unreturned.
+        self._conn = self._pool._getconn(self._timeout, sys._getframe(1))
+        self._started = time.monotonic()
+        return self._conn
+
+    def __exit__(self, et: Any, ev: Any, tb: Any) -> None:
+        conn, pool = self._conn, self._pool
+        owner: Any = None
+        self._conn = None
+        try:
+            if _transaction_to_end(conn):
+                conn.__exit__(et, ev, tb)  # psycopg: COMMIT, or ROLLBACK on an error
+        finally:
+            pool._count("usage_ms", int(1000 * (time.monotonic() - self._started)))
+            owner = getattr(conn, "_pool", None)
+            if owner is pool:  # not given back by close_returns
+                pool._putconn(conn)
+
+
+class _AsyncConnection:
+    """What ``AsyncConnectionPool.connection()`` returns (see _Connection)."""
+
+    __slots__ = ("_pool", "_timeout", "_conn", "_started")
+
+    def __init__(self, pool: Any, timeout: float | None) -> None:
+        self._pool, self._timeout = pool, timeout
+        self._conn: Any = None
+        self._started = 0.0
+
+    async def __aenter__(self) -> Any:
+        pool = self._pool
+        pool._started()
+        self._conn = await pool._pool._call(pool._getconn, self._timeout, sys._getframe(1))
+        self._started = time.monotonic()
+        return self._conn
+
+    async def __aexit__(self, et: Any, ev: Any, tb: Any) -> None:
+        conn, pool = self._conn, self._pool
+        owner: Any = None
+        self._conn = None
+        try:
+            if _transaction_to_end(conn):
+                await conn.__aexit__(et, ev, tb)  # psycopg: COMMIT, or ROLLBACK on an error
+        finally:
+            pool._count("usage_ms", int(1000 * (time.monotonic() - self._started)))
+            owner = getattr(conn, "_pool", None)
+            if owner is pool:
+                await pool.putconn(conn)
+
+
+def _transaction_to_end(conn: Any) -> bool:
+    # psycopg's `with conn` commits (or rolls back) and, the connection being a pool's,
+    # does nothing else: with libpq's status idle there is no transaction to end, and
+    # its commit() would only step an empty generator. (A closed connection reads
+    # UNKNOWN: its __exit__ returns at once, as psycopg's does.)
+    return bool(conn.pgconn.transaction_status != TransactionStatus.IDLE)
 
 
 def _check_connection(conn: Any) -> None:
@@ -627,19 +689,9 @@ class AsyncConnectionPool(_Common):
     async def putconn(self, conn: Any) -> None:
         await self._pool._call(self._putconn, conn)
 
-    @asynccontextmanager
-    async def connection(self, timeout: float | None = None) -> AsyncIterator[Any]:
-        self._started()
-        # The caller's `async with` (under contextlib) is named if it is dropped unreturned.
-        conn = await self._pool._call(self._getconn, timeout, sys._getframe(2))
-        started = time.monotonic()
-        try:
-            async with conn:  # psycopg: COMMIT, or ROLLBACK on an error
-                yield conn
-        finally:
-            self._count("usage_ms", int(1000 * (time.monotonic() - started)))
-            if getattr(conn, "_pool", None) is self:
-                await self.putconn(conn)
+    def connection(self, timeout: float | None = None) -> _AsyncConnection:
+        """``async with pool.connection() as conn``: as ConnectionPool.connection()."""
+        return _AsyncConnection(self, timeout)
 
     async def resize(self, min_size: int, max_size: int | None = None) -> None:
         self._resize(min_size, max_size)

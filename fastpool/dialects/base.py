@@ -50,6 +50,12 @@ class Dialect:
     # (state_at_checkin; PostgreSQL: libpq's transaction status, no round trip).
     checks_state_at_checkin = False
 
+    # With checks_state_at_checkin: a getter that runs in C (operator.attrgetter) and
+    # reads, from the pool's connection, a value equal to clean_value exactly when
+    # state_at_checkin would say CLEAN; the core then skips the Python call. None: none.
+    clean_probe: Callable[[Any], Any] | None = None
+    clean_value: Any = None
+
     def state_at_checkin(self, raw: Any) -> int:
         """What a connection given back needs, read without a round trip: CLEAN,
         ROLL_BACK (reset() makes it clean) or DISCARD."""

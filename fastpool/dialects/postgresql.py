@@ -20,6 +20,7 @@ What it follows, as the MySQL dialect does:
 from __future__ import annotations
 
 import importlib
+import operator
 import time
 from functools import partial
 from typing import Any, Callable
@@ -58,6 +59,9 @@ class PostgreSQLDialect(Dialect):
     install_hint = "postgresql:// needs psycopg 3: pip install 'fastpool[postgresql]'"
     cancel_method = "kill"  # the killer thread sends kill_statement()'s cancel request
     checks_state_at_checkin = True
+    # state_at_checkin's CLEAN, read by the core in C: libpq's status idle.
+    clean_probe = operator.attrgetter("pgconn.transaction_status")
+    clean_value = IDLE
 
     def __init__(self, *, keep_autocommit: bool = False) -> None:
         # keep_autocommit: leave autocommit as the connection came (the psycopg_pool
@@ -282,6 +286,7 @@ class AsyncPostgreSQLDialect(PostgreSQLDialect):
 
     name = "psycopg_async"
     is_async = True
+    clean_probe = operator.attrgetter("driver_connection.pgconn.transaction_status")
 
     def connect_factory(self, kwargs: dict[str, Any]) -> Connect:
         psycopg = self._module()

@@ -171,6 +171,11 @@ cdef class CorePool:
     cdef public object _dead_hook         # (raw) -> bool, at checkout when there is no socket to poll
     cdef public object _check_hook        # (rec) -> bool, at checkout of a connection idle >= check_after_
     cdef public object _reset_hook        # (rec) -> bool, at give-back of a good connection
+    # Before _reset_hook: a getter in C (operator.attrgetter) whose result equals
+    # _clean_value when the connection needs nothing (PostgreSQL: libpq's transaction
+    # status idle); then the Python hook is not called at all. None: always call it.
+    cdef public object _clean_probe
+    cdef public object _clean_value
     cdef public object _event_hook        # (name, rec or None, seconds, reason): discard/timeout/leak
     # fastpool.aio: (reclaim) -> True when a dropped Conn / Tx / Rows is to be reclaimed
     # later on the event loop (its I/O must be awaited there); None: reclaimed at once.

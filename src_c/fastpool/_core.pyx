@@ -995,7 +995,9 @@ cdef class CorePool:
                 raise
         if not bad and self._reset_hook is not None:
             try:
-                if not self._reset_hook(rec):
+                if self._clean_probe is not None and self._clean_probe(rec.raw) == self._clean_value:
+                    pass  # clean: nothing for the dialect's reset to do, no Python frame
+                elif not self._reset_hook(rec):
                     bad = True
                     why = "reset failed"
             except BaseException:
@@ -1879,7 +1881,15 @@ cdef object _execute_on(object raw, object sql, object params, int mode):
         else:
             cur.execute(sql, params)
         if mode == MODE_ROW:
-            result = cur.fetchone() if cur.description is not None else None
+            # fetchone() first: asking for description first costs psycopg a list of
+            # Column objects on every call. A statement with no result set returns None
+            # (sqlite3, MySQL drivers) or raises (psycopg): None all the same.
+            try:
+                result = cur.fetchone()
+            except Exception:
+                if cur.description is not None:
+                    raise
+                result = None
         elif mode == MODE_EXEC:
             r = Result.__new__(Result)
             r.rowcount = cur.rowcount
