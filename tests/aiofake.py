@@ -12,6 +12,12 @@ class Error(Exception):
     pass
 
 
+def _in_bridge() -> bool:
+    from fastpool.aio.bridge import in_bridge
+
+    return in_bridge()
+
+
 class FakeCursor:
     def __init__(self, conn: FakeAsyncConnection) -> None:
         self.conn = conn
@@ -24,6 +30,7 @@ class FakeCursor:
         if self.conn.closed:
             raise Error("connection is closed")
         self.conn.statements.append(sql)
+        self.conn.bridged.append(_in_bridge())
         if sql.startswith("SLEEP "):
             await asyncio.sleep(float(sql.split()[1]))
         if sql.startswith("FAIL"):
@@ -63,6 +70,7 @@ class FakeAsyncConnection:
         self.id = next(self.ids)
         self.closed = False
         self.statements: list[str] = []
+        self.bridged: list[bool] = []  # per statement: run inside fastpool.aio's bridge?
 
     def cursor(self, *args: Any) -> FakeCursor:
         return FakeCursor(self)

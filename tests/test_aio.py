@@ -278,6 +278,89 @@ def test_driver_errors_propagate_unchanged_and_keep_the_connection() -> None:
     run(main)
 
 
+# ---- the native route: a statement on an idle connection awaits the driver itself ----
+def test_a_statement_on_an_idle_connection_awaits_the_driver_without_the_bridge() -> None:
+    async def main() -> None:
+        driver = FakeAsyncDriver()
+        async with fastpool.aio.Pool(driver, max_open=1) as db:
+            await db.query_row("SELECT 1")  # connects: through the bridge
+            conn = driver.connections[0]
+            assert conn.bridged == [True]
+            assert await db.query_row("SELECT 1") == (conn.id,)
+            res = await db.execute("UPDATE x")
+            assert res.rowcount == 0
+            assert conn.bridged[1:] == [False, False]
+            # What may wait or do I/O in the pool's own code takes the bridge.
+            with fastpool.deadline(5):
+                await db.query_row("SELECT 1")
+            db.statement_timeout = 5
+            await db.query_row("SELECT 1")
+            db.statement_timeout = None
+            await db.execute("BEGIN")  # transaction control: the session is reset after
+            assert conn.bridged[3:] == [True, True, True]
+            holder = await db.getconn()  # the only connection taken: the next one waits
+            waiting = asyncio.ensure_future(db.query_row("SELECT 1"))
+            await asyncio.sleep(0.01)
+            await db.putconn(holder)
+            await waiting
+            assert conn.bridged[-1] is True
+            s = db.stats()
+            assert s.in_use == 0 and s.idle == 1 and s.connects == 1
+
+    run(main)
+
+
+def test_the_native_route_settles_its_connection_as_the_bridge_does() -> None:
+    async def main() -> None:
+        import aiofake
+
+        driver = FakeAsyncDriver()
+        async with fastpool.aio.Pool(driver, max_open=2) as db:
+            await db.query_row("SELECT 1")
+            first = driver.connections[0]
+            # A driver error: the caller's, unchanged; the connection kept.
+            with pytest.raises(aiofake.Error, match="the statement failed"):
+                await db.execute("FAIL now")
+            assert first.bridged[-1] is False and not first.closed
+            assert db.stats().idle == 1
+            # Cancelled mid-statement: the protocol state is unknown, the connection closed.
+            task = asyncio.create_task(db.query_row("SLEEP 5"))
+            await asyncio.sleep(0.05)
+            assert first.bridged[-1] is False  # the SLEEP runs on the native route
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            assert first.closed
+            s = db.stats()
+            assert s.in_use == 0 and s.bad_conns_discarded == 1 and s.open == 0
+            # A statement with no result set: None, as the bridge gives.
+            await db.query_row("SELECT 1")
+            assert await db.query_row("UPDATE x") is None
+            assert driver.connections[-1].bridged[-1] is False
+            assert db.stats().in_use == 0
+
+    run(main)
+
+
+def test_a_reset_hook_runs_through_the_bridge_after_a_native_statement() -> None:
+    async def main() -> None:
+        resets: list[Any] = []
+
+        async def reset(conn: Any) -> None:
+            await asyncio.sleep(0)  # I/O of its own: awaited for the task
+            resets.append(conn)
+
+        driver = FakeAsyncDriver()
+        async with fastpool.aio.Pool(driver, max_open=1, reset=reset) as db:
+            await db.query_row("SELECT 1")
+            await db.query_row("SELECT 1")
+            assert driver.connections[0].bridged == [True, False]
+            assert resets == [driver.connections[0]] * 2
+            assert db.stats().in_use == 0 and db.stats().idle == 1
+
+    run(main)
+
+
 def test_a_second_event_loop_gets_a_clear_error() -> None:
     db = fastpool.aio.Pool(FakeAsyncDriver(), max_open=1)
 

@@ -31,7 +31,7 @@ from ..pool import Pool as SyncPool
 from ..stats import Stats
 from ..url import parse_url
 from .adapt import SyncConnection
-from .bridge import TaskParker, await_, call, in_bridge, run_on_loop
+from .bridge import STATEMENT_EXEC, STATEMENT_ROW, TaskParker, await_, call, in_bridge, run_on_loop, statement
 from .objects import Acquire, Conn, Rows, Tx, caller_site
 
 log = logging.getLogger("fastpool")
@@ -272,13 +272,19 @@ class Pool:
             await asyncio.shield(asyncio.gather(*self._reclaims, return_exceptions=True))
 
     # ---- statements (Go's DB.Exec / QueryRow / Query) -----------------------------------
-    async def execute(self, sql: str, params: Any = None) -> Any:
+    # execute() and query_row() take the native route (_bridge.statement): on an idle
+    # connection the task awaits the driver itself; anything else goes through the bridge.
+    def execute(self, sql: str, params: Any = None) -> Awaitable[Any]:
         """Run a statement; -> Result(rowcount, lastrowid)."""
-        return await self._call(self.sync.execute, sql, params)
+        if self._loop is not asyncio._get_running_loop() or self._reclaims:
+            return self._call_after_checks(self.sync.execute, sql, params)
+        return statement(self.sync, sql, params, STATEMENT_EXEC, self.sync.execute)
 
-    async def query_row(self, sql: str, params: Any = None) -> Any:
+    def query_row(self, sql: str, params: Any = None) -> Awaitable[Any]:
         """The first row (a tuple) or None; the connection is back before it returns."""
-        return await self._call(self.sync.query_row, sql, params)
+        if self._loop is not asyncio._get_running_loop() or self._reclaims:
+            return self._call_after_checks(self.sync.query_row, sql, params)
+        return statement(self.sync, sql, params, STATEMENT_ROW, self.sync.query_row)
 
     def query(self, sql: str, params: Any = None, *, stream: bool = False) -> Rows:
         """Rows of a query: ``await`` it (read at once, the connection already back), or with

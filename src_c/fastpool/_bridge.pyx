@@ -11,6 +11,8 @@ cimport cython
 from cpython.object cimport PyObject_GenericSetAttr
 from cpython.ref cimport PyObject
 
+from fastpool._core cimport MODE_EXEC, MODE_ROW, ConnRecord, CorePool, Result
+
 import threading
 from asyncio import ensure_future
 from asyncio.events import _get_running_loop
@@ -197,6 +199,85 @@ cpdef object step(object g, object awaitable):
         signal = fp_steal(res)
         if r == PYGEN_RETURN:
             return signal
+
+
+# ---- the native route: a plain statement with no greenlet --------------------------------
+STATEMENT_EXEC = MODE_EXEC   # statement()'s mode for execute()
+STATEMENT_ROW = MODE_ROW     # ... and for query_row()
+
+
+async def statement(CorePool pool, object sql, object params, int mode, object run):
+    """execute() (MODE_EXEC) or query_row() (MODE_ROW) for the calling task. On an idle
+    connection the task awaits the driver's own coroutines here, the connection taken and
+    settled by the core (_take_idle_for, _give_back_quiet, _statement_failed: _run's
+    rules). Anything that may wait in the pool's code -- no idle connection, a deadline, a
+    check or reset hook, a retry -- runs `run(sql, params)`, the sync statement, through
+    the bridge (call). Measured (python -m bench.instructions, SELECT 1 on asyncmy): the
+    bridge costs about 17,000 instructions per statement, most of it greenlet switches,
+    their stack copies and the blocking face's wrappers; this route about 3,000."""
+    cdef ConnRecord rec = pool._take_idle_for(sql, mode)
+    cdef SyncConnection raw
+    cdef Result r
+    if rec is None:
+        return await call(run, sql, params)
+    raw = <SyncConnection>rec.raw
+    conn = raw.driver_connection
+    cur = None
+    err = None
+    try:
+        # As the core's _execute_on, with each driver call awaited here.
+        cur = conn.cursor()
+        if not hasattr(cur, "execute"):
+            cur = await cur  # aiomysql: an awaitable context manager; aiosqlite: a coroutine
+        if params is None:
+            await cur.execute(sql)
+        else:
+            await cur.execute(sql, params)
+        if mode == MODE_ROW:
+            try:
+                result = await cur.fetchone()
+            except Exception:
+                if cur.description is not None:
+                    raise
+                result = None  # no result set (psycopg raises for it)
+        else:
+            r = Result.__new__(Result)
+            r.rowcount = cur.rowcount
+            r.lastrowid = getattr(cur, "lastrowid", None)
+            result = r
+        done = cur.close()
+        cur = None
+        if fp_awaitable(done):
+            await done
+    except BaseException as exc:
+        err = exc
+    if err is None:
+        if not pool._give_back_quiet(rec):
+            await call(pool._checkin_bridged, rec)
+        return result
+    # The statement failed: as _execute_on and _run, the cursor closed first (the unread
+    # rest of a result read off), then the connection settled by what the error says.
+    try:
+        if not isinstance(err, Exception):
+            raw.interrupted = True  # cut off mid-call (cancelled): discarded, ended on the server
+        if cur is not None:
+            done = cur.close()
+            if raw.interrupted:
+                # Not awaited: the protocol is somewhere mid-way, and a close queued
+                # behind the statement (aiosqlite) would wait for all of it.
+                if fp_awaitable(done):
+                    from .aio.bridge import _discard
+                    _discard(done)
+            elif fp_awaitable(done):
+                await done
+    except Exception:
+        pass  # the statement's own error is the one to report
+    except BaseException as exc:  # cancelled while closing: that is what the task sees now
+        raw.interrupted = True
+        err = exc
+    if pool._statement_failed(rec, err):
+        return await call(pool._run_again, sql, params, mode)
+    raise err
 
 
 # ---- how a task waits for a connection -------------------------------------------------

@@ -28,6 +28,14 @@ cdef enum:
     WAIT_BUCKETS = 208
 
 
+cdef enum:
+    # What a statement's result is turned into.
+    MODE_EXEC = 0      # Result(rowcount, lastrowid)
+    MODE_ROW = 1       # the first row or None
+    MODE_ALL = 2       # (description, all rows)
+    MODE_STREAM = 3    # a streaming Rows that keeps the connection
+
+
 cdef enum RecState:
     REC_IDLE = 0
     REC_IN_USE = 1
@@ -187,7 +195,10 @@ cdef class CorePool:
     cdef ConnRecord _checkout(self, double timeout, bint fresh)
     cdef Conn _new_conn(self, object timeout)
     cdef int _checkin(self, ConnRecord rec, bint bad) except -1
-    cdef object _run(self, object sql, object params, int mode)
+    cdef object _run(self, object sql, object params, int mode, int attempt=*)
+    cpdef ConnRecord _take_idle_for(self, object sql, int mode)
+    cpdef bint _give_back_quiet(self, ConnRecord rec) except -1
+    cpdef bint _statement_failed(self, ConnRecord rec, BaseException exc) except -1
     cdef Rows _stream(self, ConnRecord rec, Conn owner, object sql, object params, int depth,
                       double deadline)
     cdef int _error_kind(self, BaseException exc) except -1
@@ -211,7 +222,7 @@ cdef class CorePool:
     cdef Py_ssize_t _reserve_opens_locked(self)
     cdef ConnRecord _new_record(self, object raw)
     cdef ConnRecord _open_new(self)
-    cdef ConnRecord _get(self, double timeout, bint fresh=*, bint by_deadline=*)
+    cdef ConnRecord _get(self, double timeout, bint fresh=*, bint by_deadline=*, bint idle_only=*)
     cdef ConnRecord _wait(self, Waiter w, double timeout, double t0)
     cdef object _timeout_error(self, double waited, bint by_deadline=*)
     cdef int _put(self, ConnRecord rec, bint bad, bint held, bint opened=*) except -1

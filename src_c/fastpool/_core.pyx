@@ -57,13 +57,7 @@ cdef enum:
     A_TIMEOUT = 6
     A_WAIT_OPEN = 7  # queued, and a connect asked of the opener (room under max_open)
     A_REFUSED = 8    # the pool is full and max_waiting callers already wait
-
-cdef enum:
-    # What a statement's result is turned into.
-    MODE_EXEC = 0      # Result(rowcount, lastrowid)
-    MODE_ROW = 1       # the first row or None
-    MODE_ALL = 2       # (description, all rows)
-    MODE_STREAM = 3    # a streaming Rows that keeps the connection
+    A_NONE = 9       # idle_only, and no idle connection: nothing taken, nothing counted
 
 cdef enum:
     # Where a statement under a deadline stands with the watcher (ConnRecord.cancel_state).
@@ -496,9 +490,12 @@ cdef class CorePool:
         return t
 
     # ---- checkout ----------------------------------------------------------------------
-    cdef ConnRecord _get(self, double timeout, bint fresh=False, bint by_deadline=False):
+    cdef ConnRecord _get(self, double timeout, bint fresh=False, bint by_deadline=False,
+                         bint idle_only=False):
         # timeout < 0 waits forever; 0 never waits. fresh: open a new connection rather
         # than reuse an idle one (the last retry, as Go's alwaysNewConn), room permitting.
+        # idle_only: an idle connection (checked as ever) or None at once, nothing else:
+        # no wait, no connect, no timeout counted (fastpool.aio's native route).
         #
         # A caller that finds room under max_open does not connect in its own thread: a
         # connect can hang (a half-open network) far past the caller's timeout. It queues
@@ -543,6 +540,8 @@ cdef class CorePool:
                     # Taking an idle connection from under waiters (barging) can leave one
                     # with room under max_open and nobody opening for it.
                     wake = self._open_deficit_locked() > 0
+            elif idle_only:
+                action = A_NONE
             elif (timeout == 0 or self.inline_connect) and (self.max_open_ <= 0 or self.num_open < self.max_open_):
                 self.num_open += 1
                 self.num_opening += 1
@@ -658,6 +657,8 @@ cdef class CorePool:
                 return rec
             if action == A_CLOSED:
                 raise PoolClosed("pool is closed")
+            if action == A_NONE:
+                return None
             raise self._timeout_error(0.0)
 
     cdef int _sleep(self, Waiter w, double seconds) except -2:
@@ -1204,13 +1205,13 @@ cdef class CorePool:
     def _set_statement_timeout(self, timeout):
         self.statement_timeout_ = -1.0 if timeout is None else float(timeout)
 
-    cdef object _run(self, object sql, object params, int mode):
+    cdef object _run(self, object sql, object params, int mode, int attempt=0):
         # One statement on a pooled connection, given back before returning. A failure that
         # proves the statement never reached the server is retried on another connection:
         # twice on pooled ones, then once on a new one (Go's rule). Anything else propagates
-        # unchanged; a connection it broke is closed, never pooled.
+        # unchanged; a connection it broke is closed, never pooled. attempt: how many
+        # were made already (fastpool.aio's native route made the first).
         cdef ConnRecord rec
-        cdef int attempt = 0
         cdef int kind
         cdef int cancel
         cdef double deadline
@@ -1282,6 +1283,45 @@ cdef class CorePool:
             rows._owner = owner
             owner._rows = <PyObject *>rows      # borrowed: see Conn._rows in _core.pxd
         return rows
+
+    # ---- fastpool.aio's native route (_bridge.pyx: statement) --------------------------
+    # A task runs a plain statement on an idle connection by awaiting the driver itself,
+    # without the bridge; these three hand it the connection and settle it, with the same
+    # rules as _run. Whatever may wait or do I/O in the pool's own code (a wait for a
+    # connection, a deadline, a check or reset hook) goes through the bridge instead,
+    # where _run runs for the task: the state machine stays this one.
+    cpdef ConnRecord _take_idle_for(self, object sql, int mode):
+        """An idle connection for a plain statement, or None: take the bridge."""
+        if self._check_hook is not None or (mode == MODE_EXEC and _is_tx_control(sql)):
+            return None
+        if self._stmt_deadline_within(_block_deadline() if _deadlines_used else INFINITY) != INFINITY:
+            return None
+        return self._get(0.0, False, False, True)
+
+    cpdef bint _give_back_quiet(self, ConnRecord rec) except -1:
+        """Give rec back if that needs no I/O (no reset hook, or the dialect reads it
+        clean); False: give it back through the bridge."""
+        if self._reset_hook is not None and (
+                self._clean_probe is None or self._clean_probe(rec.raw) != self._clean_value):
+            return False
+        self._checkin(rec, False)
+        return True
+
+    cpdef bint _statement_failed(self, ConnRecord rec, BaseException exc) except -1:
+        """Settle rec after its statement raised exc: pooled, or closed if exc broke it.
+        True when the statement never reached the server and may run elsewhere
+        (_run_again)."""
+        cdef int kind = self._error_kind(exc)
+        self._checkin(rec, kind != ERR_OK)
+        return kind == ERR_RETRY
+
+    def _checkin_bridged(self, ConnRecord rec):
+        """The give-back _give_back_quiet left to the bridge (its reset does I/O)."""
+        self._checkin(rec, False)
+
+    def _run_again(self, sql, params, int mode):
+        """The statement the native route could not run, from its second attempt."""
+        return self._run(sql, params, mode, 1)
 
     # ---- the API: statements (Go's DB.Exec / QueryRow / Query) ------------------------
     def execute(self, sql, params=None):
