@@ -44,6 +44,7 @@ REFERENCE = {
     "DBUtils SELECT 1": "test_dbutils_select1[DBUtils]",
     "async: SELECT 1 from one task (200 per round)": "test_async_select1[raw-asyncmy]",
     "postgresql: SELECT 1 per request": "test_pg_select1[raw]",
+    "postgresql: asyncio SELECT 1 from one task (200 per round)": "test_pg_async_select1[raw]",
 }
 CONTENDED = "contended: 16 threads share 4 connections"
 SCALE = "scale: 16, 64 and 256 threads share 16 connections"

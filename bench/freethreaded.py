@@ -39,21 +39,14 @@ from typing import Any, Callable
 
 import fastpool
 
+from .support import FakeConn
 
-class _Conn:
+
+class _Conn(FakeConn):
     """A connection with no I/O, carrying the lock its holder proves exclusivity with."""
 
     def __init__(self) -> None:
         self.held = threading.Lock()
-
-    def close(self) -> None:
-        pass
-
-    def rollback(self) -> None:
-        pass
-
-    def commit(self) -> None:
-        pass
 
 
 WORKLOADS = {

@@ -210,16 +210,6 @@ async def _asyncmy_select1(cur: Any) -> Any:
     return await cur.fetchone()
 
 
-def _bridged_select1(raw: Any) -> Any:
-    # The bare driver's statement as fastpool's blocking code runs it (SyncConnection:
-    # each call's awaitable stepped in the greenlet), with no pool around it.
-    cur = raw.cursor()
-    cur.execute("SELECT 1")
-    row = cur.fetchone()
-    cur.close()
-    return row
-
-
 async def _aio_asyncmy(kind: str) -> Any:
     import asyncmy
 
@@ -265,10 +255,12 @@ def _bridged(conn: Any) -> Any:
     from fastpool.aio.adapt import SyncConnection
     from fastpool.aio.bridge import call
 
+    # The bare driver's statement as fastpool's blocking code runs it (SyncConnection:
+    # each call's awaitable stepped in the greenlet), with no pool around it.
     raw = SyncConnection(conn, asyncio.get_running_loop())
 
     def op() -> Any:
-        return call(_bridged_select1, raw)
+        return call(run_select1, raw)
 
     return op
 
@@ -314,6 +306,13 @@ async def _aio_psycopg(kind: str) -> Any:
     return _fastpool_aio_op(db, kind), db.close
 
 
+def _on(group: str, setup: Callable[[str], Any], kind: str) -> Workload:
+    """A workload on a server: its group says which (MariaDB or PostgreSQL) and whether
+    it runs on an event loop."""
+    return Workload(group, (300, 1_200), partial(setup, kind),
+                    "postgres" if "PostgreSQL" in group else "mysql", group.startswith("asyncio"))
+
+
 CHECKOUT = "checkout+checkin (no I/O)"
 SELECT1 = "SELECT 1 per request (SQLite)"
 ROWS_GROUP = f"iterate {ROWS // 1000}k rows (SQLite)"
@@ -342,22 +341,22 @@ WORKLOADS: dict[str, Workload] = {
     "rows_raw_cursor": Workload(ROWS_GROUP, (1, 2), lambda: _sqlite_raw("rows")),
     "rows_fastpool_streaming": Workload(ROWS_GROUP, (1, 2), lambda: _sqlite_fastpool("streaming")),
     "rows_fastpool_buffered": Workload(ROWS_GROUP, (1, 2), lambda: _sqlite_fastpool("buffered")),
-    "select1_raw_mysqlclient": Workload(MYSQL, (300, 1_200), lambda: _mysql_select1("raw"), "mysql"),
-    "select1_fastpool_mysqlclient": Workload(MYSQL, (300, 1_200), lambda: _mysql_select1("fastpool"), "mysql"),
-    "aio_select1_raw_asyncmy": Workload(AIO_MYSQL, (300, 1_200), lambda: _aio_asyncmy("raw"), "mysql", True),
-    "aio_select1_bridged_asyncmy": Workload(AIO_MYSQL, (300, 1_200), lambda: _aio_asyncmy("bridged"), "mysql", True),
-    "aio_checkout_fastpool_asyncmy": Workload(AIO_MYSQL, (300, 1_200), lambda: _aio_asyncmy("checkout"), "mysql", True),
-    "aio_select1_fastpool_asyncmy": Workload(AIO_MYSQL, (300, 1_200), lambda: _aio_asyncmy("fastpool"), "mysql", True),
-    "aio_select1_asyncmy_pool": Workload(AIO_MYSQL, (300, 1_200), lambda: _aio_asyncmy("pool"), "mysql", True),
-    "select1_raw_psycopg": Workload(PG, (300, 1_200), lambda: _pg_select1("raw"), "postgres"),
-    "select1_fastpool_psycopg": Workload(PG, (300, 1_200), lambda: _pg_select1("fastpool"), "postgres"),
-    "select1_fastpool_psycopg_dropin": Workload(PG, (300, 1_200), lambda: _pg_select1("fastpool_dropin"), "postgres"),
-    "select1_psycopg_pool": Workload(PG, (300, 1_200), lambda: _pg_select1("pool"), "postgres"),
-    "aio_select1_raw_psycopg": Workload(AIO_PG, (300, 1_200), lambda: _aio_psycopg("raw"), "postgres", True),
-    "aio_select1_bridged_psycopg": Workload(AIO_PG, (300, 1_200), lambda: _aio_psycopg("bridged"), "postgres", True),
-    "aio_checkout_fastpool_psycopg": Workload(AIO_PG, (300, 1_200), lambda: _aio_psycopg("checkout"), "postgres", True),
-    "aio_select1_fastpool_psycopg": Workload(AIO_PG, (300, 1_200), lambda: _aio_psycopg("fastpool"), "postgres", True),
-    "aio_select1_psycopg_pool": Workload(AIO_PG, (300, 1_200), lambda: _aio_psycopg("pool"), "postgres", True),
+    "select1_raw_mysqlclient": _on(MYSQL, _mysql_select1, "raw"),
+    "select1_fastpool_mysqlclient": _on(MYSQL, _mysql_select1, "fastpool"),
+    "aio_select1_raw_asyncmy": _on(AIO_MYSQL, _aio_asyncmy, "raw"),
+    "aio_select1_bridged_asyncmy": _on(AIO_MYSQL, _aio_asyncmy, "bridged"),
+    "aio_checkout_fastpool_asyncmy": _on(AIO_MYSQL, _aio_asyncmy, "checkout"),
+    "aio_select1_fastpool_asyncmy": _on(AIO_MYSQL, _aio_asyncmy, "fastpool"),
+    "aio_select1_asyncmy_pool": _on(AIO_MYSQL, _aio_asyncmy, "pool"),
+    "select1_raw_psycopg": _on(PG, _pg_select1, "raw"),
+    "select1_fastpool_psycopg": _on(PG, _pg_select1, "fastpool"),
+    "select1_fastpool_psycopg_dropin": _on(PG, _pg_select1, "fastpool_dropin"),
+    "select1_psycopg_pool": _on(PG, _pg_select1, "pool"),
+    "aio_select1_raw_psycopg": _on(AIO_PG, _aio_psycopg, "raw"),
+    "aio_select1_bridged_psycopg": _on(AIO_PG, _aio_psycopg, "bridged"),
+    "aio_checkout_fastpool_psycopg": _on(AIO_PG, _aio_psycopg, "checkout"),
+    "aio_select1_fastpool_psycopg": _on(AIO_PG, _aio_psycopg, "fastpool"),
+    "aio_select1_psycopg_pool": _on(AIO_PG, _aio_psycopg, "pool"),
 }
 # Each group's first workload is the reference its ratios are taken to.
 

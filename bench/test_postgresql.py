@@ -29,6 +29,7 @@ from .test_contended import contend
 SELECT1 = "postgresql: SELECT 1 per request"
 CONTENDED = "postgresql: 16 threads share 4 connections"
 TASKS = "postgresql: 64 tasks share 4 connections"
+ONE_TASK = "postgresql: asyncio SELECT 1 from one task (200 per round)"
 FLEET = "postgresql fleet: 8 processes x pool of 10, 20 server connections"
 
 psycopg = pytest.importorskip("psycopg", reason="psycopg is not installed")
@@ -110,7 +111,9 @@ class TaskContender:
         self.pool: Any = None
 
     async def open(self) -> None:
-        if self.name == "fastpool":
+        if self.name == "raw":
+            self.pool = await psycopg.AsyncConnection.connect(self.pg.dsn, autocommit=True)
+        elif self.name == "fastpool":
             self.pool = fastpool.aio.open(self.pg.dsn, max_open=self.conns, timeout=60)
             await self.pool.query_row("SELECT 1")
         elif self.name in ("psycopg_pool", "fastpool.psycopg"):
@@ -132,6 +135,9 @@ class TaskContender:
     async def request(self, sql: str = "SELECT 1") -> Any:
         if self.name == "fastpool":
             return await self.pool.query_row(sql)
+        if self.name == "raw":
+            cur = await self.pool.execute(sql)
+            return await cur.fetchone()
         if self.name == "AsyncAdaptedQueuePool":
             from sqlalchemy import text
 
@@ -142,10 +148,39 @@ class TaskContender:
             return await cur.fetchone()
 
     async def close(self) -> None:
-        if self.name == "AsyncAdaptedQueuePool":
+        if self.name == "raw":
+            await self.pool.close()
+        elif self.name == "AsyncAdaptedQueuePool":
             await self.pool.dispose()
         else:
             await self.pool.close()
+
+
+@pytest.mark.benchmark(group=ONE_TASK)
+@pytest.mark.parametrize("contender", ["raw", "fastpool", "psycopg_pool", "fastpool.psycopg",
+                                       "AsyncAdaptedQueuePool"])
+def test_pg_async_select1(benchmark, pg, contender):  # type: ignore[no-untyped-def]
+    if contender != "raw":
+        if importlib.util.find_spec("greenlet") is None:
+            pytest.skip("fastpool.aio needs greenlet")
+        import fastpool.aio  # noqa: F401
+
+    loop = asyncio.new_event_loop()
+    c = TaskContender(pg, contender, 1)
+    try:
+        loop.run_until_complete(c.open())
+
+        async def batch() -> None:
+            for _ in range(200):
+                await c.request()
+
+        loop.run_until_complete(batch())  # warm
+        benchmark.pedantic(lambda: loop.run_until_complete(batch()), rounds=30, iterations=1)
+        if benchmark.stats is not None:  # None under --benchmark-disable
+            benchmark.extra_info["per_call_s"] = benchmark.stats.stats.median / 200
+    finally:
+        loop.run_until_complete(c.close())
+        loop.close()
 
 
 @pytest.mark.benchmark(group=TASKS)

@@ -298,14 +298,17 @@ def test_a_statement_on_an_idle_connection_awaits_the_driver_without_the_bridge(
             db.statement_timeout = None
             await db.execute("BEGIN")  # transaction control: the session is reset after
             assert conn.bridged[3:] == [True, True, True]
+            # A task that must wait for a connection waits in the core's queue (through
+            # the bridge), then runs its statement natively.
             holder = await db.getconn()  # the only connection taken: the next one waits
             waiting = asyncio.ensure_future(db.query_row("SELECT 1"))
             await asyncio.sleep(0.01)
+            assert db.stats().waiting == 1
             await db.putconn(holder)
-            await waiting
-            assert conn.bridged[-1] is True
+            assert await waiting == (conn.id,)
+            assert conn.bridged[-1] is False
             s = db.stats()
-            assert s.in_use == 0 and s.idle == 1 and s.connects == 1
+            assert s.in_use == 0 and s.idle == 1 and s.connects == 1 and s.wait_count == 1
 
     run(main)
 

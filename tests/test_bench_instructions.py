@@ -3,6 +3,7 @@ and its report gives each group's ratios to the group's first workload."""
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import sys
 import tempfile
@@ -12,23 +13,59 @@ import pytest
 
 sys.path.append(str(Path(__file__).parent.parent))  # after site-packages: fastpool stays the installed one
 
-from bench.instructions import ROWS, WORKLOADS, count_instructions, main, report  # noqa: E402
+from bench.instructions import _DSN_ENV, ROWS, WORKLOADS, count_instructions, main, report  # noqa: E402
 
 
-@pytest.mark.parametrize("name", list(WORKLOADS))
+def _check(name: str, result: object) -> None:
+    if name.startswith("rows_"):
+        assert result == ROWS
+    elif name.startswith(("select1_", "aio_select1_")):
+        assert tuple(result) == (1,)  # type: ignore[arg-type]
+
+
+def _run_workload(name: str) -> None:
+    w = WORKLOADS[name]
+    if not w.aio:
+        op, close = w.setup()
+        try:
+            _check(name, op())
+            op()  # and again: the pool (or cursor) is back in the state it started from
+        finally:
+            close()
+        return
+
+    async def main() -> None:
+        op, close = await w.setup()
+        try:
+            _check(name, await op())
+            await op()
+        finally:
+            await close()
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("name", [n for n in WORKLOADS if WORKLOADS[n].server is None])
 def test_each_workload_does_the_work_it_is_named_for(name: str, tmp_path: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # the SQLite file: removed after
-    op, close = WORKLOADS[name].setup()
-    try:
-        result = op()
-        if name.startswith("rows_"):
-            assert result == ROWS
-        elif name.startswith("select1_"):
-            assert tuple(result) == (1,)
-        op()  # and again: the pool (or cursor) is back in the state it started from
-    finally:
-        close()
+    _run_workload(name)
+
+
+@pytest.mark.parametrize("name", [n for n in WORKLOADS if WORKLOADS[n].server == "mysql"])
+def test_each_mariadb_workload_does_the_work_it_is_named_for(
+        name: str, mariadb: object, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("asyncmy")
+    monkeypatch.setenv(_DSN_ENV["mysql"], mariadb.dsn)  # type: ignore[attr-defined]
+    _run_workload(name)
+
+
+@pytest.mark.parametrize("name", [n for n in WORKLOADS if WORKLOADS[n].server == "postgres"])
+def test_each_postgresql_workload_does_the_work_it_is_named_for(
+        name: str, postgres: object, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("psycopg_pool")
+    monkeypatch.setenv(_DSN_ENV["postgres"], postgres.dsn)  # type: ignore[attr-defined]
+    _run_workload(name)
 
 
 def test_report_gives_ratios_to_each_groups_first_workload() -> None:

@@ -207,19 +207,24 @@ STATEMENT_ROW = MODE_ROW     # ... and for query_row()
 
 
 async def statement(CorePool pool, object sql, object params, int mode, object run):
-    """execute() (MODE_EXEC) or query_row() (MODE_ROW) for the calling task. On an idle
-    connection the task awaits the driver's own coroutines here, the connection taken and
-    settled by the core (_take_idle_for, _give_back_quiet, _statement_failed: _run's
-    rules). Anything that may wait in the pool's code -- no idle connection, a deadline, a
-    check or reset hook, a retry -- runs `run(sql, params)`, the sync statement, through
-    the bridge (call). Measured (python -m bench.instructions, SELECT 1 on asyncmy): the
+    """execute() (MODE_EXEC) or query_row() (MODE_ROW) for the calling task: it awaits
+    the driver's own coroutines here, the connection taken and settled by the core
+    (_take_idle, _give_back_quiet, _statement_failed: _run's rules). What may wait or do
+    I/O in the pool's own code goes through the bridge (call): a wait for a connection
+    (only the checkout), a reset hook's give-back, a retry, and -- the whole statement,
+    `run(sql, params)` -- a deadline, a check hook or transaction control. Measured (python -m bench.instructions, SELECT 1 on asyncmy): the
     bridge costs about 17,000 instructions per statement, most of it greenlet switches,
     their stack copies and the blocking face's wrappers; this route about 3,000."""
-    cdef ConnRecord rec = pool._take_idle_for(sql, mode)
+    cdef ConnRecord rec
     cdef SyncConnection raw
     cdef Result r
-    if rec is None:
+    if not pool._native_ok(sql, mode):
         return await call(run, sql, params)
+    rec = pool._take_idle()
+    if rec is None:
+        # None idle: wait in the bridge for the checkout only (the core's waiter queue),
+        # then run the statement here.
+        rec = await call(pool._checkout_bridged)
     raw = <SyncConnection>rec.raw
     conn = raw.driver_connection
     cur = None

@@ -196,7 +196,8 @@ cdef class CorePool:
     cdef Conn _new_conn(self, object timeout)
     cdef int _checkin(self, ConnRecord rec, bint bad) except -1
     cdef object _run(self, object sql, object params, int mode, int attempt=*)
-    cpdef ConnRecord _take_idle_for(self, object sql, int mode)
+    cpdef bint _native_ok(self, object sql, int mode) except -1
+    cpdef ConnRecord _take_idle(self)
     cpdef bint _give_back_quiet(self, ConnRecord rec) except -1
     cpdef bint _statement_failed(self, ConnRecord rec, BaseException exc) except -1
     cdef Rows _stream(self, ConnRecord rec, Conn owner, object sql, object params, int depth,

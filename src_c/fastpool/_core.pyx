@@ -1290,13 +1290,21 @@ cdef class CorePool:
     # rules as _run. Whatever may wait or do I/O in the pool's own code (a wait for a
     # connection, a deadline, a check or reset hook) goes through the bridge instead,
     # where _run runs for the task: the state machine stays this one.
-    cpdef ConnRecord _take_idle_for(self, object sql, int mode):
-        """An idle connection for a plain statement, or None: take the bridge."""
+    cpdef bint _native_ok(self, object sql, int mode) except -1:
+        """Whether a statement may take the native route: no check hook (it may do
+        I/O at checkout), no deadline to watch, no transaction control to reset after."""
         if self._check_hook is not None or (mode == MODE_EXEC and _is_tx_control(sql)):
-            return None
-        if self._stmt_deadline_within(_block_deadline() if _deadlines_used else INFINITY) != INFINITY:
-            return None
+            return False
+        return self._stmt_deadline_within(_block_deadline() if _deadlines_used else INFINITY) == INFINITY
+
+    cpdef ConnRecord _take_idle(self):
+        """An idle connection (checked as at any checkout), or None at once."""
         return self._get(0.0, False, False, True)
+
+    def _checkout_bridged(self):
+        """A connection for the native route when none was idle: the task waits as any
+        caller does (FIFO, the fairness bound, the pool's timeout), in the bridge."""
+        return self._checkout(self.timeout_, False)
 
     cpdef bint _give_back_quiet(self, ConnRecord rec) except -1:
         """Give rec back if that needs no I/O (no reset hook, or the dialect reads it
