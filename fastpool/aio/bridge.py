@@ -39,11 +39,12 @@ LOOP_CHECK_INTERVAL = 1.0
 # reused greenlet; await_() steps an awaitable in place, switching to the task only while
 # it must wait.
 from .._bridge import Bridged as _Bridged
-from .._bridge import STATEMENT_EXEC, STATEMENT_ROW, TaskParker, await_, call, call_soon_on, in_bridge, statement
+from .._bridge import (STATEMENT_EXEC, STATEMENT_ROW, Expiries, TaskParker, await_, call, call_soon_on,
+                       in_bridge, statement)
 from .._bridge import step as _step
 
 __all__ = ["TaskParker", "await_", "call", "call_soon_on", "in_bridge", "run_on_loop", "statement",
-           "STATEMENT_EXEC", "STATEMENT_ROW"]
+           "STATEMENT_EXEC", "STATEMENT_ROW", "Expiries"]
 
 
 async def _awaited(awaitable: Awaitable[T]) -> T:

@@ -31,7 +31,8 @@ from ..pool import Pool as SyncPool
 from ..stats import Stats
 from ..url import parse_url
 from .adapt import SyncConnection
-from .bridge import STATEMENT_EXEC, STATEMENT_ROW, TaskParker, await_, call, in_bridge, run_on_loop, statement
+from .bridge import (STATEMENT_EXEC, STATEMENT_ROW, Expiries, TaskParker, await_, call, in_bridge,
+                     run_on_loop, statement)
 from .objects import Acquire, Conn, Rows, Tx, caller_site
 
 log = logging.getLogger("fastpool")
@@ -75,7 +76,7 @@ class TaskPool(SyncPool):
 
     def _task_parker(self) -> Any:
         if in_bridge():
-            return TaskParker(self._aio._loop)  # type: ignore[arg-type]
+            return TaskParker(self._aio._loop, None, self._aio._expiries)  # type: ignore[arg-type]
         return green_parker()
 
     def _await_cancel_settled(self, rec: Any) -> None:
@@ -166,7 +167,7 @@ class Pool:
     ``db.sync`` is the same pool seen from threads (the core underneath); its connections
     belong to this pool's loop."""
 
-    __slots__ = ("sync", "_connect", "_loop", "_bound", "_reclaims", "_hooks", "__weakref__")
+    __slots__ = ("sync", "_connect", "_loop", "_expiries", "_bound", "_reclaims", "_hooks", "__weakref__")
 
     def __init__(self, connect: Callable[[], Awaitable[Any]], *,
                  driver: str | Dialect | None = None, _display: str | None = None,
@@ -178,6 +179,7 @@ class Pool:
             raise ConfigError(f"driver={dialect.name} is not an asyncio driver; use fastpool.Pool")
         self._connect = connect
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._expiries: Expiries | None = None  # the waiting tasks' shared timer, per loop
         self._bound = threading.Event()
         self._reclaims: set[asyncio.Task[Any]] = set()
         self._hooks = {h: options.get(h) for h in HOOKS}
@@ -198,6 +200,7 @@ class Pool:
         if self._loop is loop:
             return loop
         if self._loop is None or (self._loop.is_closed() and self.sync.stats().open == 0):
+            self._expiries = Expiries(loop)  # before _loop: a parker made for it finds it
             self._loop = loop
             self._bound.set()
             return loop

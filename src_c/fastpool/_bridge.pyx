@@ -15,6 +15,7 @@ from fastpool._core cimport MODE_EXEC, MODE_ROW, ConnRecord, CorePool, Result
 
 import threading
 from asyncio import ensure_future
+from heapq import heapify, heappop, heappush
 from asyncio.events import _get_running_loop
 
 from greenlet import GreenletExit, getcurrent, greenlet
@@ -287,6 +288,62 @@ async def statement(CorePool pool, object sql, object params, int mode, object r
 
 # ---- how a task waits for a connection -------------------------------------------------
 @cython.final
+cdef class Expiries:
+    """When the waiting tasks of one loop's pool give up: one loop timer, for the
+    earliest of them, instead of one per wait. (A timer per wait is a TimerHandle, a heap
+    push with Python comparisons and a cancel: about a tenth of the loop's time with 64
+    tasks on 4 connections, measured with cProfile.) A task woken before its time stays
+    in the heap and is skipped when its time comes; the heap is swept when mostly such."""
+    cdef object loop
+    cdef list heap                  # (when, seq, future), earliest first
+    cdef object handle              # the loop timer for heap[0], or None
+    cdef double armed_at
+    cdef Py_ssize_t live
+    cdef unsigned long long seq
+
+    def __cinit__(self, loop):
+        self.loop = loop
+        self.heap = []
+
+    cdef int add(self, double seconds, fut) except -1:
+        cdef double when = self.loop.time() + seconds
+        heappush(self.heap, (when, self.seq, fut))
+        self.seq += 1
+        self.live += 1
+        if self.handle is None or when < self.armed_at:
+            if self.handle is not None:
+                self.handle.cancel()
+            self.armed_at = when
+            self.handle = self.loop.call_at(when, self._fire)
+        return 0
+
+    cdef int finished(self, fut) except -1:
+        if not fut.done():
+            fut.cancel()  # done either way: skipped when its time comes
+        self.live -= 1
+        if len(self.heap) > 64 and len(self.heap) > 4 * self.live:
+            self.heap = [e for e in self.heap if not e[2].done()]
+            heapify(self.heap)
+        return 0
+
+    def _fire(self):
+        self.handle = None
+        cdef double now = self.loop.time()
+        heap = self.heap
+        while heap:
+            entry = heap[0]
+            fut = entry[2]
+            if not fut.done():
+                if <double>entry[0] > now:
+                    break
+                fut.set_result(False)
+            heappop(heap)
+        if heap:
+            self.armed_at = heap[0][0]
+            self.handle = self.loop.call_at(self.armed_at, self._fire)
+
+
+@cython.final
 cdef class TaskParker:
     """How a task waits for a connection: the core's parker interface (acquire(True,
     seconds) sleeps until release() or the time is up, like a held lock).
@@ -298,13 +355,15 @@ cdef class TaskParker:
     cdef object loop
     cdef object fut
     cdef object wait                # None: step the future in call()'s greenlet; else wait(fut)
+    cdef Expiries expiries          # the loop's shared timer; None: a timer of its own
     cdef bint released
 
-    def __cinit__(self, loop, wait=None):
+    def __cinit__(self, loop, wait=None, Expiries expiries=None):
         # wait: how to wait for a future where another bridge runs the pool (SQLAlchemy's
         # await_only, for FastAsyncQueuePool).
         self.loop = loop
         self.wait = wait
+        self.expiries = expiries
 
     def acquire(self, blocking=True, double timeout=-1):
         if self.released:
@@ -317,7 +376,12 @@ cdef class TaskParker:
                 raise EventLoopError("fastpool.aio: a task waited outside fastpool's async calls")
         loop = self.loop
         fut = self.fut = loop.create_future()
-        timer = None if timeout < 0 else loop.call_later(timeout, _expire, fut)
+        timer = None
+        if timeout >= 0:
+            if self.expiries is not None:
+                self.expiries.add(timeout, fut)
+            else:
+                timer = loop.call_later(timeout, _expire, fut)
         try:
             if g is None:
                 return bool(self.wait(fut))
@@ -326,6 +390,8 @@ cdef class TaskParker:
             self.fut = None
             if timer is not None:
                 timer.cancel()
+            elif timeout >= 0 and self.expiries is not None:
+                self.expiries.finished(fut)
 
     def release(self):
         if _get_running_loop() is self.loop:

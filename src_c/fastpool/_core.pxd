@@ -97,6 +97,7 @@ cdef class Waiter:
     cdef bint requeued                # woke to try the free list and lost: queues at the head
     cdef bint in_count                # counted in wait_count (once, however often it queues)
     cdef object err                   # a connect error handed to it (outcome W_ERROR)
+    cdef int _make_sem(self) except -1
 
 
 cdef class CorePool:

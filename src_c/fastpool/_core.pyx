@@ -158,12 +158,15 @@ cdef class ConnRecord:
 
 @cython.final
 cdef class Waiter:
-    def __cinit__(self):
+    cdef int _make_sem(self) except -1:
+        # Only a waiter that sleeps in C has a lock (a task or a greenlet sleeps on its
+        # parker): one allocation fewer per wait for those.
         self.sem = PyThread_allocate_lock()
         if self.sem == NULL:
             raise MemoryError()
         # Taken now, so the waiter blocks until a giver releases it.
         PyThread_acquire_lock(self.sem, NOWAIT_LOCK)
+        return 0
 
     def __dealloc__(self):
         if self.sem != NULL:
@@ -645,6 +648,8 @@ cdef class CorePool:
                 w.by_deadline = by_deadline
                 if self._new_parker is not None:
                     w.parker = self._new_parker()
+                if w.parker is None:
+                    w._make_sem()
                 continue
             if action == A_WAIT or action == A_WAIT_OPEN:
                 rec = self._wait(w, timeout, t0)
