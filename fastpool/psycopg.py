@@ -26,6 +26,7 @@ through fastpool.aio's bridge, where each of its waits becomes the task's await.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 import threading
@@ -249,14 +250,21 @@ class _Common:
                 f" release. Please use open={{True|False}} explicitly, or use the pool as context"
                 f" manager using: `with {name}(...) as pool: ...`")
 
-    def _getconn(self, timeout: float | None, site: Any) -> Any:
-        # site: the caller's frame, named if the connection is dropped unreturned.
+    def _getconn(self, timeout: float | None, site: Any, rec: Any = None) -> Any:
+        # site: the caller's frame, named if the connection is dropped unreturned. rec: a
+        # record the async pool took already (_take_idle_now), else one is taken here.
         self._count("requests_num")
-        self._check_open_getconn()
+        try:
+            self._check_open_getconn()
+        except BaseException:
+            if rec is not None:
+                self._sync._give(rec)
+            raise
         if timeout is None:
             timeout = self.timeout
         try:
-            rec = self._sync._take(timeout)
+            if rec is None:
+                rec = self._sync._take(timeout)
         except _errors.TooManyWaiting:
             self._count("requests_errors")
             raise TooManyRequests(f"the pool {self.name!r} has already"
@@ -557,7 +565,11 @@ class _AsyncConnection:
     async def __aenter__(self) -> Any:
         pool = self._pool
         pool._started()
-        self._conn = await pool._pool._call(pool._getconn, self._timeout, sys._getframe(1))
+        rec = pool._take_idle_now()
+        if rec is not None:
+            self._conn = pool._getconn(self._timeout, sys._getframe(1), rec)
+        else:
+            self._conn = await pool._pool._call(pool._getconn, self._timeout, sys._getframe(1))
         self._started = time.monotonic()
         return self._conn
 
@@ -573,6 +585,10 @@ class _AsyncConnection:
             owner = getattr(conn, "_pool", None)
             if owner is pool:
                 await pool.putconn(conn)
+
+
+# libpq's states in which a connection given back is rolled back first (I/O).
+_ROLL_BACK = (TransactionStatus.INTRANS, TransactionStatus.INERROR)
 
 
 def _transaction_to_end(conn: Any) -> bool:
@@ -684,10 +700,32 @@ class AsyncConnectionPool(_Common):
 
     async def getconn(self, timeout: float | None = None) -> Any:
         self._started()
+        rec = self._take_idle_now()
+        if rec is not None:
+            return self._getconn(timeout, sys._getframe(1), rec)
         return await self._pool._call(self._getconn, timeout, sys._getframe(1))
 
     async def putconn(self, conn: Any) -> None:
-        await self._pool._call(self._putconn, conn)
+        if self._put_now_ok(conn):
+            self._putconn(conn)
+        else:
+            await self._pool._call(self._putconn, conn)
+
+    # Without the bridge when nothing can wait or do I/O (fastpool.aio's native route):
+    # an idle connection taken at once, a connection given back that needs no rollback.
+    def _take_idle_now(self) -> Any:
+        pool = self._pool
+        if (pool._loop is not asyncio._get_running_loop() or pool._reclaims or self._closed
+                or pool.sync._check_hook is not None):
+            return None
+        return pool.sync._take_idle()
+
+    def _put_now_ok(self, conn: Any) -> bool:
+        pool = self._pool
+        if pool._loop is not asyncio._get_running_loop() or pool._reclaims or self._user_reset is not None:
+            return False
+        pgconn = getattr(conn, "pgconn", None)
+        return pgconn is not None and pgconn.transaction_status not in _ROLL_BACK
 
     def connection(self, timeout: float | None = None) -> _AsyncConnection:
         """``async with pool.connection() as conn``: as ConnectionPool.connection()."""
