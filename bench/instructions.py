@@ -249,6 +249,20 @@ async def _aio_asyncmy(kind: str) -> Any:
     return _fastpool_aio_op(db, kind), db.close
 
 
+async def _aio_asyncmy_64(kind: str) -> Any:
+    """64 tasks at once on a pool of 4 (one operation: all 64 requests, most of which wait
+    for a connection): what waiting costs, per pool."""
+    import asyncio
+
+    op, close = await _aio_asyncmy(kind)
+
+    async def op64() -> Any:
+        rows = await asyncio.gather(*[op() for _ in range(64)])
+        return rows[0]
+
+    return op64, close
+
+
 def _bridged(conn: Any) -> Any:
     import asyncio
 
@@ -306,10 +320,11 @@ async def _aio_psycopg(kind: str) -> Any:
     return _fastpool_aio_op(db, kind), db.close
 
 
-def _on(group: str, setup: Callable[[str], Any], kind: str) -> Workload:
+def _on(group: str, setup: Callable[[str], Any], kind: str,
+        reps: tuple[int, int] = (300, 1_200)) -> Workload:
     """A workload on a server: its group says which (MariaDB or PostgreSQL) and whether
     it runs on an event loop."""
-    return Workload(group, (300, 1_200), partial(setup, kind),
+    return Workload(group, reps, partial(setup, kind),
                     "postgres" if "PostgreSQL" in group else "mysql", group.startswith("asyncio"))
 
 
@@ -318,6 +333,7 @@ SELECT1 = "SELECT 1 per request (SQLite)"
 ROWS_GROUP = f"iterate {ROWS // 1000}k rows (SQLite)"
 MYSQL = "SELECT 1 per request (mysqlclient, MariaDB)"
 AIO_MYSQL = "asyncio SELECT 1 (asyncmy, MariaDB)"
+AIO_MYSQL_64 = "asyncio: 64 tasks on 4 connections, per 64 SELECT 1 (asyncmy, MariaDB)"
 PG = "SELECT 1 per request (psycopg, PostgreSQL)"
 AIO_PG = "asyncio SELECT 1 (psycopg AsyncConnection, PostgreSQL)"
 
@@ -348,6 +364,8 @@ WORKLOADS: dict[str, Workload] = {
     "aio_checkout_fastpool_asyncmy": _on(AIO_MYSQL, _aio_asyncmy, "checkout"),
     "aio_select1_fastpool_asyncmy": _on(AIO_MYSQL, _aio_asyncmy, "fastpool"),
     "aio_select1_asyncmy_pool": _on(AIO_MYSQL, _aio_asyncmy, "pool"),
+    "aio_64_tasks_asyncmy_pool": _on(AIO_MYSQL_64, _aio_asyncmy_64, "pool", (20, 80)),
+    "aio_64_tasks_fastpool_asyncmy": _on(AIO_MYSQL_64, _aio_asyncmy_64, "fastpool", (20, 80)),
     "select1_raw_psycopg": _on(PG, _pg_select1, "raw"),
     "select1_fastpool_psycopg": _on(PG, _pg_select1, "fastpool"),
     "select1_fastpool_psycopg_dropin": _on(PG, _pg_select1, "fastpool_dropin"),
