@@ -345,6 +345,22 @@ def test_the_native_route_settles_its_connection_as_the_bridge_does() -> None:
     run(main)
 
 
+def test_the_native_route_tells_checkout_and_checkin_listeners() -> None:
+    async def main() -> None:
+        events: list[str] = []
+        driver = FakeAsyncDriver()
+        async with fastpool.aio.Pool(driver, max_open=1) as db:
+            await db.query_row("SELECT 1")
+            db.on("checkout", lambda ev: events.append(ev.event))
+            db.on("checkin", lambda ev: events.append(ev.event))
+            await db.query_row("SELECT 1")
+            await db.execute("UPDATE x")
+            assert driver.connections[0].bridged[1:] == [False, False]
+            assert events == ["checkout", "checkin"] * 2
+
+    run(main)
+
+
 def test_a_reset_hook_runs_through_the_bridge_after_a_native_statement() -> None:
     async def main() -> None:
         resets: list[Any] = []

@@ -194,6 +194,7 @@ cdef class CorePool:
 
     cdef Py_ssize_t _take_oldest_idle_locked(self, Py_ssize_t k, list out)
     cdef ConnRecord _checkout(self, double timeout, bint fresh)
+    cdef int _checked_out(self, ConnRecord rec) except -1
     cdef Conn _new_conn(self, object timeout)
     cdef int _checkin(self, ConnRecord rec, bint bad) except -1
     cdef object _run(self, object sql, object params, int mode, int attempt=*)

@@ -972,6 +972,12 @@ cdef class CorePool:
             rec = self._get_within(timeout, fresh, block)
         else:
             rec = self._get(timeout, fresh)
+        self._checked_out(rec)
+        return rec
+
+    cdef int _checked_out(self, ConnRecord rec) except -1:
+        # Every checkout ends here: the holder hook (leak_timeout, checkout listeners) and
+        # the sampled probe; either raising gives the connection back.
         if self._holder_hook is not None:
             try:
                 self._holder_hook(rec, True)
@@ -987,7 +993,7 @@ cdef class CorePool:
             except BaseException:
                 self._put(rec, False, True)
                 raise
-        return rec
+        return 0
 
     cdef int _checkin(self, ConnRecord rec, bint bad) except -1:
         # The one way back for a connection its holder had: the holder hook (leak_timeout,
@@ -1304,7 +1310,10 @@ cdef class CorePool:
 
     cpdef ConnRecord _take_idle(self):
         """An idle connection (checked as at any checkout), or None at once."""
-        return self._get(0.0, False, False, True)
+        cdef ConnRecord rec = self._get(0.0, False, False, True)
+        if rec is not None:
+            self._checked_out(rec)
+        return rec
 
     def _checkout_bridged(self):
         """A connection for the native route when none was idle: the task waits as any
