@@ -345,6 +345,54 @@ def test_the_native_route_settles_its_connection_as_the_bridge_does() -> None:
     run(main)
 
 
+def test_tasks_that_wait_natively_are_served_in_arrival_order_time_out_and_leave_on_cancel() -> None:
+    async def main() -> None:
+        driver = FakeAsyncDriver()
+        async with fastpool.aio.Pool(driver, max_open=1, timeout=5) as db:
+            await db.query_row("SELECT 1")
+            conn = driver.connections[0]
+            db.sync._set_handoff_after(0)  # strict hand-off: the order is exactly FIFO
+            holder = await db.getconn()
+            done: list[int] = []
+
+            async def request(i: int) -> None:
+                await db.query_row("SELECT 1")
+                done.append(i)
+
+            tasks = []
+            for i in range(5):
+                tasks.append(asyncio.ensure_future(request(i)))
+                await asyncio.sleep(0.005)  # queued in this order
+            assert db.stats().waiting == 5
+            await db.putconn(holder)
+            await asyncio.gather(*tasks)
+            assert done == [0, 1, 2, 3, 4]
+            assert conn.bridged[-5:] == [False] * 5  # each ran natively after its wait
+            assert db.stats().wait_count == 5
+
+            # Its time runs out: PoolTimeout, counted; the holder keeps its connection.
+            db.timeout = 0.05
+            holder = await db.getconn()
+            with pytest.raises(fastpool.PoolTimeout):
+                await db.query_row("SELECT 1")
+            assert db.stats().timeouts == 1 and db.stats().waiting == 0
+            # Cancelled while it waits: it leaves the queue, nothing is lost.
+            db.timeout = 5
+            waiting = asyncio.ensure_future(db.query_row("SELECT 1"))
+            await asyncio.sleep(0.01)
+            assert db.stats().waiting == 1
+            waiting.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await waiting
+            assert db.stats().waiting == 0
+            await db.putconn(holder)
+            s = db.stats()
+            assert s.in_use == 0 and s.idle == 1 and s.open == 1
+            assert await db.query_row("SELECT 1") == (conn.id,)
+
+    run(main)
+
+
 def test_the_native_route_tells_checkout_and_checkin_listeners() -> None:
     async def main() -> None:
         events: list[str] = []

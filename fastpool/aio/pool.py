@@ -74,6 +74,10 @@ class TaskPool(SyncPool):
         # Bounded on the loop instead (_sync_hook): the coroutine is cancelled in time.
         configure(raw)
 
+    def _native_parker(self) -> Any:
+        # A task's parker for the native route's checkout (_bridge.checkout).
+        return TaskParker(self._aio._loop, None, self._aio._expiries)  # type: ignore[arg-type]
+
     def _task_parker(self) -> Any:
         if in_bridge():
             return TaskParker(self._aio._loop, None, self._aio._expiries)  # type: ignore[arg-type]

@@ -11,7 +11,8 @@ cimport cython
 from cpython.object cimport PyObject_GenericSetAttr
 from cpython.ref cimport PyObject
 
-from fastpool._core cimport MODE_EXEC, MODE_ROW, ConnRecord, CorePool, Result
+from fastpool._core cimport (MODE_EXEC, MODE_ROW, W_PENDING, WS_AGAIN, WS_RETRY, ConnRecord, CorePool,
+                             Result, Waiter)
 
 import threading
 from asyncio import ensure_future
@@ -210,12 +211,13 @@ STATEMENT_ROW = MODE_ROW     # ... and for query_row()
 async def statement(CorePool pool, object sql, object params, int mode, object run):
     """execute() (MODE_EXEC) or query_row() (MODE_ROW) for the calling task: it awaits
     the driver's own coroutines here, the connection taken and settled by the core
-    (_take_idle, _give_back_quiet, _statement_failed: _run's rules). What may wait or do
-    I/O in the pool's own code goes through the bridge (call): a wait for a connection
-    (only the checkout), a reset hook's give-back, a retry, and -- the whole statement,
-    `run(sql, params)` -- a deadline, a check hook or transaction control. Measured (python -m bench.instructions, SELECT 1 on asyncmy): the
-    bridge costs about 17,000 instructions per statement, most of it greenlet switches,
-    their stack copies and the blocking face's wrappers; this route about 3,000."""
+    (_take_idle or checkout, _give_back_quiet, _statement_failed: _run's rules). What may
+    do I/O in the pool's own code goes through the bridge (call): a reset hook's
+    give-back, a retry, and -- the whole statement, `run(sql, params)` -- a deadline, a
+    check hook or transaction control. Measured (python -m bench.instructions, SELECT 1
+    on asyncmy): the bridge costs about 17,000 instructions per statement, most of it
+    greenlet switches, their stack copies and the blocking face's wrappers; this route
+    about 3,000."""
     cdef ConnRecord rec
     cdef SyncConnection raw
     cdef Result r
@@ -223,9 +225,8 @@ async def statement(CorePool pool, object sql, object params, int mode, object r
         return await call(run, sql, params)
     rec = pool._take_idle()
     if rec is None:
-        # None idle: wait in the bridge for the checkout only (the core's waiter queue),
-        # then run the statement here.
-        rec = await call(pool._checkout_bridged)
+        # None idle: wait in the core's queue, the sleep awaited here (checkout).
+        rec = await checkout(pool, pool._native_parker())
     raw = <SyncConnection>rec.raw
     conn = raw.driver_connection
     cur = None
@@ -284,6 +285,37 @@ async def statement(CorePool pool, object sql, object params, int mode, object r
     if pool._statement_failed(rec, err):
         return await call(pool._run_again, sql, params, mode)
     raise err
+
+
+async def checkout(CorePool pool, TaskParker parker):
+    """A connection for the calling task, waiting in the core's queue as any caller
+    does (FIFO under the fairness bound, the pool's timeout, max_waiting) with each sleep
+    awaited on the loop: the core's _wait steps, no greenlet."""
+    cdef Waiter w = Waiter.__new__(Waiter)
+    cdef int st
+    cdef double seconds
+    w.parker = parker
+    rec = pool._get_for_task(w)
+    while rec is None:
+        while True:
+            seconds = pool._wait_seconds_for(w)
+            try:
+                woke = await parker.sleep(seconds)
+            except BaseException:
+                # Cancelled (or the loop is going): leave the queue, giving back anything
+                # handed over meanwhile -- to the next waiter, never lost.
+                pool._abandon_wait(w)
+                raise
+            st = pool._wait_step_for(w, 1 if woke else 0)
+            if st != WS_AGAIN:
+                break
+        if st == WS_RETRY:
+            w.requeued = True
+            w.outcome = W_PENDING
+            rec = pool._get_for_task(w)
+        else:
+            rec = pool._wait_end_for(w)
+    return rec
 
 
 # ---- how a task waits for a connection -------------------------------------------------
@@ -391,6 +423,29 @@ cdef class TaskParker:
             if timer is not None:
                 timer.cancel()
             elif timeout >= 0 and self.expiries is not None:
+                self.expiries.finished(fut)
+
+    async def sleep(self, double seconds):
+        """acquire(True, seconds) for a task that awaits it directly (checkout): True
+        when released, False when the time (seconds < 0: none) is up."""
+        if self.released:
+            self.released = False
+            return True
+        loop = self.loop
+        fut = self.fut = loop.create_future()
+        timer = None
+        if seconds >= 0:
+            if self.expiries is not None:
+                self.expiries.add(seconds, fut)
+            else:
+                timer = loop.call_later(seconds, _expire, fut)
+        try:
+            return bool(await fut)
+        finally:
+            self.fut = None
+            if timer is not None:
+                timer.cancel()
+            elif seconds >= 0 and self.expiries is not None:
                 self.expiries.finished(fut)
 
     def release(self):

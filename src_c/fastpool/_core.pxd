@@ -29,6 +29,23 @@ cdef enum:
 
 
 cdef enum:
+    # What a Waiter was given.
+    W_PENDING = 0
+    W_GOT = 1
+    W_CLOSED = 2
+    W_TIMEOUT = 3
+    W_ERROR = 4      # handed the error of a connect that failed (Go's putConnDBLocked(nil, err))
+    W_RETRY = 5      # woke to find an idle connection: back to _get to take it (or queue again)
+
+
+cdef enum:
+    # What a waiter does after a sleep (CorePool._wait_step).
+    WS_DONE = 0      # its outcome is settled: _wait_end
+    WS_AGAIN = 1     # sleep again
+    WS_RETRY = 2     # an idle connection it may take: back to _get
+
+
+cdef enum:
     # What a statement's result is turned into.
     MODE_EXEC = 0      # Result(rowcount, lastrowid)
     MODE_ROW = 1       # the first row or None
@@ -97,6 +114,14 @@ cdef class Waiter:
     cdef bint requeued                # woke to try the free list and lost: queues at the head
     cdef bint in_count                # counted in wait_count (once, however often it queues)
     cdef object err                   # a connect error handed to it (outcome W_ERROR)
+    # Its wait (CorePool._wait_init .. _wait_end), kept here so that a task can take the
+    # steps between its awaits.
+    cdef double t0                    # when it began to wait
+    cdef double timeout_
+    cdef double deadline_
+    cdef double starve_at
+    cdef bint timer                   # the current sleep ends at starve_at
+    cdef bint late                    # handed a connection after its time was up
     cdef int _make_sem(self) except -1
 
 
@@ -225,8 +250,17 @@ cdef class CorePool:
     cdef Py_ssize_t _reserve_opens_locked(self)
     cdef ConnRecord _new_record(self, object raw)
     cdef ConnRecord _open_new(self)
-    cdef ConnRecord _get(self, double timeout, bint fresh=*, bint by_deadline=*, bint idle_only=*)
+    cdef ConnRecord _get(self, double timeout, bint fresh=*, bint by_deadline=*, bint idle_only=*,
+                         Waiter given=*)
     cdef ConnRecord _wait(self, Waiter w, double timeout, double t0)
+    cdef void _wait_init(self, Waiter w, double timeout, double t0)
+    cdef double _wait_seconds(self, Waiter w)
+    cdef int _wait_step(self, Waiter w, int r) except -1
+    cdef ConnRecord _wait_end(self, Waiter w)
+    cpdef ConnRecord _get_for_task(self, Waiter w)
+    cpdef double _wait_seconds_for(self, Waiter w)
+    cpdef int _wait_step_for(self, Waiter w, int r) except -1
+    cpdef ConnRecord _wait_end_for(self, Waiter w)
     cdef object _timeout_error(self, double waited, bint by_deadline=*)
     cdef int _put(self, ConnRecord rec, bint bad, bint held, bint opened=*) except -1
     cdef int _discard_dead(self, ConnRecord rec, str reason) except -1

@@ -38,15 +38,6 @@ from fastpool.errors import (
 )
 
 cdef enum:
-    # What a Waiter was given.
-    W_PENDING = 0
-    W_GOT = 1
-    W_CLOSED = 2
-    W_TIMEOUT = 3
-    W_ERROR = 4      # handed the error of a connect that failed (Go's putConnDBLocked(nil, err))
-    W_RETRY = 5      # woke to find an idle connection: back to _get to take it (or queue again)
-
-cdef enum:
     # What _get decided under the lock.
     A_GOT = 0
     A_OPEN = 1
@@ -494,11 +485,14 @@ cdef class CorePool:
 
     # ---- checkout ----------------------------------------------------------------------
     cdef ConnRecord _get(self, double timeout, bint fresh=False, bint by_deadline=False,
-                         bint idle_only=False):
+                         bint idle_only=False, Waiter given=None):
         # timeout < 0 waits forever; 0 never waits. fresh: open a new connection rather
         # than reuse an idle one (the last retry, as Go's alwaysNewConn), room permitting.
         # idle_only: an idle connection (checked as ever) or None at once, nothing else:
         # no wait, no connect, no timeout counted (fastpool.aio's native route).
+        # given: the caller's own waiter (a task that sleeps natively, _get_for_task):
+        # where it must wait, _get queues it and returns None; the caller takes the
+        # _wait steps itself.
         #
         # A caller that finds room under max_open does not connect in its own thread: a
         # connect can hang (a half-open network) far past the caller's timeout. It queues
@@ -513,6 +507,11 @@ cdef class CorePool:
         cdef bint room
         cdef double now
         cdef double t0 = 0.0
+        if given is not None:
+            w = given
+            if w.t0 == 0.0:
+                w.t0 = self._now_fine()
+            t0 = w.t0
         while True:
             now = self._now()
             wake = False
@@ -652,6 +651,9 @@ cdef class CorePool:
                     w._make_sem()
                 continue
             if action == A_WAIT or action == A_WAIT_OPEN:
+                if given is not None:
+                    self._wait_init(w, timeout, t0)
+                    return None
                 rec = self._wait(w, timeout, t0)
                 if rec is None:
                     # It woke to an idle connection (W_RETRY): take it like anyone else,
@@ -699,37 +701,20 @@ cdef class CorePool:
     cdef ConnRecord _wait(self, Waiter w, double timeout, double t0):
         # Returns the connection handed to w, raises, or returns None when w woke to find
         # an idle connection it may take (W_RETRY: the caller goes round _get again).
+        # The steps are _wait_init, _wait_seconds, _wait_step and _wait_end: a task that
+        # waits natively (fastpool.aio, _bridge.checkout) takes the same steps, with its
+        # sleep awaited instead.
         cdef int r
-        cdef double now
-        cdef double seconds
-        cdef double deadline = t0 + timeout
-        cdef double starve_at = t0 + self.handoff_after_
-        cdef bint timer
-        cdef bint wake
-        cdef bint late = False
-        cdef double waited
-        cdef ConnRecord rec
+        cdef int st
+        self._wait_init(w, timeout, t0)
         while True:
-            now = self._now_fine()
-            if timeout < 0:
-                seconds = -1.0
-            else:
-                seconds = deadline - now if deadline > now else 0.0
-            # Until it starves a waiter also wakes at starve_at, to look at the free list
-            # itself: a connection given back while it slept went there, not to it.
-            timer = (self.handoff_after_ > 0 and not w.starving
-                     and (timeout < 0 or starve_at < deadline))
-            if timer:
-                seconds = starve_at - now if starve_at > now else 0.0
             try:
-                r = self._sleep(w, seconds)
+                r = self._sleep(w, self._wait_seconds(w))
             except BaseException:
                 # gevent's Timeout, a GreenletExit, an interrupt: leave the queue, giving
                 # back anything handed over meanwhile.
                 self._abandon_wait(w)
                 raise
-            if r == 1:
-                break
             if r == -1:
                 # A signal arrived (only the main thread gets them): run its handler; if it
                 # raised (KeyboardInterrupt), leave the queue, giving back anything we were
@@ -740,49 +725,92 @@ cdef class CorePool:
                     self._abandon_wait(w)
                     raise
                 continue
-            if timer:
-                if self._now_fine() < starve_at:
-                    continue     # an injected clock that has not moved yet (tests)
-                fp_mutex_lock(&self.mu)
-                if not w.queued:
-                    # Handed a connection (or the pool's end) as the timer fired; the giver's
-                    # wake-up is still on its way, and nobody needs it.
-                    fp_mutex_unlock(&self.mu)
-                    break
-                if self.n_free > 0 and not w.fresh:
-                    self._unlink_locked(w)
-                    w.outcome = W_RETRY
-                    fp_mutex_unlock(&self.mu)
-                    return None
-                w.starving = True
-                self.n_starving += 1
-                wake = self._open_deficit_locked() > 0
-                fp_mutex_unlock(&self.mu)
-                if wake and self.need_open_fn is not None:
-                    try:
-                        self.need_open_fn()
-                    except BaseException:
-                        self._abandon_wait(w)
-                        raise
+            st = self._wait_step(w, r)
+            if st == WS_AGAIN:
                 continue
-            # Timed out.
-            if self._after_wait_hook is not None:
-                self._after_wait_hook()
-            waited = self._now_fine() - t0
+            if st == WS_RETRY:
+                return None
+            return self._wait_end(w)
+
+    cdef void _wait_init(self, Waiter w, double timeout, double t0):
+        w.t0 = t0
+        w.timeout_ = timeout
+        w.deadline_ = t0 + timeout
+        w.starve_at = t0 + self.handoff_after_
+        w.late = False
+
+    cdef double _wait_seconds(self, Waiter w):
+        # How long w sleeps next (-1: no limit), and whether that sleep ends at its
+        # starvation time (w.timer) rather than its timeout.
+        cdef double now = self._now_fine()
+        cdef double seconds
+        if w.timeout_ < 0:
+            seconds = -1.0
+        else:
+            seconds = w.deadline_ - now if w.deadline_ > now else 0.0
+        # Until it starves a waiter also wakes at starve_at, to look at the free list
+        # itself: a connection given back while it slept went there, not to it.
+        w.timer = (self.handoff_after_ > 0 and not w.starving
+                   and (w.timeout_ < 0 or w.starve_at < w.deadline_))
+        if w.timer:
+            seconds = w.starve_at - now if w.starve_at > now else 0.0
+        return seconds
+
+    cdef int _wait_step(self, Waiter w, int r) except -1:
+        # After a sleep of w ended: r 1 woken, 0 its time was up. WS_DONE: w's outcome is
+        # settled (_wait_end); WS_AGAIN: sleep again; WS_RETRY: it may take an idle
+        # connection (back to _get). Raises PoolTimeout when its time ran out.
+        cdef bint wake
+        cdef double waited
+        if r == 1:
+            return WS_DONE
+        if w.timer:
+            if self._now_fine() < w.starve_at:
+                return WS_AGAIN     # an injected clock that has not moved yet (tests)
             fp_mutex_lock(&self.mu)
-            if w.queued:
+            if not w.queued:
+                # Handed a connection (or the pool's end) as the timer fired; the giver's
+                # wake-up is still on its way, and nobody needs it.
+                fp_mutex_unlock(&self.mu)
+                return WS_DONE
+            if self.n_free > 0 and not w.fresh:
                 self._unlink_locked(w)
-                w.outcome = W_TIMEOUT
-                self.timeouts += 1
-                if w.in_count:
-                    self._note_wait_locked(waited)
+                w.outcome = W_RETRY
+                fp_mutex_unlock(&self.mu)
+                return WS_RETRY
+            w.starving = True
+            self.n_starving += 1
+            wake = self._open_deficit_locked() > 0
             fp_mutex_unlock(&self.mu)
-            if w.outcome == W_TIMEOUT:
-                raise self._timeout_error(timeout, w.by_deadline)
-            # A giver handed us something between our timeout and our taking the lock.
-            late = True
-            break
-        waited = self._now_fine() - t0
+            if wake and self.need_open_fn is not None:
+                try:
+                    self.need_open_fn()
+                except BaseException:
+                    self._abandon_wait(w)
+                    raise
+            return WS_AGAIN
+        # Timed out.
+        if self._after_wait_hook is not None:
+            self._after_wait_hook()
+        waited = self._now_fine() - w.t0
+        fp_mutex_lock(&self.mu)
+        if w.queued:
+            self._unlink_locked(w)
+            w.outcome = W_TIMEOUT
+            self.timeouts += 1
+            if w.in_count:
+                self._note_wait_locked(waited)
+        fp_mutex_unlock(&self.mu)
+        if w.outcome == W_TIMEOUT:
+            raise self._timeout_error(w.timeout_, w.by_deadline)
+        # A giver handed us something between our timeout and our taking the lock.
+        w.late = True
+        return WS_DONE
+
+    cdef ConnRecord _wait_end(self, Waiter w):
+        # w's outcome, settled: the connection handed to it, or the error it was given.
+        cdef ConnRecord rec
+        cdef double waited = self._now_fine() - w.t0
         if w.in_count:
             fp_mutex_lock(&self.mu)
             self._note_wait_locked(waited)
@@ -791,14 +819,14 @@ cdef class CorePool:
             rec = w.rec
             w.rec = None
             rec.waited = waited
-            if late:
+            if w.late:
                 # Our deadline has passed: the caller gets PoolTimeout as promised, and the
                 # connection goes on to the next waiter (or the free list). Never lost.
                 self._put(rec, False, False)
                 fp_mutex_lock(&self.mu)
                 self.timeouts += 1
                 fp_mutex_unlock(&self.mu)
-                raise self._timeout_error(timeout, w.by_deadline)
+                raise self._timeout_error(w.timeout_, w.by_deadline)
             return rec
         if w.outcome == W_ERROR:
             err, w.err = w.err, None
@@ -1313,6 +1341,26 @@ cdef class CorePool:
         cdef ConnRecord rec = self._get(0.0, False, False, True)
         if rec is not None:
             self._checked_out(rec)
+        return rec
+
+    cpdef ConnRecord _get_for_task(self, Waiter w):
+        """A connection for a task that waits natively (w: its waiter, with its parker):
+        taken at once, or None with w queued; the task then takes the _wait steps
+        (_bridge.checkout)."""
+        cdef ConnRecord rec = self._get(self.timeout_, False, False, False, w)
+        if rec is not None:
+            self._checked_out(rec)
+        return rec
+
+    cpdef double _wait_seconds_for(self, Waiter w):
+        return self._wait_seconds(w)
+
+    cpdef int _wait_step_for(self, Waiter w, int r) except -1:
+        return self._wait_step(w, r)
+
+    cpdef ConnRecord _wait_end_for(self, Waiter w):
+        cdef ConnRecord rec = self._wait_end(w)
+        self._checked_out(rec)
         return rec
 
     def _checkout_bridged(self):
