@@ -1323,12 +1323,12 @@ cdef class CorePool:
             owner._rows = <PyObject *>rows      # borrowed: see Conn._rows in _core.pxd
         return rows
 
-    # ---- fastpool.aio's native route (_bridge.pyx: statement) --------------------------
-    # A task runs a plain statement on an idle connection by awaiting the driver itself,
-    # without the bridge; these three hand it the connection and settle it, with the same
-    # rules as _run. Whatever may wait or do I/O in the pool's own code (a wait for a
-    # connection, a deadline, a check or reset hook) goes through the bridge instead,
-    # where _run runs for the task: the state machine stays this one.
+    # ---- fastpool.aio's native route (_bridge.pyx: statement, checkout) ----------------
+    # A task runs a plain statement by awaiting the driver itself, without the bridge:
+    # these hand it a connection (an idle one, or after a wait whose steps are _wait's)
+    # and settle it, with the same rules as _run. What may do I/O in the pool's own code
+    # (a deadline, a check or reset hook) goes through the bridge instead, where _run
+    # runs for the task: the state machine stays this one.
     cpdef bint _native_ok(self, object sql, int mode) except -1:
         """Whether a statement may take the native route: no check hook (it may do
         I/O at checkout), no deadline to watch, no transaction control to reset after."""
@@ -1362,28 +1362,6 @@ cdef class CorePool:
         cdef ConnRecord rec = self._wait_end(w)
         self._checked_out(rec)
         return rec
-
-    def _checkout_bridged(self):
-        """A connection for the native route when none was idle: the task waits as any
-        caller does (FIFO, the fairness bound, the pool's timeout), in the bridge."""
-        return self._checkout(self.timeout_, False)
-
-    cpdef bint _give_back_quiet(self, ConnRecord rec) except -1:
-        """Give rec back if that needs no I/O (no reset hook, or the dialect reads it
-        clean); False: give it back through the bridge."""
-        if self._reset_hook is not None and (
-                self._clean_probe is None or self._clean_probe(rec.raw) != self._clean_value):
-            return False
-        self._checkin(rec, False)
-        return True
-
-    cpdef bint _statement_failed(self, ConnRecord rec, BaseException exc) except -1:
-        """Settle rec after its statement raised exc: pooled, or closed if exc broke it.
-        True when the statement never reached the server and may run elsewhere
-        (_run_again)."""
-        cdef int kind = self._error_kind(exc)
-        self._checkin(rec, kind != ERR_OK)
-        return kind == ERR_RETRY
 
     def _checkin_bridged(self, ConnRecord rec):
         """The give-back _give_back_quiet left to the bridge (its reset does I/O)."""
