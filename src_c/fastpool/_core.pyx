@@ -1363,6 +1363,23 @@ cdef class CorePool:
         self._checked_out(rec)
         return rec
 
+    cpdef bint _give_back_quiet(self, ConnRecord rec) except -1:
+        """Give rec back if that needs no I/O (no reset hook, or the dialect reads it
+        clean); False: give it back through the bridge."""
+        if self._reset_hook is not None and (
+                self._clean_probe is None or self._clean_probe(rec.raw) != self._clean_value):
+            return False
+        self._checkin(rec, False)
+        return True
+
+    cpdef bint _statement_failed(self, ConnRecord rec, BaseException exc) except -1:
+        """Settle rec after its statement raised exc: pooled, or closed if exc broke it.
+        True when the statement never reached the server and may run elsewhere
+        (_run_again)."""
+        cdef int kind = self._error_kind(exc)
+        self._checkin(rec, kind != ERR_OK)
+        return kind == ERR_RETRY
+
     def _checkin_bridged(self, ConnRecord rec):
         """The give-back _give_back_quiet left to the bridge (its reset does I/O)."""
         self._checkin(rec, False)
