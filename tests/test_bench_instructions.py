@@ -8,6 +8,7 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -52,20 +53,20 @@ def test_each_workload_does_the_work_it_is_named_for(name: str, tmp_path: Path,
     _run_workload(name)
 
 
-@pytest.mark.parametrize("name", [n for n in WORKLOADS if WORKLOADS[n].server == "mysql"])
-def test_each_mariadb_workload_does_the_work_it_is_named_for(
-        name: str, mariadb: object, monkeypatch: pytest.MonkeyPatch) -> None:
-    pytest.importorskip("asyncmy")
-    monkeypatch.setenv(_DSN_ENV["mysql"], mariadb.dsn)  # type: ignore[attr-defined]
+def _on_server(name: str, server: Any, needs: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip(needs)
+    monkeypatch.setenv(_DSN_ENV[WORKLOADS[name].server], server.dsn)  # type: ignore[index]
     _run_workload(name)
+
+
+@pytest.mark.parametrize("name", [n for n in WORKLOADS if WORKLOADS[n].server == "mysql"])
+def test_each_mariadb_workload_does_the_work_it_is_named_for(name, mariadb, monkeypatch):  # type: ignore[no-untyped-def]
+    _on_server(name, mariadb, "asyncmy", monkeypatch)
 
 
 @pytest.mark.parametrize("name", [n for n in WORKLOADS if WORKLOADS[n].server == "postgres"])
-def test_each_postgresql_workload_does_the_work_it_is_named_for(
-        name: str, postgres: object, monkeypatch: pytest.MonkeyPatch) -> None:
-    pytest.importorskip("psycopg_pool")
-    monkeypatch.setenv(_DSN_ENV["postgres"], postgres.dsn)  # type: ignore[attr-defined]
-    _run_workload(name)
+def test_each_postgresql_workload_does_the_work_it_is_named_for(name, postgres, monkeypatch):  # type: ignore[no-untyped-def]
+    _on_server(name, postgres, "psycopg_pool", monkeypatch)
 
 
 def test_report_gives_ratios_to_each_groups_first_workload() -> None:

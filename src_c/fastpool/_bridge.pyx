@@ -388,6 +388,7 @@ cdef class TaskParker:
     cdef object fut
     cdef object wait                # None: step the future in call()'s greenlet; else wait(fut)
     cdef Expiries expiries          # the loop's shared timer; None: a timer of its own
+    cdef object timer               # that timer of its own, while it sleeps
     cdef bint released
 
     def __cinit__(self, loop, wait=None, Expiries expiries=None):
@@ -406,24 +407,13 @@ cdef class TaskParker:
             g = getcurrent()
             if type(g) is not Bridged:
                 raise EventLoopError("fastpool.aio: a task waited outside fastpool's async calls")
-        loop = self.loop
-        fut = self.fut = loop.create_future()
-        timer = None
-        if timeout >= 0:
-            if self.expiries is not None:
-                self.expiries.add(timeout, fut)
-            else:
-                timer = loop.call_later(timeout, _expire, fut)
+        fut = self._arm(timeout)
         try:
             if g is None:
                 return bool(self.wait(fut))
             return bool(step(g, fut))
         finally:
-            self.fut = None
-            if timer is not None:
-                timer.cancel()
-            elif timeout >= 0 and self.expiries is not None:
-                self.expiries.finished(fut)
+            self._disarm(fut, timeout)
 
     async def sleep(self, double seconds):
         """acquire(True, seconds) for a task that awaits it directly (checkout): True
@@ -431,22 +421,32 @@ cdef class TaskParker:
         if self.released:
             self.released = False
             return True
-        loop = self.loop
-        fut = self.fut = loop.create_future()
-        timer = None
+        fut = self._arm(seconds)
+        try:
+            return bool(await fut)
+        finally:
+            self._disarm(fut, seconds)
+
+    cdef object _arm(self, double seconds):
+        # The future a wait sleeps on, its time limit set (seconds < 0: none): on the
+        # loop's shared timer, or on a timer of its own.
+        fut = self.fut = self.loop.create_future()
+        self.timer = None
         if seconds >= 0:
             if self.expiries is not None:
                 self.expiries.add(seconds, fut)
             else:
-                timer = loop.call_later(seconds, _expire, fut)
-        try:
-            return bool(await fut)
-        finally:
-            self.fut = None
-            if timer is not None:
-                timer.cancel()
-            elif seconds >= 0 and self.expiries is not None:
-                self.expiries.finished(fut)
+                self.timer = self.loop.call_later(seconds, _expire, fut)
+        return fut
+
+    cdef int _disarm(self, fut, double seconds) except -1:
+        self.fut = None
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        elif seconds >= 0 and self.expiries is not None:
+            self.expiries.finished(fut)
+        return 0
 
     def release(self):
         if _get_running_loop() is self.loop:
