@@ -393,6 +393,25 @@ def test_tasks_that_wait_natively_are_served_in_arrival_order_time_out_and_leave
     run(main)
 
 
+def test_a_pool_that_never_waits_connects_through_the_bridge() -> None:
+    async def main() -> None:
+        driver = FakeAsyncDriver()
+        async with fastpool.aio.Pool(driver, max_open=2, timeout=0) as db:
+            assert await db.query_row("SELECT 1") == (driver.connections[0].id,)
+            holder = await db.getconn()
+            # None idle, room under max_open: timeout=0 connects in the caller's place.
+            assert await db.query_row("SELECT 1") == (driver.connections[1].id,)
+            await db.putconn(holder)
+            held = [await db.getconn(), await db.getconn()]
+            with pytest.raises(fastpool.PoolTimeout):  # full: "never wait" refuses at once
+                await db.query_row("SELECT 1")
+            for c in held:
+                await db.putconn(c)
+            assert db.stats().in_use == 0 and db.stats().open == 2
+
+    run(main)
+
+
 def test_the_native_route_tells_checkout_and_checkin_listeners() -> None:
     async def main() -> None:
         events: list[str] = []

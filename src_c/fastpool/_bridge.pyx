@@ -225,6 +225,8 @@ async def statement(CorePool pool, object sql, object params, int mode, object r
         return await call(run, sql, params)
     rec = pool._take_idle()
     if rec is None:
+        if not pool._task_may_wait():
+            return await call(run, sql, params)  # it would connect inline: I/O, bridged
         # None idle: wait in the core's queue, the sleep awaited here (checkout).
         rec = await checkout(pool, pool._native_parker())
     raw = <SyncConnection>rec.raw

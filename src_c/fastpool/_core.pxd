@@ -257,6 +257,7 @@ cdef class CorePool:
     cdef double _wait_seconds(self, Waiter w)
     cdef int _wait_step(self, Waiter w, int r) except -1
     cdef ConnRecord _wait_end(self, Waiter w)
+    cpdef bint _task_may_wait(self) except -1
     cpdef ConnRecord _get_for_task(self, Waiter w)
     cpdef double _wait_seconds_for(self, Waiter w)
     cpdef int _wait_step_for(self, Waiter w, int r) except -1

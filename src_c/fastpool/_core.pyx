@@ -1343,6 +1343,12 @@ cdef class CorePool:
             self._checked_out(rec)
         return rec
 
+    cpdef bint _task_may_wait(self) except -1:
+        """Whether a task with no idle connection may take checkout(): not when it
+        would connect in its own context (timeout=0, "never wait", connects inline),
+        which for a task is I/O to await through the bridge."""
+        return self.timeout_ != 0 and not self.inline_connect
+
     cpdef ConnRecord _get_for_task(self, Waiter w):
         """A connection for a task that waits natively (w: its waiter, with its parker):
         taken at once, or None with w queued; the task then takes the _wait steps
