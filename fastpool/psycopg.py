@@ -26,7 +26,6 @@ through fastpool.aio's bridge, where each of its waits becomes the task's await.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import sys
 import threading
@@ -715,14 +714,12 @@ class AsyncConnectionPool(_Common):
     # an idle connection taken at once, a connection given back that needs no rollback.
     def _take_idle_now(self) -> Any:
         pool = self._pool
-        if (pool._loop is not asyncio._get_running_loop() or pool._reclaims or self._closed
-                or pool.sync._check_hook is not None):
+        if not pool._native_now() or self._closed or pool.sync._check_hook is not None:
             return None
         return pool.sync._take_idle()
 
     def _put_now_ok(self, conn: Any) -> bool:
-        pool = self._pool
-        if pool._loop is not asyncio._get_running_loop() or pool._reclaims or self._user_reset is not None:
+        if not self._pool._native_now() or self._user_reset is not None:
             return False
         pgconn = getattr(conn, "pgconn", None)
         return pgconn is not None and pgconn.transaction_status not in _ROLL_BACK

@@ -75,12 +75,13 @@ class TaskPool(SyncPool):
         configure(raw)
 
     def _native_parker(self) -> Any:
-        # A task's parker for the native route's checkout (_bridge.checkout).
+        # A task's parker: for the native route's checkout (_bridge.checkout), and for a
+        # task that waits inside the bridge.
         return TaskParker(self._aio._loop, None, self._aio._expiries)  # type: ignore[arg-type]
 
     def _task_parker(self) -> Any:
         if in_bridge():
-            return TaskParker(self._aio._loop, None, self._aio._expiries)  # type: ignore[arg-type]
+            return self._native_parker()
         return green_parker()
 
     def _await_cancel_settled(self, rec: Any) -> None:
@@ -211,6 +212,12 @@ class Pool:
         raise EventLoopError(
             f"fastpool.aio pool {self.sync.name!r} is bound to another event loop (the first"
             f" that used it; its connections belong to that loop): open one pool per loop")
+
+    def _native_now(self) -> bool:
+        """Whether the calling task may use the pool without the bridge's checks: it runs
+        on the pool's loop and no reclaim is pending. (execute(), query_row() and _call
+        test the same inline, on their hot path.)"""
+        return self._loop is asyncio._get_running_loop() and not self._reclaims
 
     def _call(self, fn: Callable[..., Any], *args: Any) -> Awaitable[Any]:
         """fn(*args) of the sync pool (or of a core object), to be awaited by the calling

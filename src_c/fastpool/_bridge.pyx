@@ -300,7 +300,7 @@ async def checkout(CorePool pool, TaskParker parker):
     rec = pool._get_for_task(w)
     while rec is None:
         while True:
-            seconds = pool._wait_seconds_for(w)
+            seconds = pool._wait_seconds(w)  # the core's own steps, C calls
             try:
                 woke = await parker.sleep(seconds)
             except BaseException:
@@ -308,7 +308,7 @@ async def checkout(CorePool pool, TaskParker parker):
                 # handed over meanwhile -- to the next waiter, never lost.
                 pool._abandon_wait(w)
                 raise
-            st = pool._wait_step_for(w, 1 if woke else 0)
+            st = pool._wait_step(w, 1 if woke else 0)
             if st != WS_AGAIN:
                 break
         if st == WS_RETRY:

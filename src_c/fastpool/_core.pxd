@@ -259,8 +259,6 @@ cdef class CorePool:
     cdef ConnRecord _wait_end(self, Waiter w)
     cpdef bint _task_may_wait(self) except -1
     cpdef ConnRecord _get_for_task(self, Waiter w)
-    cpdef double _wait_seconds_for(self, Waiter w)
-    cpdef int _wait_step_for(self, Waiter w, int r) except -1
     cpdef ConnRecord _wait_end_for(self, Waiter w)
     cdef object _timeout_error(self, double waited, bint by_deadline=*)
     cdef int _put(self, ConnRecord rec, bint bad, bint held, bint opened=*) except -1

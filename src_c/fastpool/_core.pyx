@@ -1358,12 +1358,6 @@ cdef class CorePool:
             self._checked_out(rec)
         return rec
 
-    cpdef double _wait_seconds_for(self, Waiter w):
-        return self._wait_seconds(w)
-
-    cpdef int _wait_step_for(self, Waiter w, int r) except -1:
-        return self._wait_step(w, r)
-
     cpdef ConnRecord _wait_end_for(self, Waiter w):
         cdef ConnRecord rec = self._wait_end(w)
         self._checked_out(rec)
