@@ -355,7 +355,14 @@ cdef class Expiries:
         if not fut.done():
             fut.cancel()  # done either way: skipped when its time comes
         self.live -= 1
-        if len(self.heap) > 64 and len(self.heap) > 4 * self.live:
+        if self.live == 0:
+            # Nobody waits: no loop timer left armed for waits that are over (the loop
+            # would look at it on every round until it came due).
+            if self.handle is not None:
+                self.handle.cancel()
+                self.handle = None
+            self.heap.clear()
+        elif len(self.heap) > 64 and len(self.heap) > 4 * self.live:
             self.heap = [e for e in self.heap if not e[2].done()]
             heapify(self.heap)
         return 0
