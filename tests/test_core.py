@@ -153,6 +153,58 @@ def test_bounded_barging_a_newcomer_may_barge_only_until_a_waiter_starves(make_p
     results["w"].close()
 
 
+def test_a_giver_hands_over_once_the_head_has_waited_the_bound_before_its_timer_fires(
+        make_pool, clock):
+    # The waiter sleeps in real time until its starvation time (5 s of the injected
+    # clock, so 5 real seconds): it has not marked itself starving when the clock passes
+    # the bound. The giver reads the head's age itself and hands over: no newcomer can
+    # take the connection, and the waiter is served at once, not at its timer.
+    pool = make_pool(max_open=1, _clock=clock)
+    pool._set_handoff_after(5.0)
+    held = pool.getconn()
+    results: dict = {}
+    t = start_waiter(pool, results, "w", timeout=None)
+    clock.advance(5.1)
+    assert pool._waiters_starving() == 0
+    held.close()
+    with pytest.raises(PoolTimeout):
+        pool.getconn(timeout=0)
+    t.join(2)
+    assert isinstance(results.get("w"), fastpool.Conn)
+    s = pool.stats()
+    assert (s.wait_count, s.in_use, s.idle, s.waiting) == (1, 1, 0, 0)
+    results["w"].close()
+
+
+def test_a_thread_whose_timer_finds_nothing_starves_and_sleeps_to_its_timeout(make_pool):
+    # The real clock: the waiter's timer step runs without the GIL (_starve_detached).
+    # It marks the waiter starving, then the waiter sleeps until its own timeout, which
+    # it still keeps: PoolTimeout after 0.3 s, not sooner and not never.
+    pool = make_pool(max_open=1)
+    pool._set_handoff_after(0.02)
+    held = pool.getconn()
+    results: dict = {}
+    t0 = time.monotonic()
+    t = start_waiter(pool, results, "w", timeout=0.3)
+    wait_until(lambda: pool._waiters_starving() == 1)
+    t.join(5)
+    waited = time.monotonic() - t0
+    assert isinstance(results["w"], PoolTimeout)
+    assert 0.29 <= waited < 3.0, waited
+    s = pool.stats()
+    assert (s.waiting, s.timeouts, s.in_use) == (0, 1, 1)
+    assert pool._waiters_starving() == 0
+    # A starving waiter is handed the next give-back.
+    t = start_waiter(pool, results, "w2", timeout=None)
+    wait_until(lambda: pool._waiters_starving() == 1)
+    held.close()
+    with pytest.raises(PoolTimeout):
+        pool.getconn(timeout=0)
+    t.join(5)
+    assert isinstance(results["w2"], fastpool.Conn)
+    results["w2"].close()
+
+
 def test_a_waiter_takes_a_connection_given_back_while_it_slept(make_pool):
     # Given back to the free list (nobody starving) and nobody else asks for it: the
     # waiter finds it when its timer fires, within about HANDOFF_AFTER.

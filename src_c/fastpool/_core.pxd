@@ -9,7 +9,8 @@ cdef extern from "fp_sys.h":
     int fp_mutex_init(fp_mutex *m)
     void fp_mutex_free(fp_mutex *m)
     void fp_mutex_lock(fp_mutex *m)
-    void fp_mutex_unlock(fp_mutex *m)
+    void fp_mutex_unlock(fp_mutex *m) nogil
+    void fp_mutex_lock_detached(fp_mutex *m) nogil
     int fp_mutex_reinit_after_fork(fp_mutex *m)
     double fp_now() nogil
     double fp_now_coarse() nogil
@@ -246,7 +247,8 @@ cdef class CorePool:
     cdef int _wake_waiter(self, Waiter w) except -1
     cdef int _sleep(self, Waiter w, double seconds) except -2
     cdef void _unlink_locked(self, Waiter w)
-    cdef Py_ssize_t _open_deficit_locked(self)
+    cdef Py_ssize_t _open_deficit_locked(self) noexcept nogil
+    cdef bint _starve_detached(self, Waiter w) noexcept nogil
     cdef Py_ssize_t _reserve_opens_locked(self)
     cdef ConnRecord _new_record(self, object raw)
     cdef ConnRecord _open_new(self)

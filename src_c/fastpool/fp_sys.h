@@ -5,6 +5,8 @@
  *               where a lock held by a thread of the parent would otherwise stay held
  *               forever. Call lock/unlock with the thread attached (GIL held on GIL builds):
  *               when contended they detach while blocking, so a holder never waits on us.
+ *               fp_mutex_lock_detached is for a thread that has already let go of the GIL
+ *               (a waiter settling its own timer without taking the GIL back).
  *  fp_now     - monotonic seconds (CLOCK_MONOTONIC, the clock time.monotonic() reads on Linux).
  *  fp_now_coarse - the same clock at tick resolution (a few ms) but ~5x cheaper; good
  *               enough for lifetimes and idle times, which are seconds.
@@ -24,6 +26,7 @@ static inline int fp_mutex_init(fp_mutex *m) { memset(m, 0, sizeof(*m)); return 
 static inline void fp_mutex_free(fp_mutex *m) { (void)m; }
 static inline void fp_mutex_lock(fp_mutex *m) { PyMutex_Lock(m); }
 static inline void fp_mutex_unlock(fp_mutex *m) { PyMutex_Unlock(m); }
+static inline void fp_mutex_lock_detached(fp_mutex *m) { PyMutex_Lock(m); }
 static inline int fp_mutex_reinit_after_fork(fp_mutex *m) { return fp_mutex_init(m); }
 #elif !defined(_WIN32)
 /* Before 3.13, a plain pthread mutex: a PyThread lock is a semaphore whose acquire also
@@ -42,6 +45,7 @@ static inline void fp_mutex_lock(fp_mutex *m) {
     }
 }
 static inline void fp_mutex_unlock(fp_mutex *m) { pthread_mutex_unlock(&m->mutex); }
+static inline void fp_mutex_lock_detached(fp_mutex *m) { pthread_mutex_lock(&m->mutex); }
 /* After fork() only the forking thread exists; a mutex some other parent thread held is
  * held forever in the child, so the child makes it anew. */
 static inline int fp_mutex_reinit_after_fork(fp_mutex *m) { return fp_mutex_init(m); }
@@ -62,6 +66,7 @@ static inline void fp_mutex_lock(fp_mutex *m) {
     }
 }
 static inline void fp_mutex_unlock(fp_mutex *m) { PyThread_release_lock(m->lock); }
+static inline void fp_mutex_lock_detached(fp_mutex *m) { PyThread_acquire_lock(m->lock, WAIT_LOCK); }
 /* After fork() a lock some other parent thread held is held forever in the child: the
  * child gets a fresh one (the old one is leaked). */
 static inline int fp_mutex_reinit_after_fork(fp_mutex *m) {
