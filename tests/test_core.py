@@ -176,6 +176,39 @@ def test_a_giver_hands_over_once_the_head_has_waited_the_bound_before_its_timer_
     results["w"].close()
 
 
+def test_a_waiter_queued_behind_a_long_wait_is_handed_every_give_back(make_pool, clock):
+    # B queues when the head (A) has waited 25 ms, over twice the 10 ms bound: B is deep.
+    # While it waits nobody may barge, even though B itself has waited 0 s by the clock
+    # and is not starving: the give-back goes to it, and the free list stays empty.
+    pool = make_pool(max_open=1, _clock=clock)
+    held = pool.getconn()
+    results: dict = {}
+    ta = start_waiter(pool, results, "a", timeout=None)
+    clock.advance(0.025)
+    tb = start_waiter(pool, results, "b", timeout=None)
+    assert pool._waiters_deep() == (1, 0)
+    held.close()                     # to A, the head, which has waited past the bound
+    ta.join(5)
+    assert pool._waiters_starving() == 0
+    results["a"].close()             # to B: deep, though young and not starving
+    with pytest.raises(PoolTimeout):
+        pool.getconn(timeout=0)
+    tb.join(5)
+    assert isinstance(results["b"], fastpool.Conn)
+    assert pool._waiters_deep() == (0, 0)
+    # Nobody deep queued any more: barging is back. C queues behind nobody.
+    tc = start_waiter(pool, results, "c", timeout=None)
+    assert pool._waiters_deep() == (0, 0)
+    results["b"].close()             # C has waited 0 s: to the free list, for the barger
+    barger = pool.getconn(timeout=0)
+    assert "c" not in results
+    barger.close()
+    clock.advance(0.011)
+    tc.join(5)
+    assert isinstance(results["c"], fastpool.Conn)
+    results["c"].close()
+
+
 def test_a_thread_whose_timer_finds_nothing_starves_and_sleeps_to_its_timeout(make_pool):
     # The real clock: the waiter's timer step runs without the GIL (_starve_detached).
     # It marks the waiter starving, then the waiter sleeps until its own timeout, which

@@ -4,7 +4,8 @@ dead sockets, limit changes, clock moves and queued waiters, checking after ever
 * open = in_use + idle, and open <= max_open (when nothing is being opened);
 * the fake driver agrees: connections opened - closed = open;
 * no driver connection has two holders;
-* waiters are served in arrival order.
+* waiters are served in arrival order;
+* no idle connection while a waiter that queued behind a long wait is queued.
 """
 
 from __future__ import annotations
@@ -112,6 +113,8 @@ class PoolMachine(RuleBasedStateMachine):
         w["thread"].start()
         self.waiters.append(w)
         _wait_until(lambda: self.pool.stats().waiting == before + 1 or w["done"].is_set())
+        if self.pool._waiters_deep()[0]:
+            event("a waiter queued behind a long wait (deep)")
 
     @rule()
     def server_closes_an_idle_connection(self) -> None:
@@ -155,6 +158,13 @@ class PoolMachine(RuleBasedStateMachine):
         assert self.served == sorted(self.served)
         if self.waiters and self.served:
             assert self.served[-1] < self.waiters[0]["n"]
+
+    @invariant()
+    def no_idle_connection_while_a_deep_waiter_waits(self) -> None:
+        # A waiter that queued behind a long wait sleeps without the barging timer; that is
+        # safe only because the free list stays empty while one is queued (core: _get, _put).
+        deep, idle = self.pool._waiters_deep()
+        assert not (deep and idle), (deep, idle)
 
     def teardown(self) -> None:
         for c in self.held:

@@ -122,6 +122,7 @@ cdef class Waiter:
     cdef double deadline_
     cdef double starve_at
     cdef bint timer                   # the current sleep ends at starve_at
+    cdef bint deep                    # queued behind a long wait: hand-offs only (_get)
     cdef bint late                    # handed a connection after its time was up
     cdef int _make_sem(self) except -1
 
@@ -139,6 +140,7 @@ cdef class CorePool:
     cdef Py_ssize_t n_full_waiters    # of n_waiters: those that wait because the pool is full
     cdef Py_ssize_t max_waiting_      # most full-pool waiters queued at once; < 0: unlimited
     cdef Py_ssize_t n_starving        # of n_waiters: those that have waited handoff_after
+    cdef Py_ssize_t n_deep            # of n_waiters: those queued behind a long wait (Waiter.deep)
     cdef double handoff_after_        # the barging bound (seconds); 0: strict hand-off
     cdef Py_ssize_t num_open          # open + being opened; never above max_open
     cdef Py_ssize_t num_opening
