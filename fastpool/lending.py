@@ -49,15 +49,25 @@ class Lender:
         core = self._core_ref()
         assert core is not None
         raw = rec.raw
-        conn = getattr(raw, "driver_connection", raw)
-        wrapper = raw if conn is not raw else None
-        if site is None:
-            core._lend(rec, None, -1, wrapper is None)
+        ref = rec.lend_ref
+        if ref is None:
+            # One weak reference per record, made at its first lending and kept on it:
+            # the connection it watches is the record's for life, and a callback that
+            # fires while it is not lent does nothing (see _dropped).
+            conn = getattr(raw, "driver_connection", raw)
+            wrapper = raw if conn is not raw else None
+            ref = rec.lend_ref = weakref.ref(
+                conn, _dropped_callback(weakref.ref(self), rec, wrapper))
         else:
-            core._lend(rec, site.f_code, site.f_lasti, wrapper is None)
-        if wrapper is not None:
-            wrapper.driver_connection = None
-        self._lent[rec] = weakref.ref(conn, _dropped_callback(weakref.ref(self), rec, wrapper))
+            conn = ref()
+        detach = conn is raw
+        if site is None:
+            core._lend(rec, None, -1, detach)
+        else:
+            core._lend(rec, site.f_code, site.f_lasti, detach)
+        if not detach:
+            raw.driver_connection = None
+        self._lent[rec] = ref
         return conn
 
     def take_back(self, rec: ConnRecord) -> Any:

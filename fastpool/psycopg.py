@@ -121,7 +121,8 @@ class _Common:
         self._min_kept = -1  # the min_size the core keeps open now (-1: none yet)
         self._open_implicit = False
         self._pool = self._new_pool(max_waiting, max_lifetime, max_idle)
-        self._lender = Lender(self._sync, "a psycopg connection", "putconn()")
+        self._core = self._sync  # the thread pool's core, looked up once for the hot path
+        self._lender = Lender(self._core, "a psycopg connection", "putconn()")
         if open is None:
             open = self._open_implicit = True
         if open:
@@ -252,18 +253,20 @@ class _Common:
     def _getconn(self, timeout: float | None, site: Any, rec: Any = None) -> Any:
         # site: the caller's frame, named if the connection is dropped unreturned. rec: a
         # record the async pool took already (_take_idle_now), else one is taken here.
-        self._count("requests_num")
-        try:
-            self._check_open_getconn()
-        except BaseException:
-            if rec is not None:
-                self._sync._give(rec)
-            raise
+        core = self._core
+        core._tally(_REQUESTS_NUM)
+        if self._closed or self._open_implicit:
+            try:
+                self._check_open_getconn()
+            except BaseException:
+                if rec is not None:
+                    core._give(rec)
+                raise
         if timeout is None:
             timeout = self.timeout
         try:
             if rec is None:
-                rec = self._sync._take(timeout)
+                rec = core._take(timeout)
         except _errors.TooManyWaiting:
             self._count("requests_errors")
             raise TooManyRequests(f"the pool {self.name!r} has already"
@@ -280,15 +283,19 @@ class _Common:
 
     def _putconn(self, conn: Any) -> None:
         rec = getattr(conn, "_fp_rec", None)
-        if getattr(conn, "_pool", None) is not self or rec is None:
+        if rec is None or getattr(conn, "_pool", None) is not self:
             owner = getattr(conn, "_pool", None)
             where = f"it comes from pool {owner.name!r}" if owner else "it doesn't come from any pool"
             raise ConfigError(f"can't return connection to pool {self.name!r}, {where}: {conn}")
         conn._pool = None
         conn._fp_rec = None
         self._lender.take_back(rec)
-        raw = rec.raw
         status = conn.pgconn.transaction_status
+        if (status == _IDLE and not self._closed and self._user_reset is None
+                and not self._drained_at):
+            self._core._give(rec)  # clean as it is: nothing to count, log or reset
+            return
+        raw = rec.raw
         bad = status == TransactionStatus.UNKNOWN or self._closed
         if status == TransactionStatus.UNKNOWN:
             self._count("returns_bad")
@@ -417,7 +424,10 @@ class _Common:
         s = self._sync.stats()
         with self._lock:
             counts = dict(self._counts)
+        tallies = self._core._tallies()
         counts.update({
+            "requests_num": tallies[_REQUESTS_NUM],
+            "usage_ms": tallies[_USAGE_MS],
             "requests_queued": int(s.wait_count),
             "requests_wait_ms": int(s.wait_duration * 1000),
             "connections_num": int(s.connects),
@@ -545,7 +555,7 @@ class _Connection:
             if _transaction_to_end(conn):
                 conn.__exit__(et, ev, tb)  # psycopg: COMMIT, or ROLLBACK on an error
         finally:
-            pool._count("usage_ms", int(1000 * (time.monotonic() - self._started)))
+            pool._core._tally(_USAGE_MS, int(1000 * (time.monotonic() - self._started)))
             owner = getattr(conn, "_pool", None)
             if owner is pool:  # not given back by close_returns
                 pool._putconn(conn)
@@ -580,11 +590,15 @@ class _AsyncConnection:
             if _transaction_to_end(conn):
                 await conn.__aexit__(et, ev, tb)  # psycopg: COMMIT, or ROLLBACK on an error
         finally:
-            pool._count("usage_ms", int(1000 * (time.monotonic() - self._started)))
+            pool._core._tally(_USAGE_MS, int(1000 * (time.monotonic() - self._started)))
             owner = getattr(conn, "_pool", None)
             if owner is pool:
                 await pool.putconn(conn)
 
+
+_IDLE = int(TransactionStatus.IDLE)  # a plain int: compared on every give-back
+# The counters kept in the core (CorePool._tally: no Python lock on the hot path).
+_REQUESTS_NUM, _USAGE_MS = 0, 1
 
 # libpq's states in which a connection given back is rolled back first (I/O).
 _ROLL_BACK = (TransactionStatus.INTRANS, TransactionStatus.INERROR)
@@ -595,7 +609,7 @@ def _transaction_to_end(conn: Any) -> bool:
     # does nothing else: with libpq's status idle there is no transaction to end, and
     # its commit() would only step an empty generator. (A closed connection reads
     # UNKNOWN: its __exit__ returns at once, as psycopg's does.)
-    return bool(conn.pgconn.transaction_status != TransactionStatus.IDLE)
+    return bool(conn.pgconn.transaction_status != _IDLE)
 
 
 def _check_connection(conn: Any) -> None:

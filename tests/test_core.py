@@ -864,3 +864,26 @@ def test_counts_add_up_while_a_connect_is_in_flight(make_pool, driver):
     s = pool.stats()
     assert (s.open, s.in_use, s.idle, s.opening) == (1, 0, 1, 0)
     assert s.open == s.in_use + s.idle + s.opening
+
+
+def test_drop_in_tallies_add_up_across_threads_and_refuse_a_bad_slot(make_pool):
+    # A drop-in's hot-path counters (psycopg_pool's requests_num, usage_ms) live in the
+    # core, under its C lock: none lost when threads add at once.
+    pool = make_pool(max_open=1)
+
+    def add() -> None:
+        for _ in range(2000):
+            pool._tally(0)
+            pool._tally(3, 2)
+
+    threads = [threading.Thread(target=add) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert pool._tallies() == (8000, 0, 0, 16000)
+    with pytest.raises(IndexError):
+        pool._tally(4)
+    with pytest.raises(IndexError):
+        pool._tally(-1)
+    assert pool._tallies() == (8000, 0, 0, 16000)

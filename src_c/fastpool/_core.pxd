@@ -28,6 +28,11 @@ cdef extern from "fp_sys.h":
 cdef enum:
     WAIT_BUCKETS = 208
 
+# Counters a drop-in keeps on its hot path (psycopg_pool's requests_num, usage_ms), in the
+# core so that counting takes no Python lock.
+cdef enum:
+    TALLIES = 4
+
 
 cdef enum:
     # What a Waiter was given.
@@ -74,6 +79,7 @@ cdef class ConnRecord:
     cdef readonly double taken_at     # when its holder took it (coarse clock): use_time
     cdef readonly double waited       # seconds its latest checkout waited (0: it was idle)
     cdef public object info           # free for the façade (e.g. who holds it)
+    cdef public object lend_ref       # fastpool/lending.py: the weak reference that sees a lent connection dropped
     # A statement on it under a deadline (fastpool.deadline / statement_timeout): linked
     # into its pool's list of watched statements, protected by the pool's mu.
     cdef readonly bint watched
@@ -173,6 +179,7 @@ cdef class CorePool:
     cdef double connect_time                   # seconds, over every attempt
     cdef unsigned long long checkins           # connections given back by their holders
     cdef double use_time                       # seconds held, summed over those
+    cdef long long tallies[TALLIES]            # a drop-in's own counters (_tally)
     cdef unsigned long long wait_hist[WAIT_BUCKETS]   # counted waits, log-bucketed
     cdef double wait_max                       # the longest of them
     cdef ConnRecord watch_head        # statements under a deadline, in no order

@@ -1704,6 +1704,22 @@ cdef class CorePool:
         """Give back a record from _take(); bad closes it instead of pooling it."""
         self._checkin(rec, bad)
 
+    def _tally(self, int slot, long long n=1):
+        """Add n to a drop-in's counter `slot` (0 .. 3), under mu: no Python lock."""
+        if not 0 <= slot < TALLIES:
+            raise IndexError("tally slot out of range")
+        fp_mutex_lock(&self.mu)
+        self.tallies[slot] += n
+        fp_mutex_unlock(&self.mu)
+
+    def _tallies(self):
+        """The drop-in counters, read together."""
+        cdef long long t[TALLIES]
+        fp_mutex_lock(&self.mu)
+        memcpy(t, self.tallies, sizeof(t))
+        fp_mutex_unlock(&self.mu)
+        return tuple([t[i] for i in range(TALLIES)])
+
     def _lend(self, ConnRecord rec not None, code, int lasti, bint detach):
         """A drop-in lends rec's driver connection out bare (psycopg_pool's getconn(),
         aiomysql's acquire()), taken at `code`/`lasti` (the caller's frame): named as its
