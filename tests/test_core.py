@@ -116,18 +116,24 @@ def test_waiters_are_served_first_come_first_served(make_pool):
     assert pool.stats().in_use == 0
 
 
+def hand_over(held, pool, results, key, t):  # type: ignore[no-untyped-def]
+    """Give `held` back: it must go straight to waiter `key` (thread t), so a newcomer
+    finds nothing to take; returns the waiter's Conn."""
+    held.close()
+    with pytest.raises(PoolTimeout):
+        pool.getconn(timeout=0)
+    t.join(5)
+    assert isinstance(results.get(key), fastpool.Conn)
+    return results[key]
+
+
 def test_strict_hand_off_a_newcomer_cannot_take_a_connection_handed_to_a_waiter(make_pool):
     pool = make_pool(max_open=1)
     pool._set_handoff_after(0)  # no barging at all
     held = pool.getconn()
     results: dict = {}
     t = start_waiter(pool, results, "w")
-    held.close()  # handed to the waiter, not put on the free list
-    with pytest.raises(PoolTimeout):
-        pool.getconn(timeout=0)
-    t.join()
-    assert isinstance(results["w"], fastpool.Conn)
-    results["w"].close()
+    hand_over(held, pool, results, "w", t).close()  # to the waiter, not the free list
 
 
 def test_bounded_barging_a_newcomer_may_barge_only_until_a_waiter_starves(make_pool, clock):
@@ -142,11 +148,7 @@ def test_bounded_barging_a_newcomer_may_barge_only_until_a_waiter_starves(make_p
     assert pool._waiters_starving() == 0 and "w" not in results
     clock.advance(0.011)  # now it has waited past the bound
     wait_until(lambda: pool._waiters_starving() == 1)
-    barger.close()  # handed straight to the starving waiter
-    with pytest.raises(PoolTimeout):
-        pool.getconn(timeout=0)
-    t.join()
-    assert isinstance(results["w"], fastpool.Conn)
+    hand_over(barger, pool, results, "w", t)  # straight to the starving waiter
     s = pool.stats()
     assert (s.wait_count, s.in_use, s.idle, s.waiting) == (1, 1, 0, 0)
     assert pool._waiters_starving() == 0
@@ -166,11 +168,7 @@ def test_a_giver_hands_over_once_the_head_has_waited_the_bound_before_its_timer_
     t = start_waiter(pool, results, "w", timeout=None)
     clock.advance(5.1)
     assert pool._waiters_starving() == 0
-    held.close()
-    with pytest.raises(PoolTimeout):
-        pool.getconn(timeout=0)
-    t.join(2)
-    assert isinstance(results.get("w"), fastpool.Conn)
+    hand_over(held, pool, results, "w", t)
     s = pool.stats()
     assert (s.wait_count, s.in_use, s.idle, s.waiting) == (1, 1, 0, 0)
     results["w"].close()
@@ -190,11 +188,7 @@ def test_a_waiter_queued_behind_a_long_wait_is_handed_every_give_back(make_pool,
     held.close()                     # to A, the head, which has waited past the bound
     ta.join(5)
     assert pool._waiters_starving() == 0
-    results["a"].close()             # to B: deep, though young and not starving
-    with pytest.raises(PoolTimeout):
-        pool.getconn(timeout=0)
-    tb.join(5)
-    assert isinstance(results["b"], fastpool.Conn)
+    hand_over(results["a"], pool, results, "b", tb)  # B: deep, though young and not starving
     assert pool._waiters_deep() == (0, 0)
     # Nobody deep queued any more: barging is back. C queues behind nobody.
     tc = start_waiter(pool, results, "c", timeout=None)
@@ -230,12 +224,7 @@ def test_a_thread_whose_timer_finds_nothing_starves_and_sleeps_to_its_timeout(ma
     # A starving waiter is handed the next give-back.
     t = start_waiter(pool, results, "w2", timeout=None)
     wait_until(lambda: pool._waiters_starving() == 1)
-    held.close()
-    with pytest.raises(PoolTimeout):
-        pool.getconn(timeout=0)
-    t.join(5)
-    assert isinstance(results["w2"], fastpool.Conn)
-    results["w2"].close()
+    hand_over(held, pool, results, "w2", t).close()
 
 
 def test_a_waiter_takes_a_connection_given_back_while_it_slept(make_pool):
