@@ -167,3 +167,41 @@ def test_the_opener_never_opens_more_than_min_idle_asks_for():
         stop.set()
         for t in spinners:
             t.join()
+
+
+def test_waiters_whose_timers_fire_together_are_served_in_arrival_order():
+    # Five threads queue behind one held connection; it is given back within their first
+    # 10 ms, so it goes to the free list, and their timers fire about together. Only the
+    # longest waiter may take it then: a later one whose timer thread ran first once did
+    # (CI, 2026-12-05), and the head, having found nothing, slept on to its timeout.
+    # Repeated, because which timer thread runs first is the scheduler's choice.
+    for _ in range(150):
+        pool = fastpool.Pool(FakeDriver(with_socket=True), driver=FakeDialect(), max_open=1)
+        held = pool.getconn()
+        results: dict = {}
+
+        def run(i: int) -> None:
+            try:
+                results[i] = pool.getconn(timeout=5.0)
+            except BaseException as exc:  # recorded for the assertion
+                results[i] = exc
+
+        threads = []
+        for i in range(5):
+            before = pool.stats().waiting
+            threads.append(threading.Thread(target=run, args=(i,)))
+            threads[-1].start()
+            while pool.stats().waiting != before + 1:
+                time.sleep(0.0002)
+        for i in range(5):
+            held.close()
+            deadline = time.monotonic() + 10
+            while i not in results and time.monotonic() < deadline:
+                time.sleep(0.0002)
+            assert set(results) == set(range(i + 1)), {k: repr(v) for k, v in results.items()}
+            held = results[i]
+            assert isinstance(held, fastpool.Conn)
+        held.close()
+        for t in threads:
+            t.join()
+        pool.close()

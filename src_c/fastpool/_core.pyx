@@ -727,6 +727,13 @@ cdef class CorePool:
             return 1
         return -1 if r == PY_LOCK_INTR else 0
 
+    cdef Waiter _first_plain_waiter_locked(self):
+        # The longest waiter that takes any connection (not one waiting for a new one).
+        cdef Waiter h = self.wait_head
+        while h is not None and h.fresh:
+            h = h.next
+        return h
+
     cdef bint _starve_detached(self, Waiter w) noexcept nogil:
         # _wait_step's timer step, when there is nothing to do but mark w starving: w still
         # queued, no idle connection it may take, no connect to ask for. False: the GIL
@@ -827,10 +834,18 @@ cdef class CorePool:
                 fp_mutex_unlock(&self.mu)
                 return WS_DONE
             if self.n_free > 0 and not w.fresh:
-                self._unlink_locked(w)
-                w.outcome = W_RETRY
+                if self._first_plain_waiter_locked() is w:
+                    self._unlink_locked(w)
+                    w.outcome = W_RETRY
+                    fp_mutex_unlock(&self.mu)
+                    return WS_RETRY
+                # A waiter ahead of w is due to take it (its timer fires no later than
+                # w's): taking it here would serve w first. w looks again shortly, and
+                # does not mark itself starving while a connection is idle (a starving
+                # waiter sleeps without a timer, trusting give-backs to reach it).
+                w.starve_at = self._now_fine() + self.handoff_after_ * 0.1
                 fp_mutex_unlock(&self.mu)
-                return WS_RETRY
+                return WS_AGAIN
             w.starving = True
             self.n_starving += 1
             wake = self._open_deficit_locked() > 0
