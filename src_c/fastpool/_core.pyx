@@ -999,10 +999,9 @@ cdef class CorePool:
                 or now - self.wait_head.t0 >= self.handoff_after_
                 or (self.max_idle_ >= 0 and self.n_free >= self.max_idle_)):
             # Hand straight to the longest waiter once one starves, the head has waited
-            # HANDOFF_AFTER (bounded barging, see there) or the queue is deep (see _get),
-            # and always a connection that was
-            # not given back by its holder (a new one the opener made for the waiters, one
-            # a waiter got too late).
+            # HANDOFF_AFTER (bounded barging, see there) or the queue is deep (see _get);
+            # and always a connection that was not given back by its holder (a new one
+            # the opener made for the waiters, one a waiter got too late).
             w = self.wait_head
             self._unlink_locked(w)
             w.rec = rec
