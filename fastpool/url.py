@@ -193,9 +193,9 @@ _FALSE = {"0", "false", "no", "off"}
 def _postgresql_url(parts: SplitResult, url: str) -> DatabaseURL:
     masked, kwargs = _server_url(parts, url, "dbname")
     driver = str(kwargs.pop("driver", "")).lower()
-    if driver and driver not in ("psycopg", "psycopg3"):
-        raise ConfigError(f"unknown driver {driver!r} for a postgresql:// URL (known: psycopg)"
-                          f" in {masked!r}")
+    if driver and driver not in ("psycopg", "psycopg3", "asyncpg"):
+        raise ConfigError(f"unknown driver {driver!r} for a postgresql:// URL (known: psycopg,"
+                          f" asyncpg) in {masked!r}")
     options: dict[str, Any] = {}
     if "behind_pooler" in kwargs:
         value = str(kwargs.pop("behind_pooler")).lower()
@@ -204,7 +204,8 @@ def _postgresql_url(parts: SplitResult, url: str) -> DatabaseURL:
         options["behind_pooler"] = value in _TRUE
     # libpq's own parameters are strings; psycopg passes them through as they are.
     kwargs = {k: str(v) if k not in ("port", "connect_timeout") else v for k, v in kwargs.items()}
-    return DatabaseURL("postgresql", masked, kwargs, _display_name(parts), "", options)
+    return DatabaseURL("postgresql", masked, kwargs, _display_name(parts),
+                       "asyncpg" if driver == "asyncpg" else "", options)
 
 
 def _mysql_url(parts: SplitResult, url: str) -> DatabaseURL:

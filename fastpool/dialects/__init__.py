@@ -15,13 +15,13 @@ from .base import ERR_BROKEN, ERR_OK, ERR_RETRY, Connect, Dialect, driver_error_
 from .mysql import (
     DEFAULT_CONNECT_TIMEOUT, AioMySQLDialect, AsyncMyDialect, MySQLDialect, PyMySQLDialect,
 )
-from .postgresql import AsyncPostgreSQLDialect, PostgreSQLDialect
+from .postgresql import AsyncpgDialect, AsyncPostgreSQLDialect, PostgreSQLDialect
 from .sqlite import AioSQLiteDialect, SQLiteDialect
 
 __all__ = [
     "ERR_BROKEN", "ERR_OK", "ERR_RETRY", "Connect", "Dialect", "DEFAULT_CONNECT_TIMEOUT",
     "MySQLDialect", "PyMySQLDialect", "SQLiteDialect", "AsyncMyDialect", "AioMySQLDialect",
-    "AioSQLiteDialect", "PostgreSQLDialect", "AsyncPostgreSQLDialect", "DIALECTS", "get_dialect",
+    "AioSQLiteDialect", "PostgreSQLDialect", "AsyncPostgreSQLDialect", "AsyncpgDialect", "DIALECTS", "get_dialect",
     "guess_dialect", "driver_error_class",
 ]
 
@@ -41,6 +41,7 @@ DIALECTS: dict[str, type[Dialect]] = {
     "aiomysql": AioMySQLDialect,
     "aiosqlite": AioSQLiteDialect,
     "psycopg_async": AsyncPostgreSQLDialect,
+    "asyncpg": AsyncpgDialect,
 }
 
 
@@ -71,6 +72,8 @@ def guess_dialect(raw: Any) -> Dialect:
         return PyMySQLDialect()
     if module in ("sqlite3", "_sqlite3"):
         return SQLiteDialect()
+    if module == "asyncpg" or type(getattr(raw, "driver_connection", raw)).__name__ == "AsyncpgFace":
+        return AsyncpgDialect()
     if module == "psycopg":
         return AsyncPostgreSQLDialect() if hasattr(raw, "driver_connection") else PostgreSQLDialect()
     return Dialect()

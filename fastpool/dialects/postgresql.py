@@ -353,3 +353,205 @@ class AsyncStreamCursor(StreamCursor):
         if rows is not None:
             self._wait(rows.aclose())
         self._wait(self._cur.close())
+
+
+# ---- asyncpg (fastpool.aio, postgresql://...?driver=asyncpg) ------------------------------
+# libpq's URL parameters, as asyncpg.connect() names them.
+_ASYNCPG_KWARGS = {"dbname": "database", "connect_timeout": "timeout", "sslmode": "ssl",
+                   "options": "server_settings", "application_name": "server_settings"}
+
+
+def _asyncpg_connect_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    settings: dict[str, str] = {}
+    for key, value in kwargs.items():
+        if key == "application_name":
+            settings["application_name"] = str(value)
+        elif key == "options":
+            raise ConfigError("postgresql://...?driver=asyncpg: 'options' is libpq's; set"
+                              " server settings with connect(server_settings=...)")
+        elif key in ("dbname", "connect_timeout", "sslmode"):
+            out[_ASYNCPG_KWARGS[key]] = float(value) if key == "connect_timeout" else value
+        else:
+            out[key] = value
+    if settings:
+        out["server_settings"] = settings
+    out.setdefault("timeout", float(DEFAULT_CONNECT_TIMEOUT))
+    return out
+
+
+class AsyncpgFace:
+    """asyncpg's Connection with the face fastpool.aio's SyncConnection expects of an async
+    driver: ``cursor()``, ``commit()``, ``rollback()``, ``close()``. asyncpg has neither
+    cursors for plain statements nor implicit transactions: a cursor runs the statement and
+    buffers its rows; commit and rollback end a transaction only when one is open (read
+    from the protocol, no round trip). Anything else is asyncpg's own (``fetch``,
+    ``copy_to_table``, ...)."""
+
+    __slots__ = ("conn",)
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+
+    def cursor(self) -> AsyncpgCursor:
+        return AsyncpgCursor(self.conn)
+
+    async def commit(self) -> None:
+        if self.conn.is_in_transaction():
+            await self.conn.execute("COMMIT")
+
+    async def rollback(self) -> None:
+        if self.conn.is_in_transaction():
+            await self.conn.execute("ROLLBACK")
+
+    async def close(self) -> None:
+        await self.conn.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.conn, name)
+
+    def __repr__(self) -> str:
+        return f"<fastpool asyncpg face of {self.conn!r}>"
+
+
+class AsyncpgCursor:
+    """One statement's result, buffered: asyncpg's ``_execute`` returns the rows and the
+    command status together (its public calls give one or the other)."""
+
+    arraysize = 1
+
+    def __init__(self, conn: Any) -> None:
+        self._conn = conn
+        self._rows: list[Any] = []
+        self._i = 0
+        self.description: Any = None
+        self.rowcount = -1
+        self.lastrowid = None
+
+    async def execute(self, sql: str, params: Any = None) -> None:
+        args = () if params is None else tuple(params)
+        if not args:
+            rows, status, _ = await self._conn._execute(sql, (), 0, None, return_status=True)
+        else:
+            rows, status, _ = await self._conn._execute(sql, args, 0, None, return_status=True)
+        self._rows = [tuple(r) for r in rows]
+        self._i = 0
+        self.description = ([(k, None, None, None, None, None, None) for k in rows[0].keys()]
+                            if rows else None)
+        word = status.split()
+        self.rowcount = int(word[-1]) if word and word[-1].isdigit() else -1
+
+    async def executemany(self, sql: str, seq: Any) -> None:
+        await self._conn.executemany(sql, [tuple(p) for p in seq])
+        self._rows, self._i, self.description, self.rowcount = [], 0, None, -1
+
+    async def fetchone(self) -> Any:
+        if self._i >= len(self._rows):
+            return None
+        row = self._rows[self._i]
+        self._i += 1
+        return row
+
+    async def fetchmany(self, size: int | None = None) -> list[Any]:
+        n = self.arraysize if size is None else size
+        out = self._rows[self._i:self._i + n]
+        self._i += len(out)
+        return out
+
+    async def fetchall(self) -> list[Any]:
+        out = self._rows[self._i:]
+        self._i = len(self._rows)
+        return out
+
+    async def close(self) -> None:
+        self._rows = []
+
+
+class AsyncpgDialect(PostgreSQLDialect):
+    """asyncpg under fastpool.aio: ``fastpool.aio.open("postgresql://...?driver=asyncpg")``.
+    Statements use asyncpg's own placeholders (``$1``, ``$2``). Work in progress (issue 31):
+    no native route, no drop-in yet."""
+
+    name = "asyncpg"
+    driver = "asyncpg"
+    module_name = "asyncpg"
+    is_async = True
+    install_hint = "postgresql://...?driver=asyncpg needs asyncpg: pip install asyncpg"
+    clean_probe: Any = None  # is_in_transaction() is a call: state_at_checkin reads it
+
+    def _connect_kwargs(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        self._module()
+        kwargs = _asyncpg_connect_kwargs(kwargs)
+        if self.behind_pooler:
+            kwargs["statement_cache_size"] = 0
+        self._kwargs = kwargs
+        return kwargs
+
+    def connect_factory(self, kwargs: dict[str, Any]) -> Connect:
+        asyncpg = self._module()
+        kwargs = self._connect_kwargs(kwargs)
+
+        async def connect() -> Any:
+            return AsyncpgFace(await asyncpg.connect(**kwargs))
+
+        return connect
+
+    def prepare(self, raw: Any) -> None:
+        if self.error_class is None:
+            self.error_class = self._module().PostgresError
+        raw._fastpool_server_id = int(raw.driver_connection.conn.get_server_pid())
+
+    def fileno(self, raw: Any) -> int:
+        conn = raw.driver_connection.conn
+        try:
+            sock = conn._transport.get_extra_info("socket")
+            return int(sock.fileno()) if sock is not None and not conn.is_closed() else -1
+        except Exception:
+            return -1
+
+    def classify(self, exc: BaseException) -> int:
+        if isinstance(exc, pooler.SessionStateError):
+            return ERR_OK
+        asyncpg = self._module()
+        if isinstance(exc, (asyncpg.exceptions.ConnectionDoesNotExistError,
+                            asyncpg.exceptions.PostgresConnectionError,
+                            asyncpg.exceptions.InterfaceError, ConnectionError, OSError)):
+            return ERR_BROKEN
+        if isinstance(exc, asyncpg.PostgresError):
+            state = getattr(exc, "sqlstate", None) or ""
+            if state.startswith("08") or state in _BROKEN_STATES:
+                return ERR_BROKEN
+            return ERR_OK
+        if isinstance(exc, (TypeError, ValueError, OverflowError)):
+            return ERR_OK  # an argument asyncpg could not encode: nothing was sent
+        return ERR_BROKEN
+
+    def state_at_checkin(self, raw: Any) -> int:
+        conn = raw.driver_connection.conn
+        if conn.is_closed():
+            return DISCARD
+        return ROLL_BACK if conn.is_in_transaction() else CLEAN
+
+    def reset(self, raw: Any) -> None:
+        raw.rollback()
+
+    def begin(self, raw: Any) -> None:
+        raw.wait(raw.driver_connection.conn.execute("BEGIN"))
+
+    def stream_cursor(self, raw: Any) -> Any:
+        raise NotImplementedError("streaming rows with asyncpg: not yet (issue 31)")
+
+    def kill_statement(self, raw: Any) -> Any:
+        # SQL over a side connection (the pool's own connect, on its loop).
+        return f"SELECT pg_cancel_backend({int(raw._fastpool_server_id)})"
+
+    def side_connect(self, timeout: float) -> Any:
+        return None
+
+    def session_is_idle(self, raw: Any) -> bool:
+        # asyncpg cancels the statement itself when its task is cancelled.
+        try:
+            conn = raw.driver_connection.conn
+            return not conn.is_closed() and not conn.is_in_transaction()
+        except Exception:
+            return False
