@@ -430,10 +430,7 @@ class AsyncpgCursor:
 
     async def execute(self, sql: str, params: Any = None) -> None:
         args = () if params is None else tuple(params)
-        if not args:
-            rows, status, _ = await self._conn._execute(sql, (), 0, None, return_status=True)
-        else:
-            rows, status, _ = await self._conn._execute(sql, args, 0, None, return_status=True)
+        rows, status, _ = await self._conn._execute(sql, args, 0, None, return_status=True)
         self._rows = [tuple(r) for r in rows]
         self._i = 0
         self.description = ([(k, None, None, None, None, None, None) for k in rows[0].keys()]
