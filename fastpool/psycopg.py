@@ -39,7 +39,7 @@ from psycopg.pq import TransactionStatus
 from . import errors as _errors
 from .dialects.base import CLEAN, DISCARD
 from .lending import Lender
-from .dialects.postgresql import AsyncPostgreSQLDialect, PostgreSQLDialect
+from .dialects.postgresql import IDLE, AsyncPostgreSQLDialect, PostgreSQLDialect
 from .errors import ConfigError
 from .options import show
 
@@ -291,7 +291,7 @@ class _Common:
         conn._fp_rec = None
         self._lender.take_back(rec)
         status = conn.pgconn.transaction_status
-        if (status == _IDLE and not self._closed and self._user_reset is None
+        if (status == IDLE and not self._closed and self._user_reset is None
                 and not self._drained_at):
             self._core._give(rec)  # clean as it is: nothing to count, log or reset
             return
@@ -596,7 +596,6 @@ class _AsyncConnection:
                 await pool.putconn(conn)
 
 
-_IDLE = int(TransactionStatus.IDLE)  # a plain int: compared on every give-back
 # The counters kept in the core (CorePool._tally: no Python lock on the hot path).
 _REQUESTS_NUM, _USAGE_MS = 0, 1
 
@@ -609,7 +608,7 @@ def _transaction_to_end(conn: Any) -> bool:
     # does nothing else: with libpq's status idle there is no transaction to end, and
     # its commit() would only step an empty generator. (A closed connection reads
     # UNKNOWN: its __exit__ returns at once, as psycopg's does.)
-    return bool(conn.pgconn.transaction_status != _IDLE)
+    return bool(conn.pgconn.transaction_status != IDLE)
 
 
 def _check_connection(conn: Any) -> None:
