@@ -309,7 +309,7 @@ class Pool(CorePool):
         spans = [float(v) for v in (o["max_lifetime"], o["max_idle_time"]) if v is not None]
         if not spans:
             return CLEAN_MAX_INTERVAL
-        return min(max(min(spans), CLEAN_MIN_INTERVAL), CLEAN_MAX_INTERVAL)
+        return min(max(min(spans) / 2, CLEAN_MIN_INTERVAL), CLEAN_MAX_INTERVAL)
 
     # ---- deadlines (fastpool/deadlines.py) --------------------------------------------
     def _wake_deadline_watcher(self) -> None:

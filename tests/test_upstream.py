@@ -9,6 +9,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import pytest
 import upstream_suites as u
+from pg_server import SUPERUSER, PostgresServer
 
 pytestmark = pytest.mark.slow
 
@@ -43,12 +44,26 @@ def test_originals_suite_fails_only_where_listed(suite, request):
     check(suite, _started(suite, request).result())
 
 
-@pytest.mark.parametrize("suite", [s for s in u.SUITES if s.server], ids=lambda s: s.name)
+@pytest.mark.parametrize("suite", [s for s in u.SUITES if s.server and s.package != "asyncpg"],
+                         ids=lambda s: s.name)
 def test_originals_suite_with_a_server_fails_only_where_listed(suite, mariadb):
     if not hasattr(mariadb, "socket"):
         pytest.skip("needs the throwaway server's root over its Unix socket (FASTPOOL_TEST_DSN is set)")
     u.fetch_or_skip(suite)
     check(suite, u.run(suite, (f"--mysql-unix-socket={mariadb.socket}",)))
+
+
+@pytest.mark.parametrize("suite", [s for s in u.SUITES if s.package == "asyncpg"],
+                         ids=lambda s: s.name)
+def test_originals_suite_on_postgresql_fails_only_where_listed(suite, postgres):
+    if not isinstance(postgres, PostgresServer):
+        pytest.skip("needs the throwaway server's superuser over its Unix socket"
+                    " (FASTPOOL_TEST_PG_DSN is set)")
+    pytest.importorskip("asyncpg")
+    u.fetch_or_skip(suite)
+    env = {"PGHOST": str(postgres.tmp), "PGPORT": str(postgres.port), "PGUSER": SUPERUSER,
+           "PGDATABASE": "postgres"}
+    check(suite, u.run(suite, extra_env=env))
 
 
 def check(suite, outcomes):  # type: ignore[no-untyped-def]

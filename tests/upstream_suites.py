@@ -31,7 +31,9 @@ class Suite:
     version: str
     files: tuple[str, ...]  # test files inside the sdist
     plugin: str  # module in tests/upstream that points the original at the adapter
-    source: str = "."  # where the sdist keeps its package (SQLAlchemy: lib)
+    # Where the sdist keeps its package (SQLAlchemy: lib); None: not on the path at all
+    # (a package that must be built: the installed one is tested).
+    source: str | None = "."
     # Needs the throwaway MariaDB's root over its Unix socket (aiomysql's suite creates
     # its own databases); run by test_upstream.py with that server.
     server: bool = False
@@ -62,6 +64,12 @@ SUITES = [
           args=("--dburi", "sqlite+aiosqlite:///{tmp}/sa-async.db"), variant="asyncio"),
     # aiomysql's pool tests against fastpool.aiomysql, under asyncio and uvloop.
     Suite("aiomysql", "0.3.2", ("tests/test_pool.py",), "alias_aiomysql", server=True),
+    # asyncpg's pool tests against fastpool.asyncpg, on the throwaway PostgreSQL's
+    # superuser (PG* variables). The sdist's package is not built: the installed asyncpg
+    # runs, so the sdist's root must not come first on the path (source=None, -P, and
+    # pytest's "append" import mode for its tests/ package).
+    Suite("asyncpg", "0.32.0", ("tests/test_pool.py",), "alias_asyncpg", source=None,
+          server=True, args=("--import-mode=append",)),
 ]
 
 
@@ -103,7 +111,8 @@ def _extract(tar: tarfile.TarFile, dest: str) -> None:
     tar.extractall(dest)  # noqa: S202 - every member checked above
 
 
-def run(suite: Suite, extra_args: tuple[str, ...] = ()) -> dict[str, str]:
+def run(suite: Suite, extra_args: tuple[str, ...] = (),
+        extra_env: dict[str, str] | None = None) -> dict[str, str]:
     """Run the suite; return {test id: "passed" | "skipped" | "failed: <message>"}."""
     src = fetch(suite)
     with tempfile.TemporaryDirectory() as tmp:
@@ -113,10 +122,13 @@ def run(suite: Suite, extra_args: tuple[str, ...] = ()) -> dict[str, str]:
         import fastpool  # the one this process tests: a checkout or an installed wheel
 
         env["PYTHONPATH"] = os.pathsep.join(
-            [str(src / suite.source), str(Path(fastpool.__file__).resolve().parent.parent),
-             str(HERE / "upstream")])
+            ([] if suite.source is None else [str(src / suite.source)])
+            + [str(Path(fastpool.__file__).resolve().parent.parent), str(HERE / "upstream")])
+        env["FASTPOOL_UPSTREAM_SDIST"] = str(src)
+        env.update(extra_env or {})
+        isolated = ["-P"] if suite.source is None else []  # the sdist's root is the cwd
         proc = subprocess.run(
-            [sys.executable, "-m", "pytest", *suite.files, "-p", suite.plugin, "-q",
+            [sys.executable, *isolated, "-m", "pytest", *suite.files, "-p", suite.plugin, "-q",
              "-p", "no:cacheprovider", "-o", "addopts=", "-W", "ignore::DeprecationWarning",
              # A hung test must not hang the run (the suites set no timeout themselves).
              "-o", "timeout=60", f"--junitxml={report}", "--rootdir", str(src),

@@ -476,6 +476,11 @@ class AsyncpgDialect(PostgreSQLDialect):
     install_hint = "postgresql://...?driver=asyncpg needs asyncpg: pip install asyncpg"
     clean_probe: Any = None  # is_in_transaction() is a call: state_at_checkin reads it
 
+    @staticmethod
+    def conn_of(raw: Any) -> Any:
+        """The asyncpg Connection of a pooled raw (behind its face)."""
+        return raw.driver_connection.conn
+
     def _connect_kwargs(self, kwargs: dict[str, Any]) -> dict[str, Any]:
         self._module()
         kwargs = _asyncpg_connect_kwargs(kwargs)
@@ -496,15 +501,17 @@ class AsyncpgDialect(PostgreSQLDialect):
     def prepare(self, raw: Any) -> None:
         if self.error_class is None:
             self.error_class = self._module().PostgresError
-        raw._fastpool_server_id = int(raw.driver_connection.conn.get_server_pid())
+        raw._fastpool_server_id = int(self.conn_of(raw).get_server_pid())
+
+    # No socket to poll: asyncpg's protocol reads its socket all the time (the loop
+    # drains it), so a server's goodbye shows as is_closed(), read here without I/O.
+    checks_liveness = True
 
     def fileno(self, raw: Any) -> int:
-        conn = raw.driver_connection.conn
-        try:
-            sock = conn._transport.get_extra_info("socket")
-            return int(sock.fileno()) if sock is not None and not conn.is_closed() else -1
-        except Exception:
-            return -1
+        return -1
+
+    def is_dead(self, raw: Any) -> bool:
+        return bool(self.conn_of(raw).is_closed())
 
     def classify(self, exc: BaseException) -> int:
         if isinstance(exc, pooler.SessionStateError):
@@ -524,7 +531,7 @@ class AsyncpgDialect(PostgreSQLDialect):
         return ERR_BROKEN
 
     def state_at_checkin(self, raw: Any) -> int:
-        conn = raw.driver_connection.conn
+        conn = self.conn_of(raw)
         if conn.is_closed():
             return DISCARD
         return ROLL_BACK if conn.is_in_transaction() else CLEAN
@@ -533,7 +540,7 @@ class AsyncpgDialect(PostgreSQLDialect):
         raw.rollback()
 
     def begin(self, raw: Any) -> None:
-        raw.wait(raw.driver_connection.conn.execute("BEGIN"))
+        raw.wait(self.conn_of(raw).execute("BEGIN"))
 
     def stream_cursor(self, raw: Any) -> Any:
         raise NotImplementedError("streaming rows with asyncpg: not yet (issue 31)")
@@ -548,7 +555,7 @@ class AsyncpgDialect(PostgreSQLDialect):
     def session_is_idle(self, raw: Any) -> bool:
         # asyncpg cancels the statement itself when its task is cancelled.
         try:
-            conn = raw.driver_connection.conn
+            conn = self.conn_of(raw)
             return not conn.is_closed() and not conn.is_in_transaction()
         except Exception:
             return False

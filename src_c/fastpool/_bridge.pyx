@@ -228,7 +228,7 @@ async def statement(CorePool pool, object sql, object params, int mode, object r
         if not pool._task_may_wait():
             return await call(run, sql, params)  # it would connect inline: I/O, bridged
         # None idle: wait in the core's queue, the sleep awaited here (checkout).
-        rec = await checkout(pool, pool._native_parker())
+        rec = await checkout(pool, pool._native_parker(), pool.timeout_)
     raw = <SyncConnection>rec.raw
     conn = raw.driver_connection
     cur = None
@@ -289,15 +289,16 @@ async def statement(CorePool pool, object sql, object params, int mode, object r
     raise err
 
 
-async def checkout(CorePool pool, TaskParker parker):
+async def checkout(CorePool pool, TaskParker parker, double timeout):
     """A connection for the calling task, waiting in the core's queue as any caller
-    does (FIFO under the fairness bound, the pool's timeout, max_waiting) with each sleep
-    awaited on the loop: the core's _wait steps, no greenlet."""
+    does (FIFO under the fairness bound, max_waiting) at most timeout seconds (< 0:
+    forever; the pool's own is pool.timeout_), with each sleep awaited on the loop: the
+    core's _wait steps, no greenlet."""
     cdef Waiter w = Waiter.__new__(Waiter)
     cdef int st
     cdef double seconds
     w.parker = parker
-    rec = pool._get_for_task(w)
+    rec = pool._get_for_task(w, timeout)
     while rec is None:
         while True:
             seconds = pool._wait_seconds(w)  # the core's own steps, C calls
@@ -314,7 +315,7 @@ async def checkout(CorePool pool, TaskParker parker):
         if st == WS_RETRY:
             w.requeued = True
             w.outcome = W_PENDING
-            rec = pool._get_for_task(w)
+            rec = pool._get_for_task(w, timeout)
         else:
             rec = pool._wait_end_for(w)
     return rec

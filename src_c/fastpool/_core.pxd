@@ -270,7 +270,7 @@ cdef class CorePool:
     cdef Waiter _first_plain_waiter_locked(self)
     cdef ConnRecord _wait_end(self, Waiter w)
     cpdef bint _task_may_wait(self) except -1
-    cpdef ConnRecord _get_for_task(self, Waiter w)
+    cpdef ConnRecord _get_for_task(self, Waiter w, double timeout)
     cpdef ConnRecord _wait_end_for(self, Waiter w)
     cdef object _timeout_error(self, double waited, bint by_deadline=*)
     cdef int _put(self, ConnRecord rec, bint bad, bint held, bint opened=*) except -1

@@ -1419,11 +1419,11 @@ cdef class CorePool:
         which for a task is I/O to await through the bridge."""
         return self.timeout_ != 0 and not self.inline_connect
 
-    cpdef ConnRecord _get_for_task(self, Waiter w):
-        """A connection for a task that waits natively (w: its waiter, with its parker):
-        taken at once, or None with w queued; the task then takes the _wait steps
-        (_bridge.checkout)."""
-        cdef ConnRecord rec = self._get(self.timeout_, False, False, False, w)
+    cpdef ConnRecord _get_for_task(self, Waiter w, double timeout):
+        """A connection for a task that waits natively (w: its waiter, with its parker)
+        at most timeout seconds (< 0: forever; the pool's own is timeout_): taken at once,
+        or None with w queued; the task then takes the _wait steps (_bridge.checkout)."""
+        cdef ConnRecord rec = self._get(timeout, False, False, False, w)
         if rec is not None:
             self._checked_out(rec)
         return rec
