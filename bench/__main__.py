@@ -45,6 +45,8 @@ REFERENCE = {
     "async: SELECT 1 from one task (200 per round)": "test_async_select1[raw-asyncmy]",
     "postgresql: SELECT 1 per request": "test_pg_select1[raw]",
     "postgresql: asyncio SELECT 1 from one task (200 per round)": "test_pg_async_select1[raw]",
+    "asyncpg: fetchval SELECT 1 from one task (200 per round)": "test_asyncpg_select1[raw]",
+    "asyncpg: acquire + release, nothing run (200 per round)": "test_asyncpg_cycle[asyncpg-pool]",
 }
 CONTENDED = "contended: 16 threads share 4 connections"
 SCALE = "scale: 16, 64 and 256 threads share 16 connections"
@@ -53,6 +55,7 @@ STORM = "async: 64 tasks cancelled 0.3 s into SELECT SLEEP(2), pool of 8"
 PG_CONTENDED = "postgresql: 16 threads share 4 connections"
 PG_TASKS = "postgresql: 64 tasks share 4 connections"
 PG_FLEET = "postgresql fleet: 8 processes x pool of 10, 20 server connections"
+APG_TASKS = "asyncpg: 64 tasks share 4 connections"
 LEAK_PREFIX = "leak:"
 README_START, README_END = "<!-- bench:start -->", "<!-- bench:end -->"
 
@@ -174,7 +177,7 @@ def by_group(data: dict) -> dict[str, list[dict]]:
 
 def versions() -> str:
     names = ["mysqlclient", "SQLAlchemy", "DBUtils", "mysql-connector-python", "asyncmy",
-             "aiomysql", "psycopg", "psycopg-pool"]
+             "aiomysql", "psycopg", "psycopg-pool", "asyncpg"]
     found = []
     for n in names:
         try:
@@ -197,8 +200,8 @@ def report(data: dict) -> str:
         f"database: {backend_name(data)}; {versions()}",
     ]
     for group, benches in by_group(data).items():
-        if group in (CONTENDED, TASKS, PG_CONTENDED, PG_TASKS):
-            unit = "task" if group in (TASKS, PG_TASKS) else "thread"
+        if group in (CONTENDED, TASKS, PG_CONTENDED, PG_TASKS, APG_TASKS):
+            unit = "task" if group in (TASKS, PG_TASKS, APG_TASKS) else "thread"
             lines += contended_table(benches, group, unit)
         elif group == PG_FLEET:
             lines += fleet_table(benches)

@@ -40,9 +40,9 @@ import time
 import weakref
 from typing import Any, Awaitable, Callable, Generator
 
-import asyncpg
+import asyncpg  # type: ignore[import-untyped]
 from asyncpg import exceptions as _exc
-from asyncpg.pool import PoolConnectionProxy as _AsyncpgProxy
+from asyncpg.pool import PoolConnectionProxy as _AsyncpgProxy  # type: ignore[import-untyped]
 
 from ._bridge import checkout
 from .dialects.pooler import session_state_reason
@@ -119,7 +119,7 @@ def _released(name: str) -> _exc.InterfaceError:
         f"cannot call Connection.{name}(): connection has been released back to the pool")
 
 
-class PoolConnectionProxy(_AsyncpgProxy):
+class PoolConnectionProxy(_AsyncpgProxy):  # type: ignore[misc]
     """What ``acquire()`` returns: asyncpg's pool proxy, whose statement methods also
     note what may leave session state, so that a release resets only when needed."""
 
@@ -400,23 +400,33 @@ class Pool:
         con._on_release()  # asyncpg's own: warns of listeners left on it
         if timeout is None:
             timeout = holder._timeout
-        protocol = con._protocol
-        if (protocol is not None and not holder._dirty and self._reset is None
-                and not protocol.is_in_transaction() and con._top_xact is None
-                and not protocol._is_cancelling() and not con._listeners
-                and protocol.queries_count < self._max_queries and not con.is_closed()):
+        if self._is_clean(con, holder._dirty):
             self._settle_lent(holder, False)
             return
         # I/O to do: shielded, so that cancelling the caller cannot lose the connection.
-        await asyncio.shield(self._release_slow(holder, con, timeout))
+        await asyncio.shield(self._settle_slow(
+            con, holder._dirty, timeout, lambda bad: self._settle_lent(holder, bad)))
 
-    async def _release_slow(self, holder: _Holder, con: Any, timeout: float | None) -> None:
+    def _is_clean(self, con: Any, dirty: bool) -> bool:
+        """Whether con may go back as it is: nothing to roll back, reset or wait for."""
+        protocol = con._protocol
+        return (protocol is not None and not dirty and self._reset is None
+                and not protocol.is_in_transaction() and con._top_xact is None
+                and not protocol._is_cancelling() and not con._listeners
+                and protocol.queries_count < self._max_queries and not con.is_closed())
+
+    async def _settle_slow(self, con: Any, dirty: bool, timeout: float | None,
+                           done: Callable[[bool], None]) -> None:
+        """Settle a connection that is not clean (_is_clean), then done(bad): the open
+        transaction rolled back, the session reset where state was made (or the reset
+        callback run), a cancelled statement waited for; closed when that fails, times
+        out, or the connection is used up."""
         if con.is_closed():
-            self._settle_lent(holder, True)
+            done(True)
             con.terminate()
             return
         if con._protocol.queries_count >= self._max_queries:
-            self._settle_lent(holder, True)  # used up: closed, a new one opened when needed
+            done(True)  # used up: closed, a new one opened when needed
             await _close_quietly(con, timeout)
             return
         try:
@@ -426,23 +436,23 @@ class Pool:
                 # wait for that to settle before the next holder's statement.
                 budget = await con._protocol._wait_for_cancellation(budget)
             if con.is_closed():
-                self._settle_lent(holder, True)
+                done(True)
                 con.terminate()
                 return
             async with asyncio.timeout(budget):
                 if self._reset is not None:
                     await con._reset()
                     await self._reset(con)
-                elif holder._dirty or con._listeners:
+                elif dirty or con._listeners:
                     await con.reset()
                 else:
                     await con._reset()  # the open transaction rolled back, nothing more
         except BaseException:
             # A reset that failed or ran out of time: the session's state is unknown.
-            self._settle_lent(holder, True)
+            done(True)
             con.terminate()
             raise
-        self._settle_lent(holder, False)
+        done(False)
 
     def _settle_lent(self, holder: _Holder, bad: bool, detach: bool = True) -> None:
         """The lent connection is back: its proxy refuses further use (unless not detach),
@@ -480,8 +490,34 @@ class Pool:
 
     # ---- statements on a pooled connection ----------------------------------------------
     async def _run(self, method: str, query: Any, *args: Any, **kwargs: Any) -> Any:
-        async with self.acquire() as con:
-            return await getattr(con, method)(query, *args, **kwargs)
+        """Connection.<method>(query, ...) on a pooled connection. With no setup callback
+        the connection is neither lent nor wrapped: this coroutine holds it, and settles
+        it (the same rules as release()) however the statement ends."""
+        if self._setup is not None or self._closing or not self._initialized or self._closed:
+            async with self.acquire() as proxy:
+                return await getattr(proxy, method)(query, *args, **kwargs)
+        sync = self._sync
+        rec = sync._take_idle() if self._aio._native_now() else None
+        if rec is None or rec.created_at <= self._expired_at:
+            if rec is not None:
+                sync._give(rec, True)
+            rec = await self._take(None)
+        con = rec.raw.driver_connection
+        try:
+            result = await getattr(con, method)(query, *args, **kwargs)
+        except BaseException:
+            await self._settle_taken(rec, con, query)
+            raise
+        await self._settle_taken(rec, con, query)
+        return result
+
+    def _settle_taken(self, rec: Any, con: Any, query: Any) -> Awaitable[None]:
+        dirty = _keeps_session_state(query)
+        if self._is_clean(con, dirty):
+            self._sync._give(rec, False)
+            return _DONE
+        return asyncio.shield(self._settle_slow(
+            con, dirty, None, lambda bad: self._sync._give(rec, bad)))
 
     async def execute(self, query: str, *args: Any, timeout: float | None = None) -> str:
         """Connection.execute() on a pooled connection."""
@@ -623,6 +659,19 @@ class Pool:
 
     def _open_connections(self) -> list[Any]:
         return [con for con in list(self._made) if not con.is_closed()]
+
+
+class _Done:
+    """An awaitable that is already done (no coroutine, no future)."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return
+        yield  # a generator function that returns at once
+
+
+_DONE = _Done()
 
 
 class PoolAcquireContext:

@@ -188,6 +188,16 @@ def test_min_size_is_kept_and_idle_ones_expire_down_to_it(postgres) -> None:  # 
                 pid = con.get_server_pid()
             async with fa.create_pool(postgres.dsn, min_size=0, max_size=1) as admin:
                 await admin.execute("SELECT pg_terminate_backend($1)", pid)
+                # The backend exits after the call returns; its goodbye then reaches the
+                # client, whose loop reads it: from then on the pool knows, no round trip.
+                async def gone() -> bool:
+                    return not await admin.fetchval(
+                        "SELECT count(*) FROM pg_stat_activity WHERE pid = $1", pid)
+
+                until = time.monotonic() + 10
+                while not await gone() and time.monotonic() < until:
+                    await asyncio.sleep(0.01)
+            await asyncio.sleep(0.05)
             async with pool.acquire(timeout=5) as con:
                 assert con.get_server_pid() != pid
                 assert await con.fetchval("SELECT 1") == 1

@@ -415,6 +415,9 @@ def _default_driver(scheme: str) -> str:
     if scheme == "sqlite":
         return "aiosqlite"
     if scheme == "postgresql":
+        # psycopg where it is installed (the sync side's driver too), else asyncpg.
+        if importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("asyncpg"):
+            return "asyncpg"
         return "psycopg_async"
     raise ConfigError(f"no asyncio driver for {scheme}:// yet")
 
