@@ -84,3 +84,100 @@ def test_the_url_names_the_driver_or_says_why_not(postgres) -> None:  # type: ig
         fastpool.open(url(postgres))
     with pytest.raises(fastpool.ConfigError, match="known: psycopg, asyncpg"):
         fastpool.aio.open(postgres.dsn + "?driver=pg8000")
+
+
+def test_behind_pgbouncer_statements_run_and_session_state_is_refused(pgbouncer) -> None:  # type: ignore[no-untyped-def]
+    async def main() -> None:
+        async with fastpool.aio.open(url(pgbouncer) + "&behind_pooler=true", max_open=4) as db:
+            async def worker(i: int) -> None:
+                for j in range(40):
+                    # The same statement again and again: with asyncpg's statement cache
+                    # on, a named prepared statement would land on another server session.
+                    assert await db.query_row("SELECT $1::int + $2::int", (i, j)) == (i + j,)
+                    async with db.transaction() as tx:
+                        await tx.execute("SET LOCAL statement_timeout = '5s'")  # LOCAL: fine
+                        await tx.query_row("SELECT pg_advisory_xact_lock($1)", (2000 + i,))
+
+            await asyncio.gather(*(worker(i) for i in range(8)))
+            for sql in ("SET search_path TO public", "LISTEN fp_jobs",
+                        "SELECT pg_advisory_lock(7)", "CREATE TEMP TABLE fp_tmp (x int)"):
+                with pytest.raises(fastpool.SessionStateError, match="behind_pooler"):
+                    await db.execute(sql)
+            assert await db.query_row("SELECT 2") == (2,)
+            s = db.stats()
+            assert s.in_use == 0 and s.bad_conns_discarded == 0
+
+    run(main)
+
+
+def test_a_cancellation_storm_leaves_nothing_running_and_loses_nothing(postgres) -> None:  # type: ignore[no-untyped-def]
+    """64 tasks on 8 connections, cancelled 0.3 s into pg_sleep, through fastpool.aio and
+    through the asyncpg drop-in: no statement left on the server, every connection back."""
+    import fastpool.asyncpg as fa
+
+    marker = "apg-storm-" + "marker"
+    sql = f"SELECT pg_sleep(5), '{marker}'"
+    running = ("SELECT count(*) FROM pg_stat_activity WHERE state = 'active'"
+               " AND query LIKE '%apg-storm-' || 'marker%'")
+
+    async def storm(make: Callable[[], Awaitable[Any]]) -> None:
+        tasks = [asyncio.create_task(make()) for _ in range(64)]
+        await asyncio.sleep(0.3)
+        for t in tasks:
+            t.cancel()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        assert all(isinstance(r, asyncio.CancelledError) for r in results)
+
+    async def main() -> None:
+        async with fastpool.aio.open(url(postgres), max_open=8) as db:
+            await storm(lambda: db.query_row(sql))
+            until = asyncio.get_running_loop().time() + 5
+            while await db.query_row(running) != (0,):
+                assert asyncio.get_running_loop().time() < until, "statements left running"
+                await asyncio.sleep(0.05)
+            s = db.stats()
+            assert s.in_use == 0 and s.open <= 8
+        async with fa.create_pool(postgres.dsn, min_size=0, max_size=8) as pool:
+            async def one() -> None:
+                async with pool.acquire() as con:
+                    await con.fetchval(sql)
+
+            await storm(one)
+            await storm(lambda: pool.fetchval(sql))
+            until = asyncio.get_running_loop().time() + 5
+            while await pool.fetchval(running) != 0:
+                assert asyncio.get_running_loop().time() < until, "statements left running"
+                await asyncio.sleep(0.05)
+            assert pool.get_size() <= 8
+            # Every slot is back: all 8 can be held at once.
+            held = [await pool.acquire(timeout=5) for _ in range(8)]
+            assert all([await c.fetchval("SELECT 1") == 1 for c in held])
+            for c in held:
+                await pool.release(c)
+
+    run(main)
+
+
+def test_sqlalchemys_async_engine_on_asyncpg_with_fastpools_queue_pool(postgres) -> None:  # type: ignore[no-untyped-def]
+    sa_async = pytest.importorskip("sqlalchemy.ext.asyncio")
+    from sqlalchemy import text
+
+    from fastpool.sqlalchemy import FastAsyncQueuePool
+
+    async def main() -> None:
+        engine = sa_async.create_async_engine(
+            postgres.dsn.replace("postgresql://", "postgresql+asyncpg://", 1),
+            poolclass=FastAsyncQueuePool, pool_size=2, max_overflow=0)
+        try:
+            async def q(i: int) -> int:
+                async with engine.connect() as c:
+                    return int((await c.execute(text("SELECT :i + 1"), {"i": i})).scalar_one())
+
+            assert await asyncio.gather(*(q(i) for i in range(20))) == [i + 1 for i in range(20)]
+            async with engine.begin() as c:
+                await c.execute(text("SELECT 1"))
+            assert engine.pool.checkedout() == 0
+        finally:
+            await engine.dispose()
+
+    run(main)

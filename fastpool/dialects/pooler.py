@@ -21,7 +21,7 @@ from typing import Any
 
 from ..errors import SessionStateError
 
-__all__ = ["SessionStateError", "session_state_reason", "cursor_class"]
+__all__ = ["SessionStateError", "session_state_reason", "refuse_session_state", "cursor_class"]
 
 _LEADING = re.compile(r"(?:\s+|--[^\n]*\n?|/\*.*?\*/)*", re.DOTALL)
 _PINNING = [
@@ -55,6 +55,13 @@ def session_state_reason(sql: Any) -> str | None:
     return None
 
 
+def refuse_session_state(sql: Any) -> None:
+    """Raise SessionStateError if sql would keep state on a pooled server session."""
+    reason = session_state_reason(sql)
+    if reason is not None:
+        raise _refuse(sql, reason)
+
+
 def _refuse(sql: Any, reason: str) -> SessionStateError:
     first = str(sql).strip().split(None, 3)[:3]
     return SessionStateError(
@@ -69,15 +76,11 @@ def cursor_class(psycopg: Any, *, is_async: bool) -> type:
 
     class PoolerCursor(base):  # type: ignore[misc, valid-type]
         def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
-            reason = session_state_reason(query)
-            if reason is not None:
-                raise _refuse(query, reason)
+            refuse_session_state(query)
             return super().execute(query, params, **kwargs)
 
         def stream(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
-            reason = session_state_reason(query)
-            if reason is not None:
-                raise _refuse(query, reason)
+            refuse_session_state(query)
             return super().stream(query, params, **kwargs)
 
     PoolerCursor.__name__ = PoolerCursor.__qualname__ = (

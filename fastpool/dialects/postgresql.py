@@ -388,13 +388,14 @@ class AsyncpgFace:
     from the protocol, no round trip). Anything else is asyncpg's own (``fetch``,
     ``copy_to_table``, ...)."""
 
-    __slots__ = ("conn",)
+    __slots__ = ("conn", "behind_pooler")
 
-    def __init__(self, conn: Any) -> None:
+    def __init__(self, conn: Any, behind_pooler: bool = False) -> None:
         self.conn = conn
+        self.behind_pooler = behind_pooler  # refuse session-pinning statements (pooler.py)
 
     def cursor(self) -> AsyncpgCursor:
-        return AsyncpgCursor(self.conn)
+        return AsyncpgCursor(self.conn, self.behind_pooler)
 
     async def commit(self) -> None:
         if self.conn.is_in_transaction():
@@ -420,8 +421,9 @@ class AsyncpgCursor:
 
     arraysize = 1
 
-    def __init__(self, conn: Any) -> None:
+    def __init__(self, conn: Any, behind_pooler: bool = False) -> None:
         self._conn = conn
+        self._behind_pooler = behind_pooler
         self._rows: list[Any] = []
         self._i = 0
         self.description: Any = None
@@ -429,6 +431,8 @@ class AsyncpgCursor:
         self.lastrowid = None
 
     async def execute(self, sql: str, params: Any = None) -> None:
+        if self._behind_pooler:
+            pooler.refuse_session_state(sql)
         args = () if params is None else tuple(params)
         rows, status, _ = await self._conn._execute(sql, args, 0, None, return_status=True)
         self._rows = [tuple(r) for r in rows]
@@ -439,6 +443,8 @@ class AsyncpgCursor:
         self.rowcount = int(word[-1]) if word and word[-1].isdigit() else -1
 
     async def executemany(self, sql: str, seq: Any) -> None:
+        if self._behind_pooler:
+            pooler.refuse_session_state(sql)
         await self._conn.executemany(sql, [tuple(p) for p in seq])
         self._rows, self._i, self.description, self.rowcount = [], 0, None, -1
 
@@ -484,8 +490,6 @@ class AsyncpgDialect(PostgreSQLDialect):
     def _connect_kwargs(self, kwargs: dict[str, Any]) -> dict[str, Any]:
         self._module()
         kwargs = _asyncpg_connect_kwargs(kwargs)
-        if self.behind_pooler:
-            kwargs["statement_cache_size"] = 0
         self._kwargs = kwargs
         return kwargs
 
@@ -494,7 +498,14 @@ class AsyncpgDialect(PostgreSQLDialect):
         kwargs = self._connect_kwargs(kwargs)
 
         async def connect() -> Any:
-            return AsyncpgFace(await asyncpg.connect(**kwargs))
+            # behind_pooler is read at each connect: the pool sets it after this factory
+            # is made. Behind PgBouncer no named statement may outlive its transaction:
+            # asyncpg's statement cache off, so its statements are the unnamed one.
+            if self.behind_pooler:
+                conn = await asyncpg.connect(**{**kwargs, "statement_cache_size": 0})
+            else:
+                conn = await asyncpg.connect(**kwargs)
+            return AsyncpgFace(conn, self.behind_pooler)
 
         return connect
 
