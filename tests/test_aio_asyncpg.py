@@ -1,6 +1,7 @@
 """fastpool.aio on asyncpg (postgresql://...?driver=asyncpg), against the throwaway
-PostgreSQL the test session starts. Work in progress (issue 31): statements, rows and
-transactions, the give-back rule, a cancelled task."""
+PostgreSQL (and PgBouncer) the test session starts: statements, rows (buffered and
+streamed), transactions, the give-back rule, cancelled tasks, behind_pooler, and
+SQLAlchemy's async engine on asyncpg with fastpool's queue pool."""
 
 from __future__ import annotations
 
@@ -99,6 +100,9 @@ def test_behind_pgbouncer_statements_run_and_session_state_is_refused(pgbouncer)
                         await tx.query_row("SELECT pg_advisory_xact_lock($1)", (2000 + i,))
 
             await asyncio.gather(*(worker(i) for i in range(8)))
+            for _ in range(3):  # a stream's cursor and its transaction, one server session
+                async with db.query("SELECT g FROM generate_series(1, 1500) g", stream=True) as rows:
+                    assert [r[0] async for r in rows] == list(range(1, 1501))
             for sql in ("SET search_path TO public", "LISTEN fp_jobs",
                         "SELECT pg_advisory_lock(7)", "CREATE TEMP TABLE fp_tmp (x int)"):
                 with pytest.raises(fastpool.SessionStateError, match="behind_pooler"):
@@ -179,5 +183,48 @@ def test_sqlalchemys_async_engine_on_asyncpg_with_fastpools_queue_pool(postgres)
             assert engine.pool.checkedout() == 0
         finally:
             await engine.dispose()
+
+    run(main)
+
+
+def test_streamed_rows_come_from_a_server_side_cursor(postgres) -> None:  # type: ignore[no-untyped-def]
+    async def main() -> None:
+        async with fastpool.aio.open(url(postgres), max_open=1) as db:
+            n = 0
+            async with db.query("SELECT g, g * 2 AS twice FROM generate_series(1, 2000) g",
+                                stream=True) as rows:
+                assert rows.columns == ("g", "twice")
+                async for row in rows:
+                    n += 1
+                    assert row[1] == 2 * row[0] and row["twice"] == 2 * row[0]
+            assert n == 2000
+            # Outside a transaction the stream opened its own; it is committed, not left.
+            await db.execute("CREATE TABLE IF NOT EXISTS apg_stream (a int)")
+            try:
+                async with db.query("INSERT INTO apg_stream SELECT g FROM generate_series(1, 3) g"
+                                    " RETURNING a", stream=True) as rows:
+                    assert [r[0] async for r in rows] == [1, 2, 3]
+                assert await db.query_row("SELECT count(*) FROM apg_stream") == (3,)
+                # Inside the caller's transaction: that transaction decides.
+                with pytest.raises(ZeroDivisionError):
+                    async with db.transaction() as tx:
+                        async with tx.query("INSERT INTO apg_stream VALUES (9) RETURNING a",
+                                            stream=True) as rows:
+                            assert [r[0] async for r in rows] == [9]
+                        1 / 0
+                assert await db.query_row("SELECT count(*) FROM apg_stream") == (3,)
+            finally:
+                await db.execute("DROP TABLE apg_stream")
+            # A stream left after a few rows: its connection comes back clean.
+            async with db.query("SELECT g FROM generate_series(1, 100000) g", stream=True) as rows:
+                async for _row in rows:
+                    break
+            assert await db.query_row("SELECT 1") == (1,)
+            s = db.stats()
+            assert s.open == 1 and s.in_use == 0 and s.bad_conns_discarded == 0
+            with pytest.raises(asyncpg.PostgresError):
+                async with db.query("SELECT 1 / 0", stream=True) as rows:
+                    pass
+            assert await db.query_row("SELECT 2") == (2,)
 
     run(main)

@@ -435,7 +435,7 @@ class AsyncpgCursor:
             pooler.refuse_session_state(sql)
         args = () if params is None else tuple(params)
         rows, status, _ = await self._conn._execute(sql, args, 0, None, return_status=True)
-        self._rows = [tuple(r) for r in rows]
+        self._rows = rows  # asyncpg Records (equal to tuples, indexable, by name too)
         self._i = 0
         self.description = ([(k, None, None, None, None, None, None) for k in rows[0].keys()]
                             if rows else None)
@@ -470,10 +470,83 @@ class AsyncpgCursor:
         self._rows = []
 
 
+class AsyncpgStreamCursor:
+    """Rows of one query read from a server-side cursor (asyncpg's), CHUNK rows per round
+    trip, each step awaited by the SyncConnection (``wait``). asyncpg's cursors live in a
+    transaction: outside one, the stream opens its own and commits it at close -- what
+    autocommit would have done with the statement, which has run by then."""
+
+    CHUNK = 512
+
+    def __init__(self, face: AsyncpgFace, wait: Callable[[Any], Any]) -> None:
+        self._conn = face.conn
+        self._behind_pooler = face.behind_pooler
+        self._wait = wait
+        self._rows: Any = None
+        self._own_tx = False
+        self._first: Any = _NONE
+        self.description: Any = None
+        self.rowcount = -1
+
+    def execute(self, sql: str, params: Any = None) -> None:
+        if self._behind_pooler:
+            pooler.refuse_session_state(sql)
+        conn = self._conn
+        if not conn.is_in_transaction():
+            self._wait(conn.execute("BEGIN"))
+            self._own_tx = True
+        args = () if params is None else tuple(params)
+        self._rows = conn.cursor(sql, *args, prefetch=self.CHUNK).__aiter__()
+        # Up to the first row now: errors are raised by execute(), as a cursor's are.
+        self._first = self._next()
+        if self._first is not _END:
+            self.description = [(k, None, None, None, None, None, None)
+                                for k in self._first.keys()]
+
+    def _next(self) -> Any:
+        try:
+            return self._wait(self._rows.__anext__())
+        except StopAsyncIteration:
+            return _END
+
+    def fetchone(self) -> Any:
+        if self._first is not _NONE:
+            row, self._first = self._first, _NONE
+        else:
+            row = self._next() if self._rows is not None else _END
+        return None if row is _END else row
+
+    def fetchmany(self, size: int = CHUNK) -> list[Any]:
+        out: list[Any] = []
+        while len(out) < size:
+            row = self.fetchone()
+            if row is None:
+                break
+            out.append(row)
+        return out
+
+    def fetchall(self) -> list[Any]:
+        return self.fetchmany(1 << 62)
+
+    def close(self) -> None:
+        self._rows = None
+        self._first = _END
+        if self._own_tx:
+            self._own_tx = False
+            conn = self._conn
+            if not conn.is_closed() and conn.is_in_transaction():
+                self._wait(conn.execute("COMMIT"))
+
+    def clean(self) -> bool:
+        conn = self._conn
+        return not conn.is_closed() and not conn.is_in_transaction()
+
+
 class AsyncpgDialect(PostgreSQLDialect):
     """asyncpg under fastpool.aio: ``fastpool.aio.open("postgresql://...?driver=asyncpg")``.
-    Statements use asyncpg's own placeholders (``$1``, ``$2``). Work in progress (issue 31):
-    no native route, no drop-in yet."""
+    Statements use asyncpg's own placeholders (``$1``, ``$2``); rows are asyncpg Records.
+    (fastpool.asyncpg, the drop-in for asyncpg's pool, lends the connections bare: its
+    subclass reads them without the face.)"""
 
     name = "asyncpg"
     driver = "asyncpg"
@@ -554,7 +627,13 @@ class AsyncpgDialect(PostgreSQLDialect):
         raw.wait(self.conn_of(raw).execute("BEGIN"))
 
     def stream_cursor(self, raw: Any) -> Any:
-        raise NotImplementedError("streaming rows with asyncpg: not yet (issue 31)")
+        return AsyncpgStreamCursor(raw.driver_connection, raw.wait)
+
+    def drain(self, cursor: Any, budget: int) -> bool:
+        # Nothing to read off the wire: the rest of the rows wait in the server-side
+        # cursor, which ends with its transaction (close()).
+        cursor.close()
+        return bool(cursor.clean())
 
     def kill_statement(self, raw: Any) -> Any:
         # SQL over a side connection (the pool's own connect, on its loop).
