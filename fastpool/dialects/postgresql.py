@@ -417,56 +417,66 @@ class AsyncpgFace:
 
 class AsyncpgCursor:
     """One statement's result, buffered: asyncpg's ``_execute`` returns the rows and the
-    command status together (its public calls give one or the other)."""
+    command status together (its public calls give one or the other). Only execute does
+    I/O; the rest are plain calls (the bridge and the native route await only what is
+    awaitable), and the description and rowcount are read from the result when asked."""
 
     arraysize = 1
+    lastrowid = None
+
+    __slots__ = ("_conn", "_behind_pooler", "_rows", "_i", "_status")
 
     def __init__(self, conn: Any, behind_pooler: bool = False) -> None:
         self._conn = conn
         self._behind_pooler = behind_pooler
         self._rows: list[Any] = []
         self._i = 0
-        self.description: Any = None
-        self.rowcount = -1
-        self.lastrowid = None
+        self._status: str | None = None
 
     async def execute(self, sql: str, params: Any = None) -> None:
         if self._behind_pooler:
             pooler.refuse_session_state(sql)
         args = () if params is None else tuple(params)
-        rows, status, _ = await self._conn._execute(sql, args, 0, None, return_status=True)
-        self._rows = rows  # asyncpg Records (equal to tuples, indexable, by name too)
+        # asyncpg Records: equal to tuples, indexable, by column name too.
+        self._rows, self._status, _ = await self._conn._execute(sql, args, 0, None,
+                                                                return_status=True)
         self._i = 0
-        self.description = ([(k, None, None, None, None, None, None) for k in rows[0].keys()]
-                            if rows else None)
-        word = status.split()
-        self.rowcount = int(word[-1]) if word and word[-1].isdigit() else -1
 
     async def executemany(self, sql: str, seq: Any) -> None:
         if self._behind_pooler:
             pooler.refuse_session_state(sql)
         await self._conn.executemany(sql, [tuple(p) for p in seq])
-        self._rows, self._i, self.description, self.rowcount = [], 0, None, -1
+        self._rows, self._i, self._status = [], 0, None
 
-    async def fetchone(self) -> Any:
-        if self._i >= len(self._rows):
+    @property
+    def description(self) -> Any:
+        rows = self._rows
+        return [(k, None, None, None, None, None, None) for k in rows[0].keys()] if rows else None
+
+    @property
+    def rowcount(self) -> int:
+        word = self._status.split() if self._status else ()
+        return int(word[-1]) if word and word[-1].isdigit() else -1
+
+    def fetchone(self) -> Any:
+        i = self._i
+        if i >= len(self._rows):
             return None
-        row = self._rows[self._i]
-        self._i += 1
-        return row
+        self._i = i + 1
+        return self._rows[i]
 
-    async def fetchmany(self, size: int | None = None) -> list[Any]:
+    def fetchmany(self, size: int | None = None) -> list[Any]:
         n = self.arraysize if size is None else size
         out = self._rows[self._i:self._i + n]
         self._i += len(out)
         return out
 
-    async def fetchall(self) -> list[Any]:
+    def fetchall(self) -> list[Any]:
         out = self._rows[self._i:]
         self._i = len(self._rows)
         return out
 
-    async def close(self) -> None:
+    def close(self) -> None:
         self._rows = []
 
 
@@ -553,7 +563,14 @@ class AsyncpgDialect(PostgreSQLDialect):
     module_name = "asyncpg"
     is_async = True
     install_hint = "postgresql://...?driver=asyncpg needs asyncpg: pip install asyncpg"
-    clean_probe: Any = None  # is_in_transaction() is a call: state_at_checkin reads it
+    # True exactly when state_at_checkin would say CLEAN: the give-back then needs no
+    # bridge (fastpool.aio's native route gives back in place).
+    clean_value = True
+
+    @staticmethod
+    def clean_probe(raw: Any) -> bool:
+        conn = raw.driver_connection.conn
+        return not conn.is_in_transaction() and not conn.is_closed()
 
     @staticmethod
     def conn_of(raw: Any) -> Any:

@@ -244,7 +244,9 @@ async def statement(CorePool pool, object sql, object params, int mode, object r
             await cur.execute(sql, params)
         if mode == MODE_ROW:
             try:
-                result = await cur.fetchone()
+                result = cur.fetchone()
+                if fp_awaitable(result):  # a driver whose rows are buffered returns them
+                    result = await result
             except Exception:
                 if cur.description is not None:
                     raise

@@ -231,7 +231,7 @@ cdef class CorePool:
     cdef ConnRecord _checkout(self, double timeout, bint fresh)
     cdef int _checked_out(self, ConnRecord rec) except -1
     cdef Conn _new_conn(self, object timeout)
-    cdef int _checkin(self, ConnRecord rec, bint bad) except -1
+    cdef int _checkin(self, ConnRecord rec, bint bad, bint probed_clean=*) except -1
     cdef object _run(self, object sql, object params, int mode, int attempt=*)
     cpdef bint _native_ok(self, object sql, int mode) except -1
     cpdef ConnRecord _take_idle(self)

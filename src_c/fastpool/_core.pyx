@@ -1093,9 +1093,10 @@ cdef class CorePool:
                 raise
         return 0
 
-    cdef int _checkin(self, ConnRecord rec, bint bad) except -1:
+    cdef int _checkin(self, ConnRecord rec, bint bad, bint probed_clean=False) except -1:
         # The one way back for a connection its holder had: the holder hook (leak_timeout,
         # checkin listeners), the operator's reset hook, then the free list or a waiter.
+        # probed_clean: the caller has just read the clean probe (_give_back_quiet).
         cdef str why = "broken"
         if self._holder_hook is not None:
             try:
@@ -1105,7 +1106,8 @@ cdef class CorePool:
                 raise
         if not bad and self._reset_hook is not None:
             try:
-                if self._clean_probe is not None and self._clean_probe(rec.raw) == self._clean_value:
+                if probed_clean or (self._clean_probe is not None
+                                    and self._clean_probe(rec.raw) == self._clean_value):
                     pass  # clean: nothing for the dialect's reset to do, no Python frame
                 elif not self._reset_hook(rec):
                     bad = True
@@ -1439,7 +1441,7 @@ cdef class CorePool:
         if self._reset_hook is not None and (
                 self._clean_probe is None or self._clean_probe(rec.raw) != self._clean_value):
             return False
-        self._checkin(rec, False)
+        self._checkin(rec, False, True)
         return True
 
     cpdef bint _statement_failed(self, ConnRecord rec, BaseException exc) except -1:
