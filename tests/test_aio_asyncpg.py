@@ -12,6 +12,11 @@ import pytest
 
 import fastpool
 import fastpool.aio
+from aio_scenarios import (
+    Server, cancellation_storm, cut_blackhole_recovery, leak_stays_on_one_connection,
+    longest_loop_stall_with_64_tasks, timeouts_and_deadlines,
+)
+from test_aio_postgresql import running
 
 pytest.importorskip("greenlet")
 asyncpg = pytest.importorskip("asyncpg", reason="asyncpg is not installed")
@@ -228,3 +233,34 @@ def test_streamed_rows_come_from_a_server_side_cursor(postgres) -> None:  # type
             assert await db.query_row("SELECT 2") == (2,)
 
     run(main)
+
+
+# ---- fastpool.aio's scenarios (tests/aio_scenarios.py), on asyncpg ------------------------
+def server(dsn: str, admin_dsn: str | None = None) -> Server:
+    return Server(dsn + ("&" if "?" in dsn else "?") + "driver=asyncpg",
+                  lambda s, mark: f"SELECT pg_sleep({s}) /* {mark} */", "SELECT $1::int",
+                  "SELECT g FROM generate_series(1, 600) g",
+                  lambda mark: running(admin_dsn or dsn, mark))
+
+
+def test_scenario_cancellation_storm(postgres) -> None:  # type: ignore[no-untyped-def]
+    run(lambda: cancellation_storm(server(postgres.dsn)))
+
+
+def test_scenario_timeouts_and_deadlines_end_the_statement_on_the_server(postgres) -> None:  # type: ignore[no-untyped-def]
+    run(lambda: timeouts_and_deadlines(server(postgres.dsn)))
+
+
+def test_scenario_the_seeds_leak_in_async_form_stays_on_one_connection(postgres) -> None:  # type: ignore[no-untyped-def]
+    # 600 rows, streamed: each call leaves its stream unread.
+    run(lambda: leak_stays_on_one_connection(server(postgres.dsn), 2000))
+
+
+def test_scenario_faults_cut_blackhole_and_recovery(postgres, pg_proxied) -> None:  # type: ignore[no-untyped-def]
+    proxy, make = pg_proxied
+    run(lambda: cut_blackhole_recovery(server(make.dsn, postgres.dsn), proxy))
+
+
+def test_scenario_the_loop_never_stalls_with_64_tasks(postgres) -> None:  # type: ignore[no-untyped-def]
+    stall = run(lambda: longest_loop_stall_with_64_tasks(server(postgres.dsn)))
+    assert stall < 0.25, f"the loop stalled for {stall:.3f}s"

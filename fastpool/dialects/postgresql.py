@@ -27,7 +27,8 @@ from typing import Any, Callable
 
 from ..errors import ConfigError
 from . import pooler
-from .base import CLEAN, DISCARD, ERR_BROKEN, ERR_OK, ERR_RETRY, ROLL_BACK, Connect, Dialect
+from .base import (CLEAN, DISCARD, ERR_BROKEN, ERR_OK, ERR_RETRY, ROLL_BACK, Connect, Dialect,
+                   shut_socket)
 
 # Seconds a postgresql:// connect may take when the URL sets no connect_timeout.
 DEFAULT_CONNECT_TIMEOUT = 10
@@ -613,6 +614,17 @@ class AsyncpgDialect(PostgreSQLDialect):
 
     def is_dead(self, raw: Any) -> bool:
         return bool(self.conn_of(raw).is_closed())
+
+    def abort(self, raw: Any, fd: int) -> None:
+        # A statement whose cancel went unanswered (a blackholed network): shut its socket
+        # from the watcher's thread, read from the transport now (the pool keeps no fd for
+        # asyncpg); the loop then sees the connection lost and the statement fails at once.
+        conn = raw.driver_connection
+        conn = getattr(conn, "conn", conn)  # behind the face, or lent bare (the drop-in)
+        transport = getattr(conn, "_transport", None)  # None: lent out, or gone
+        sock = transport.get_extra_info("socket") if transport is not None else None
+        if sock is not None and sock.fileno() >= 0:
+            shut_socket(sock.fileno())
 
     def classify(self, exc: BaseException) -> int:
         if isinstance(exc, pooler.SessionStateError):
