@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import importlib
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).parent.parent
 
@@ -38,3 +41,20 @@ def test_deadline_story_cancels_the_slow_statements_and_keeps_the_fast_ones_flow
     assert with_deadline[2] == 0  # nothing of a gone caller still runs on the server
     assert with_deadline[3] > 0 and plain[3] == 0
     assert with_deadline[1] > 2 * plain[1]  # many more requests served within the gateway's 1 s
+
+
+def test_the_fastapi_example_serves_requests_from_the_asyncpg_drop_in(postgres, monkeypatch):
+    pytest.importorskip("asyncpg")
+    testclient = pytest.importorskip("fastapi.testclient")
+    monkeypatch.setenv("DATABASE_URL", postgres.dsn)
+    monkeypatch.syspath_prepend(str(ROOT / "examples"))
+    sys.modules.pop("fastapi_asyncpg", None)
+    example = importlib.import_module("fastapi_asyncpg")
+    with testclient.TestClient(example.app) as client:  # runs the lifespan: the pool opens
+        for n in range(20):
+            assert client.get(f"/double/{n}").json() == {"n": n, "double": 2 * n}
+            assert client.get(f"/in-transaction/{n}").json() == {"n": n, "squared": n * n}
+        stats = client.get("/stats").json()
+        assert stats["in_use"] == 0 and 1 <= stats["open"] <= 10
+        pool = example.app.state.pool
+    assert pool.is_closing() and pool.get_size() == 0  # closed with the app
