@@ -277,3 +277,34 @@ def test_bad_arguments_are_refused_with_asyncpgs_errors(postgres) -> None:  # ty
             fa.Pool(postgres.dsn, **kwargs)
     with pytest.raises(TypeError, match="connection_class"):
         fa.Pool(postgres.dsn, connection_class=object)
+
+
+def test_the_acquire_timeout_bounds_the_connect_and_a_cut_is_survived(postgres, pg_proxied) -> None:  # type: ignore[no-untyped-def]
+    proxy, make = pg_proxied
+
+    async def main() -> None:
+        async with fa.create_pool(make.dsn, min_size=0, max_size=2) as pool:
+            # Idle connections cut under the pool: found dead at acquire, replaced unseen.
+            a, b = await pool.acquire(), await pool.acquire()
+            await pool.release(a)
+            await pool.release(b)
+            assert proxy.cut() == 2
+            await asyncio.sleep(0.1)
+            assert await asyncio.gather(*[pool.fetchval("SELECT $1::int", i) for i in range(8)]) \
+                == list(range(8))
+            # A network that swallows everything: the connect the acquire waits for hangs,
+            # and the acquire's timeout ends the wait all the same.
+            held = [await pool.acquire(), await pool.acquire()]
+            for c in held:
+                c.terminate()  # closed by its holder: the slots are free again
+            proxy.blackhole()
+            started = time.monotonic()
+            with pytest.raises(asyncio.TimeoutError):
+                await pool.acquire(timeout=0.3)
+            assert time.monotonic() - started < 2.0
+            proxy.restore()
+            async with pool.acquire(timeout=10) as con:
+                assert await con.fetchval("SELECT 1") == 1
+            assert pool.get_size() <= 2
+
+    run(main)
