@@ -125,6 +125,16 @@ class PoolConnectionProxy(_AsyncpgProxy):  # type: ignore[misc]
 
     __slots__ = ("__weakref__",)  # its holder refers to it weakly
 
+    def __init__(self, holder: _Holder, con: Any) -> None:
+        # Unlike asyncpg's, not con._set_proxy(self): the connection does not refer back
+        # to its proxy, so a proxy its holder drops dies at once, by reference counting
+        # (no cycle left for the collector), and the pool reclaims its slot at once
+        # (fastpool/lending.py). What asyncpg uses that back-reference for -- dropping
+        # every pooled connection's statement cache after a schema change -- each
+        # connection then does for itself when it meets the change.
+        self._con = con
+        self._holder = holder
+
 
 def _noting(name: str) -> Callable[..., Any]:
     method = getattr(asyncpg.Connection, name)
