@@ -56,6 +56,7 @@ PG_CONTENDED = "postgresql: 16 threads share 4 connections"
 PG_TASKS = "postgresql: 64 tasks share 4 connections"
 PG_FLEET = "postgresql fleet: 8 processes x pool of 10, 20 server connections"
 APG_TASKS = "asyncpg: 64 tasks share 4 connections"
+APG_STORM = "asyncpg: 64 tasks cancelled 0.3 s into pg_sleep(2), pool of 8"
 LEAK_PREFIX = "leak:"
 README_START, README_END = "<!-- bench:start -->", "<!-- bench:end -->"
 
@@ -205,8 +206,8 @@ def report(data: dict) -> str:
             lines += contended_table(benches, group, unit)
         elif group == PG_FLEET:
             lines += fleet_table(benches)
-        elif group == STORM:
-            lines += storm_table(benches)
+        elif group in (STORM, APG_STORM):
+            lines += storm_table(benches, group)
         elif group == SCALE:
             lines += scale_table(benches)
         elif group.startswith(LEAK_PREFIX):
@@ -244,16 +245,17 @@ def contended_table(benches: list[dict], group: str = CONTENDED, unit: str = "th
     return lines
 
 
-def storm_table(benches: list[dict]) -> list[str]:
-    lines = [f"\n{STORM}",
+def storm_table(benches: list[dict], group: str = STORM) -> list[str]:
+    lines = [f"\n{group}",
              f"  {'':<40} {'cancelled':>9} {'in':>8} {'left running 1 s later':>23} {'wrong answers':>14}"
-             f" {'errors after':>13}"]
+             f" {'errors after':>13} {'connections lost':>17}"]
     for b in benches:
         e = b["extra_info"]
         if "left_running" not in e:
             continue
+        lost = f"{e['lost']:17d}" if "lost" in e else f"{'-':>17}"
         lines.append(f"  {short(b['name']):<40} {e['cancelled']:9d} {e['cancel_s'] * 1e3:6.1f}ms "
-                     f"{e['left_running']:18d} of 8 {e['wrong_answers']:14d} {e['errors_after']:13d}")
+                     f"{e['left_running']:18d} of 8 {e['wrong_answers']:14d} {e['errors_after']:13d} {lost}")
     return lines
 
 

@@ -143,3 +143,156 @@ def test_asyncpg_tasks(benchmark, pg, contender):  # type: ignore[no-untyped-def
     benchmark.pedantic(lambda: asyncio.run(once()), rounds=1, iterations=1)
     benchmark.extra_info.update(result)
     assert result["requests_per_s"] > 0
+
+
+# ---- the cancellation storm ------------------------------------------------------------------
+STORM = "asyncpg: 64 tasks cancelled 0.3 s into pg_sleep(2), pool of 8"
+
+
+async def _running(dsn: str, marker: str) -> int:
+    con = await asyncpg.connect(dsn)
+    try:
+        return int(await con.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE $1"
+            " AND pid <> pg_backend_pid()", f"%{marker}%"))
+    finally:
+        await con.close()
+
+
+async def _usable(c: Contender, n: int) -> int:
+    """How many of the pool's n connections can be had at once within 2 s (lost ones
+    cannot)."""
+    async def hold(gate: asyncio.Event) -> bool:
+        try:
+            if c.name == "AsyncAdaptedQueuePool":
+                async with c.pool.connect():
+                    await gate.wait()
+            elif c.name == "fastpool.aio":
+                async with c.pool.conn(timeout=2):
+                    await gate.wait()
+            else:
+                async with c.pool.acquire(timeout=2):
+                    await gate.wait()
+            return True
+        except Exception:
+            return False
+
+    gate = asyncio.Event()
+    tasks = [asyncio.create_task(asyncio.wait_for(hold(gate), 2.5)) for _ in range(n)]
+    await asyncio.sleep(2.2)
+    gate.set()
+    got = await asyncio.gather(*tasks, return_exceptions=True)
+    return sum(g is True for g in got)
+
+
+@pytest.mark.benchmark(group=STORM)
+@pytest.mark.parametrize("contender", ["fastpool.asyncpg", "fastpool.aio", "asyncpg-pool",
+                                       "AsyncAdaptedQueuePool"])
+def test_asyncpg_cancel_storm(benchmark, pg, contender):  # type: ignore[no-untyped-def]
+    import time
+
+    result: dict[str, Any] = {}
+    marker = f"storm_{contender.replace('-', '_').replace('.', '_')}"
+
+    async def once() -> None:
+        c = Contender(pg, contender, 8)
+        await c.open()
+        try:
+            tasks = [asyncio.create_task(c.request(f"SELECT pg_sleep(2) /* {marker} */"))
+                     for _ in range(64)]
+            await asyncio.sleep(0.3)
+            t0 = time.perf_counter()
+            for t in tasks:
+                t.cancel()
+            outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+            result["cancel_s"] = time.perf_counter() - t0
+            result["cancelled"] = sum(isinstance(o, asyncio.CancelledError) for o in outcomes)
+            await asyncio.sleep(1.0)
+            result["left_running"] = await _running(pg.dsn, marker)
+            wrong = errors = 0
+            for i in range(40):
+                try:
+                    got = await asyncio.wait_for(c.request(f"SELECT {i}"), 5)
+                    wrong += (got[0] if isinstance(got, tuple) or hasattr(got, "keys") else got) != i
+                except Exception:
+                    errors += 1
+            result["wrong_answers"] = wrong
+            result["errors_after"] = errors
+            result["lost"] = 8 - await _usable(c, 8)
+        finally:
+            await asyncio.wait_for(c.close(), 10)
+
+    benchmark.pedantic(lambda: asyncio.run(once()), rounds=1, iterations=1)
+    benchmark.extra_info.update(result)
+
+
+# ---- the seed's leak, asyncpg form -----------------------------------------------------------
+LEAK = "leak: asyncpg, return inside `async for row in rows` (300 calls)"
+LEAK_SQL = "SELECT g FROM generate_series(1, 50) g"
+
+
+@pytest.mark.benchmark(group=LEAK)
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning",
+                            "ignore::ResourceWarning")  # what the leaked sockets say
+@pytest.mark.parametrize("contender", ["fastpool.asyncpg", "fastpool.aio", "asyncpg-pool",
+                                       "AsyncAdaptedQueuePool"])
+def test_asyncpg_leak(benchmark, pg, contender):  # type: ignore[no-untyped-def]
+    """The handler returns from inside its row loop and never gives the connection back;
+    each call bounded by wait_for(0.05 s), since asyncpg's pool would wait for ever."""
+    import gc
+    import warnings
+
+    from .test_leak import run_calls
+
+    c = Contender(pg, contender, 4)
+    if contender == "fastpool.aio":
+        async def call() -> Any:
+            async for row in c.pool.query(LEAK_SQL, stream=True):
+                return row
+
+        def open_now() -> int:
+            return int(c.pool.stats().open)
+    elif contender == "AsyncAdaptedQueuePool":
+        from sqlalchemy import text
+
+        async def call() -> Any:
+            conn = await c.pool.connect()  # never closed
+            result = await conn.stream(text(LEAK_SQL))
+            async for row in result:
+                return row
+
+        def open_now() -> int:
+            p = c.pool.pool
+            return int(p.checkedin() + p.checkedout())
+    else:
+        async def call() -> Any:
+            con = await c.pool.acquire()  # never released
+            async with con.transaction():
+                async for row in con.cursor(LEAK_SQL):
+                    return row
+
+        def open_now() -> int:
+            return int(c.pool.get_size())
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(c.open())
+
+        def one() -> None:
+            loop.run_until_complete(asyncio.wait_for(call(), 0.05))
+
+        import fastpool
+
+        failed = run_calls(benchmark, one, (asyncio.TimeoutError, fastpool.PoolTimeout), open_now)
+        benchmark.extra_info["open_after"] = open_now()
+        if contender.startswith("fastpool"):
+            assert failed < 15  # a leak would fail nearly every call
+    finally:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if contender == "asyncpg-pool":
+                c.pool.terminate()  # close() would wait for the leaked connections for ever
+            else:
+                loop.run_until_complete(asyncio.wait_for(c.close(), 10))
+            gc.collect()
+            loop.run_until_complete(asyncio.sleep(0.05))
+        loop.close()
