@@ -84,6 +84,9 @@ class _LentDialect(AsyncpgDialect):
     def conn_of(raw: Any) -> Any:
         return raw.driver_connection
 
+    def is_dead(self, raw: Any) -> bool:
+        return bool(raw.driver_connection.is_closed())
+
 
 class _Holder:
     """One pooled connection's lending state, kept on its record (``rec.info``). It is
@@ -92,11 +95,12 @@ class _Holder:
     ``proxy._holder._pool``. It holds the proxy weakly: a proxy its holder drops must be
     free to die, and its connection with it (fastpool/lending.py reclaims the slot)."""
 
-    __slots__ = ("_pool", "_rec", "_proxy_ref", "_timeout", "_dirty", "__weakref__")
+    __slots__ = ("_pool", "_rec", "_proxy_ref", "_timeout", "_dirty", "_self_ref", "__weakref__")
 
     def __init__(self, pool: Pool, rec: Any) -> None:
         self._pool = pool
         self._rec = rec
+        self._self_ref = weakref.ref(self)  # con._pool_holder while lent, made once
         self._proxy_ref: weakref.ref[PoolConnectionProxy] | None = None  # None: not lent
         self._timeout: float | None = None
         self._dirty = False
@@ -132,8 +136,8 @@ class PoolConnectionProxy(_AsyncpgProxy):  # type: ignore[misc]
         # (fastpool/lending.py). What asyncpg uses that back-reference for -- dropping
         # every pooled connection's statement cache after a schema change -- each
         # connection then does for itself when it meets the change.
-        self._con = con
-        self._holder = holder
+        self._con = con  # type: ignore[misc]  # slots of asyncpg's class
+        self._holder = holder  # type: ignore[misc]
 
 
 def _noting(name: str) -> Callable[..., Any]:
@@ -366,7 +370,14 @@ class Pool:
             raise _exc.InterfaceError("pool is closing")
         self._check_init()
         site = _caller_frame(sys._getframe(1))
-        rec = await self._take(timeout)
+        aio = self._aio
+        # An idle connection at once, without a coroutine of its own (_take's first step).
+        rec = (self._sync._take_idle() if aio._loop is asyncio._get_running_loop()
+               and not aio._reclaims else None)
+        if rec is None or rec.created_at <= self._expired_at:
+            if rec is not None:
+                self._sync._give(rec, True)  # made before expire_connections()
+            rec = await self._take(timeout)
         holder = rec.info
         if holder is None:
             holder = rec.info = _Holder(self, rec)
@@ -380,7 +391,7 @@ class Pool:
         holder._dirty = False
         proxy = PoolConnectionProxy(holder, con)
         holder._proxy_ref = weakref.ref(proxy)
-        con._pool_holder = weakref.ref(holder)
+        con._pool_holder = holder._self_ref
         self._lent += 1
         if self._setup is not None:
             try:
@@ -407,7 +418,11 @@ class Pool:
         if con is None:
             return  # released already
         holder = connection._holder
-        con._on_release()  # asyncpg's own: warns of listeners left on it
+        if con._listeners or con._log_listeners:
+            con._on_release()  # asyncpg's own: warns of the listeners left on it
+        else:
+            con._pool_release_ctr += 1  # all _on_release does then: its statements and
+            # cursors refuse use from now on
         if timeout is None:
             timeout = holder._timeout
         if self._is_clean(con, holder._dirty):

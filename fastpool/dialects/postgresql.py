@@ -553,6 +553,11 @@ class AsyncpgStreamCursor:
         return not conn.is_closed() and not conn.is_in_transaction()
 
 
+def _asyncpg_clean(raw: Any) -> bool:
+    conn = raw.driver_connection.conn
+    return not conn.is_in_transaction() and not conn.is_closed()
+
+
 class AsyncpgDialect(PostgreSQLDialect):
     """asyncpg under fastpool.aio: ``fastpool.aio.open("postgresql://...?driver=asyncpg")``.
     Statements use asyncpg's own placeholders (``$1``, ``$2``); rows are asyncpg Records.
@@ -567,11 +572,7 @@ class AsyncpgDialect(PostgreSQLDialect):
     # True exactly when state_at_checkin would say CLEAN: the give-back then needs no
     # bridge (fastpool.aio's native route gives back in place).
     clean_value = True
-
-    @staticmethod
-    def clean_probe(raw: Any) -> bool:
-        conn = raw.driver_connection.conn
-        return not conn.is_in_transaction() and not conn.is_closed()
+    clean_probe = staticmethod(_asyncpg_clean)  # type: ignore[assignment]
 
     @staticmethod
     def conn_of(raw: Any) -> Any:
