@@ -264,3 +264,23 @@ def test_scenario_faults_cut_blackhole_and_recovery(postgres, pg_proxied) -> Non
 def test_scenario_the_loop_never_stalls_with_64_tasks(postgres) -> None:  # type: ignore[no-untyped-def]
     stall = run(lambda: longest_loop_stall_with_64_tasks(server(postgres.dsn)))
     assert stall < 0.25, f"the loop stalled for {stall:.3f}s"
+
+
+def test_record_class_is_honoured(postgres) -> None:  # type: ignore[no-untyped-def]
+    class Row(asyncpg.Record):  # type: ignore[misc, name-defined]
+        def first(self) -> Any:
+            return self[0]
+
+    async def main() -> None:
+        async with fastpool.aio.open(url(postgres), max_open=1, record_class=Row) as db:
+            row = await db.query_row("SELECT 7 AS n")
+            assert type(row) is Row and row.first() == 7 and row["n"] == 7
+            assert all(type(r) is Row for r in await db.query("SELECT g FROM generate_series(1, 3) g"))
+            async with db.query("SELECT 1", stream=True) as rows:
+                assert [type(r) for r in [r async for r in rows]] == [Row]
+
+    run(main)
+    with pytest.raises(fastpool.ConfigError, match="record_class"):
+        fastpool.aio.open(url(postgres), record_class=tuple)
+    with pytest.raises(fastpool.ConfigError, match="asyncpg's"):
+        fastpool.aio.open(postgres.dsn, record_class=asyncpg.Record)

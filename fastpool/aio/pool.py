@@ -431,5 +431,15 @@ def open(dsn: str, **options: Any) -> Pool:  # noqa: A001 - the API's name
     if not dialect.is_async:
         raise ConfigError(f"driver={dialect.name} is not an asyncio driver: use fastpool.open(),"
                           f" or ?driver={'|'.join(MYSQL_ASYNC_DRIVERS)} under fastpool.aio")
-    connect = dialect.connect_factory(url.connect_kwargs)
+    connect_kwargs = url.connect_kwargs
+    if "record_class" in options:
+        # asyncpg's row class for every statement (asyncpg.connect(record_class=...)).
+        record_class = options.pop("record_class")
+        if dialect.name != "asyncpg":
+            raise ConfigError(f"record_class= is asyncpg's; driver={dialect.name} has none")
+        record = importlib.import_module("asyncpg").Record
+        if not (isinstance(record_class, type) and issubclass(record_class, record)):
+            raise ConfigError(f"record_class must be a subclass of asyncpg.Record, got {record_class!r}")
+        connect_kwargs = {**connect_kwargs, "record_class": record_class}
+    connect = dialect.connect_factory(connect_kwargs)
     return Pool(connect, driver=dialect, _display=url.masked, _name=url.name, **options)
