@@ -481,23 +481,22 @@ class AsyncpgCursor:
         self._rows = []
 
 
-class AsyncpgStreamCursor:
+class AsyncpgStreamCursor(AsyncStreamCursor):
     """Rows of one query read from a server-side cursor (asyncpg's), CHUNK rows per round
-    trip, each step awaited by the SyncConnection (``wait``). asyncpg's cursors live in a
-    transaction: outside one, the stream opens its own and commits it at close -- what
-    autocommit would have done with the statement, which has run by then."""
-
-    CHUNK = 512
+    trip, each step awaited by the SyncConnection (``wait``; the stepping is
+    AsyncStreamCursor's). asyncpg's cursors live in a transaction: outside one, the stream
+    opens its own and commits it at close -- what autocommit would have done with the
+    statement, which has run by then."""
 
     def __init__(self, face: AsyncpgFace, wait: Callable[[Any], Any]) -> None:
-        self._conn = face.conn
-        self._behind_pooler = face.behind_pooler
+        self._cur = None
         self._wait = wait
         self._rows: Any = None
-        self._own_tx = False
         self._first: Any = _NONE
-        self.description: Any = None
-        self.rowcount = -1
+        self._conn = face.conn
+        self._behind_pooler = face.behind_pooler
+        self._own_tx = False
+        self._columns: list[str] = []
 
     def execute(self, sql: str, params: Any = None) -> None:
         if self._behind_pooler:
@@ -511,33 +510,15 @@ class AsyncpgStreamCursor:
         # Up to the first row now: errors are raised by execute(), as a cursor's are.
         self._first = self._next()
         if self._first is not _END:
-            self.description = [(k, None, None, None, None, None, None)
-                                for k in self._first.keys()]
+            self._columns = list(self._first.keys())
 
-    def _next(self) -> Any:
-        try:
-            return self._wait(self._rows.__anext__())
-        except StopAsyncIteration:
-            return _END
+    @property
+    def description(self) -> Any:
+        return [(k, None, None, None, None, None, None) for k in self._columns] or None
 
-    def fetchone(self) -> Any:
-        if self._first is not _NONE:
-            row, self._first = self._first, _NONE
-        else:
-            row = self._next() if self._rows is not None else _END
-        return None if row is _END else row
-
-    def fetchmany(self, size: int = CHUNK) -> list[Any]:
-        out: list[Any] = []
-        while len(out) < size:
-            row = self.fetchone()
-            if row is None:
-                break
-            out.append(row)
-        return out
-
-    def fetchall(self) -> list[Any]:
-        return self.fetchmany(1 << 62)
+    @property
+    def rowcount(self) -> int:
+        return -1
 
     def close(self) -> None:
         self._rows = None
