@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import inspect
 import time
 from typing import Any, Awaitable, Callable
 
@@ -228,6 +229,34 @@ def test_async_tasks(benchmark, backend, contender):  # type: ignore[no-untyped-
 
 
 # ---- the cancellation storm ---------------------------------------------------------------
+async def storm(c: Any, sleep_sql: str, left_running: Callable[[], Awaitable[int] | int]) -> dict[str, Any]:
+    """N_TASKS tasks on c's pool run sleep_sql and are cancelled 0.3 s in: how long the
+    cancels took, how many statements run on 1 s later (left_running()), then 40 plain
+    statements: wrong answers and errors."""
+    result: dict[str, Any] = {}
+    tasks = [asyncio.create_task(c.request(sleep_sql)) for _ in range(N_TASKS)]
+    await asyncio.sleep(0.3)
+    t0 = time.perf_counter()
+    for t in tasks:
+        t.cancel()
+    outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+    result["cancel_s"] = time.perf_counter() - t0
+    result["cancelled"] = sum(isinstance(o, asyncio.CancelledError) for o in outcomes)
+    await asyncio.sleep(1.0)
+    left = left_running()
+    result["left_running"] = int(await left if inspect.isawaitable(left) else left)
+    wrong = errors = 0
+    for i in range(40):
+        try:
+            row = await asyncio.wait_for(c.request(f"SELECT {i}"), 5)
+            wrong += row is None or (row if isinstance(row, int) else row[0]) != i
+        except Exception:
+            errors += 1
+    result["wrong_answers"] = wrong
+    result["errors_after"] = errors
+    return result
+
+
 @pytest.mark.benchmark(group=STORM)
 @pytest.mark.parametrize("contender", ["fastpool-asyncmy", "asyncmy-pool", "fastpool-aiomysql",
                                        "aiomysql-pool", "AsyncAdaptedQueuePool-asyncmy",
@@ -241,26 +270,8 @@ def test_async_cancel_storm(benchmark, backend, contender):  # type: ignore[no-u
         c = Contender(backend, contender, 8)
         await c.open()
         try:
-            tasks = [asyncio.create_task(c.request(f"SELECT SLEEP(2) /* {marker} */"))
-                     for _ in range(N_TASKS)]
-            await asyncio.sleep(0.3)
-            t0 = time.perf_counter()
-            for t in tasks:
-                t.cancel()
-            outcomes = await asyncio.gather(*tasks, return_exceptions=True)
-            result["cancel_s"] = time.perf_counter() - t0
-            result["cancelled"] = sum(isinstance(o, asyncio.CancelledError) for o in outcomes)
-            await asyncio.sleep(1.0)
-            result["left_running"] = running_on_server(backend.connect, marker)
-            wrong = errors = 0
-            for i in range(40):
-                try:
-                    row = await asyncio.wait_for(c.request(f"SELECT {i}"), 5)
-                    wrong += row is None or row[0] != i
-                except Exception:
-                    errors += 1
-            result["wrong_answers"] = wrong
-            result["errors_after"] = errors
+            result.update(await storm(c, f"SELECT SLEEP(2) /* {marker} */",
+                                      lambda: running_on_server(backend.connect, marker)))
         finally:
             await asyncio.wait_for(c.close(), 10)
 

@@ -21,6 +21,7 @@ import pytest
 
 from .support import bench_seconds
 from .test_async import contend as contend_tasks
+from .test_async import storm
 
 SELECT1 = "asyncpg: fetchval SELECT 1 from one task (200 per round)"
 CYCLE = "asyncpg: acquire + release, nothing run (200 per round)"
@@ -189,8 +190,6 @@ async def _usable(c: Contender, n: int) -> int:
 @pytest.mark.parametrize("contender", ["fastpool.asyncpg", "fastpool.aio", "asyncpg-pool",
                                        "AsyncAdaptedQueuePool"])
 def test_asyncpg_cancel_storm(benchmark, pg, contender):  # type: ignore[no-untyped-def]
-    import time
-
     result: dict[str, Any] = {}
     marker = f"storm_{contender.replace('-', '_').replace('.', '_')}"
 
@@ -198,26 +197,8 @@ def test_asyncpg_cancel_storm(benchmark, pg, contender):  # type: ignore[no-unty
         c = Contender(pg, contender, 8)
         await c.open()
         try:
-            tasks = [asyncio.create_task(c.request(f"SELECT pg_sleep(2) /* {marker} */"))
-                     for _ in range(64)]
-            await asyncio.sleep(0.3)
-            t0 = time.perf_counter()
-            for t in tasks:
-                t.cancel()
-            outcomes = await asyncio.gather(*tasks, return_exceptions=True)
-            result["cancel_s"] = time.perf_counter() - t0
-            result["cancelled"] = sum(isinstance(o, asyncio.CancelledError) for o in outcomes)
-            await asyncio.sleep(1.0)
-            result["left_running"] = await _running(pg.dsn, marker)
-            wrong = errors = 0
-            for i in range(40):
-                try:
-                    got = await asyncio.wait_for(c.request(f"SELECT {i}"), 5)
-                    wrong += (got[0] if isinstance(got, tuple) or hasattr(got, "keys") else got) != i
-                except Exception:
-                    errors += 1
-            result["wrong_answers"] = wrong
-            result["errors_after"] = errors
+            result.update(await storm(c, f"SELECT pg_sleep(2) /* {marker} */",
+                                      lambda: _running(pg.dsn, marker)))
             result["lost"] = 8 - await _usable(c, 8)
         finally:
             await asyncio.wait_for(c.close(), 10)
