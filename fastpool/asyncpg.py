@@ -41,6 +41,7 @@ import weakref
 from typing import Any, Awaitable, Callable, Generator
 
 import asyncpg  # type: ignore[import-untyped]
+from asyncpg import compat as _compat
 from asyncpg import exceptions as _exc
 from asyncpg.pool import PoolConnectionProxy as _AsyncpgProxy  # type: ignore[import-untyped]
 
@@ -95,7 +96,8 @@ class _Holder:
     ``proxy._holder._pool``. It holds the proxy weakly: a proxy its holder drops must be
     free to die, and its connection with it (fastpool/lending.py reclaims the slot)."""
 
-    __slots__ = ("_pool", "_rec", "_proxy_ref", "_timeout", "_dirty", "_self_ref", "__weakref__")
+    __slots__ = ("_pool", "_rec", "_proxy_ref", "_timeout", "_dirty", "_running", "_self_ref",
+                 "__weakref__")
 
     def __init__(self, pool: Pool, rec: Any) -> None:
         self._pool = pool
@@ -104,6 +106,7 @@ class _Holder:
         self._proxy_ref: weakref.ref[PoolConnectionProxy] | None = None  # None: not lent
         self._timeout: float | None = None
         self._dirty = False
+        self._running = 0  # statements through the proxy running now
 
     @property
     def _con(self) -> Any:
@@ -146,15 +149,42 @@ def _noting(name: str) -> Callable[..., Any]:
     def call(self: PoolConnectionProxy, query: Any, *args: Any, **kwargs: Any) -> Any:
         con = self._con
         if con is None:
-            raise _released(name)
+            raise _released(name)  # at the call, as asyncpg's proxy does
+        holder = self._holder
         if _keeps_session_state(query):
-            self._holder._dirty = True
-        return getattr(type(con), name)(con, query, *args, **kwargs)
+            holder._dirty = True
+        return _counted(holder, getattr(type(con), name)(con, query, *args, **kwargs))
 
     call.__name__ = call.__qualname__ = name
     call.__doc__ = method.__doc__
     call.__wrapped__ = method  # type: ignore[attr-defined]
+    _compat.markcoroutinefunction(call)  # (a no-op before Python 3.12)
     return call
+
+
+async def _counted(holder: _Holder, statement: Awaitable[Any]) -> Any:
+    # Counted while it runs: a release meanwhile (from another task) must not pool a
+    # connection that is mid-statement.
+    holder._running += 1
+    try:
+        return await statement
+    finally:
+        holder._running -= 1
+
+
+def _cursor(self: PoolConnectionProxy, query: Any, *args: Any, **kwargs: Any) -> Any:
+    # Not a coroutine in asyncpg: it returns the cursor factory (its use needs a
+    # transaction, which a release rolls back).
+    con = self._con
+    if con is None:
+        raise _released("cursor")
+    if _keeps_session_state(query):
+        self._holder._dirty = True
+    return type(con).cursor(con, query, *args, **kwargs)
+
+
+_cursor.__name__ = _cursor.__qualname__ = "cursor"
+_cursor.__doc__ = asyncpg.Connection.cursor.__doc__
 
 
 def _listening(name: str) -> Callable[..., Any]:
@@ -171,8 +201,9 @@ def _listening(name: str) -> Callable[..., Any]:
 
 
 for _name in ("execute", "executemany", "fetch", "fetchrow", "fetchval", "fetchmany",
-              "prepare", "cursor"):
+              "prepare"):
     setattr(PoolConnectionProxy, _name, _noting(_name))
+setattr(PoolConnectionProxy, "cursor", _cursor)
 setattr(PoolConnectionProxy, "add_listener", _listening("add_listener"))
 del _name
 
@@ -389,6 +420,7 @@ class Pool:
         del site
         holder._timeout = timeout
         holder._dirty = False
+        holder._running = 0
         proxy = PoolConnectionProxy(holder, con)
         holder._proxy_ref = weakref.ref(proxy)
         con._pool_holder = holder._self_ref
@@ -425,12 +457,13 @@ class Pool:
             # cursors refuse use from now on
         if timeout is None:
             timeout = holder._timeout
-        if self._is_clean(con, holder._dirty):
+        if not holder._running and self._is_clean(con, holder._dirty):
             self._settle_lent(holder, False)
             return
         # I/O to do: shielded, so that cancelling the caller cannot lose the connection.
         await asyncio.shield(self._settle_slow(
-            con, holder._dirty, timeout, lambda bad: self._settle_lent(holder, bad)))
+            con, holder._rec.raw, holder._dirty, timeout, lambda bad: self._settle_lent(holder, bad),
+            busy=holder._running > 0))
 
     def _is_clean(self, con: Any, dirty: bool) -> bool:
         """Whether con may go back as it is: nothing to roll back, reset or wait for."""
@@ -438,15 +471,26 @@ class Pool:
         return (protocol is not None and not dirty and self._reset is None
                 and not protocol.is_in_transaction() and con._top_xact is None
                 and not protocol._is_cancelling() and not con._listeners
+                and not con._stmt_exclusive_section._acquired
                 and protocol.queries_count < self._max_queries and not con.is_closed())
 
-    async def _settle_slow(self, con: Any, dirty: bool, timeout: float | None,
-                           done: Callable[[bool], None]) -> None:
+    async def _settle_slow(self, con: Any, raw: Any, dirty: bool, timeout: float | None,
+                           done: Callable[[bool], None], busy: bool = False) -> None:
         """Settle a connection that is not clean (_is_clean), then done(bad): the open
         transaction rolled back, the session reset where state was made (or the reset
         callback run), a cancelled statement waited for; closed when that fails, times
-        out, or the connection is used up."""
+        out, or the connection is used up. raw: its record's raw (the core's); busy: a
+        statement of its holder still runs."""
         if con.is_closed():
+            done(True)
+            con.terminate()
+            return
+        if busy or con._stmt_exclusive_section._acquired:
+            # Given back while a statement of its holder still runs (in another task): in
+            # no state to hand on. Discarded, and its server session ended by the core
+            # (an interrupted raw's close sends pg_terminate_backend), so the statement
+            # does not run on for nobody.
+            raw.interrupted = True
             done(True)
             con.terminate()
             return
@@ -542,7 +586,7 @@ class Pool:
             self._sync._give(rec, False)
             return _DONE
         return asyncio.shield(self._settle_slow(
-            con, dirty, None, lambda bad: self._sync._give(rec, bad)))
+            con, rec.raw, dirty, None, lambda bad: self._sync._give(rec, bad)))
 
     async def execute(self, query: str, *args: Any, timeout: float | None = None) -> str:
         """Connection.execute() on a pooled connection."""

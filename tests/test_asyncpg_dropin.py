@@ -307,3 +307,28 @@ def test_the_acquire_timeout_bounds_the_connect_and_a_cut_is_survived(postgres, 
             assert pool.get_size() <= 2
 
     run(main)
+
+
+def test_a_connection_released_mid_statement_is_discarded_and_its_statement_ended(postgres) -> None:  # type: ignore[no-untyped-def]
+    async def main() -> None:
+        async with fa.create_pool(postgres.dsn, min_size=0, max_size=1) as pool:
+            con = await pool.acquire()
+            pid = con.get_server_pid()
+            running = asyncio.create_task(con.execute("SELECT pg_sleep(5) /* mid-release */"))
+            await asyncio.sleep(0.2)
+            await pool.release(con)  # the statement still runs in the other task
+            with pytest.raises((asyncpg.InterfaceError, asyncpg.ConnectionDoesNotExistError,
+                                ConnectionError)):
+                await running
+            async with pool.acquire(timeout=5) as fresh:
+                assert fresh.get_server_pid() != pid
+                for _ in range(100):  # the old session is ended on the server
+                    if not await fresh.fetchval(
+                            "SELECT count(*) FROM pg_stat_activity WHERE pid = $1", pid):
+                        break
+                    await asyncio.sleep(0.05)
+                else:
+                    raise AssertionError("the released session still runs its statement")
+            assert pool.fastpool.stats().in_use == 0
+
+    run(main)
