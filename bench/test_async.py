@@ -213,17 +213,22 @@ async def contend(c: Contender, seconds: float, tasks: int = N_TASKS) -> dict[st
                                        "FastAsyncQueuePool-asyncmy", "mysqlclient-threads"])
 def test_async_tasks(benchmark, backend, contender):  # type: ignore[no-untyped-def]
     need_mysql(backend)
+    run_tasks(benchmark, lambda: Contender(backend, contender, CONNS))
+
+
+def run_tasks(benchmark: Any, make: Callable[[], Any]) -> None:
+    """One contend() run (64 tasks) on the contender make() returns, into extra_info."""
     result: dict[str, Any] = {}
 
     async def once() -> None:
-        c = Contender(backend, contender, CONNS)
+        c = make()
         await c.open()
         try:
             result.update(await contend(c, bench_seconds()))
         finally:
             await c.close()
 
-    benchmark.pedantic(lambda: _run(once), rounds=1, iterations=1)
+    benchmark.pedantic(lambda: asyncio.run(once()), rounds=1, iterations=1)
     benchmark.extra_info.update(result)
     assert result["requests_per_s"] > 0
 

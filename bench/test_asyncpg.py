@@ -19,9 +19,7 @@ from typing import Any
 
 import pytest
 
-from .support import bench_seconds
-from .test_async import contend as contend_tasks
-from .test_async import storm
+from .test_async import run_tasks, storm
 
 SELECT1 = "asyncpg: fetchval SELECT 1 from one task (200 per round)"
 CYCLE = "asyncpg: acquire + release, nothing run (200 per round)"
@@ -131,19 +129,7 @@ def test_asyncpg_cycle(benchmark, pg, contender):  # type: ignore[no-untyped-def
 @pytest.mark.parametrize("contender", ["fastpool.asyncpg", "fastpool.aio", "asyncpg-pool",
                                        "AsyncAdaptedQueuePool"])
 def test_asyncpg_tasks(benchmark, pg, contender):  # type: ignore[no-untyped-def]
-    result: dict[str, Any] = {}
-
-    async def once() -> None:
-        c = Contender(pg, contender, 4)
-        await c.open()
-        try:
-            result.update(await contend_tasks(c, bench_seconds()))  # type: ignore[arg-type]
-        finally:
-            await c.close()
-
-    benchmark.pedantic(lambda: asyncio.run(once()), rounds=1, iterations=1)
-    benchmark.extra_info.update(result)
-    assert result["requests_per_s"] > 0
+    run_tasks(benchmark, lambda: Contender(pg, contender, 4))
 
 
 # ---- the cancellation storm ------------------------------------------------------------------
@@ -220,10 +206,7 @@ LEAK_SQL = "SELECT g FROM generate_series(1, 50) g"
 def test_asyncpg_leak(benchmark, pg, contender):  # type: ignore[no-untyped-def]
     """The handler returns from inside its row loop and never gives the connection back;
     each call bounded by wait_for(0.05 s), since asyncpg's pool would wait for ever."""
-    import gc
-    import warnings
-
-    from .test_leak import run_calls
+    from .test_leak import run_async_leak
 
     c = Contender(pg, contender, 4)
     if contender == "fastpool.aio":
@@ -254,26 +237,6 @@ def test_asyncpg_leak(benchmark, pg, contender):  # type: ignore[no-untyped-def]
 
         def open_now() -> int:
             return int(c.pool.get_size())
-    loop = asyncio.new_event_loop()
-    try:
-        loop.run_until_complete(c.open())
-
-        def one() -> None:
-            loop.run_until_complete(asyncio.wait_for(call(), 0.05))
-
-        import fastpool
-
-        failed = run_calls(benchmark, one, (asyncio.TimeoutError, fastpool.PoolTimeout), open_now)
-        benchmark.extra_info["open_after"] = open_now()
-        if contender.startswith("fastpool"):
-            assert failed < 15  # a leak would fail nearly every call
-    finally:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            if contender == "asyncpg-pool":
-                c.pool.terminate()  # close() would wait for the leaked connections for ever
-            else:
-                loop.run_until_complete(asyncio.wait_for(c.close(), 10))
-            gc.collect()
-            loop.run_until_complete(asyncio.sleep(0.05))
-        loop.close()
+    failed = run_async_leak(benchmark, c, call, open_now, 0.05, contender == "asyncpg-pool")
+    if contender.startswith("fastpool"):
+        assert failed < 15  # a leak would fail nearly every call

@@ -23,7 +23,7 @@ import fastpool
 
 from .fleet import run_fleet
 from .support import bench_seconds, measure
-from .test_async import contend as contend_tasks
+from .test_async import run_tasks
 from .test_contended import contend
 
 SELECT1 = "postgresql: SELECT 1 per request"
@@ -191,19 +191,7 @@ def test_pg_tasks(benchmark, pg, contender):  # type: ignore[no-untyped-def]
         pytest.skip("fastpool.aio needs greenlet")
     import fastpool.aio  # noqa: F401
 
-    result: dict[str, Any] = {}
-
-    async def once() -> None:
-        c = TaskContender(pg, contender, 4)
-        await c.open()
-        try:
-            result.update(await contend_tasks(c, bench_seconds()))  # type: ignore[arg-type]
-        finally:
-            await c.close()
-
-    benchmark.pedantic(lambda: asyncio.run(once()), rounds=1, iterations=1)
-    benchmark.extra_info.update(result)
-    assert result["requests_per_s"] > 0
+    run_tasks(benchmark, lambda: TaskContender(pg, contender, 4))
 
 
 @pytest.mark.benchmark(group=FLEET)
