@@ -320,6 +320,29 @@ async def _aio_psycopg(kind: str) -> Any:
     return _fastpool_aio_op(db, kind), db.close
 
 
+async def _aio_asyncpg(kind: str) -> Any:
+    import asyncpg
+
+    import fastpool.aio
+    import fastpool.asyncpg
+
+    dsn = _dsn("postgres")
+    if kind == "raw":
+        conn = await asyncpg.connect(dsn)
+        return (lambda: conn.fetchval("SELECT 1")), conn.close
+    if kind in ("pool", "dropin", "pool_cycle", "dropin_cycle"):
+        mod = asyncpg if kind.startswith("pool") else fastpool.asyncpg
+        pool = await mod.create_pool(dsn, min_size=1, max_size=4)
+        if kind.endswith("_cycle"):
+            async def cycle() -> None:
+                async with pool.acquire():
+                    pass
+            return cycle, pool.close
+        return (lambda: pool.fetchval("SELECT 1")), pool.close
+    db = fastpool.aio.open(dsn + ("&" if "?" in dsn else "?") + "driver=asyncpg", max_open=4)
+    return _fastpool_aio_op(db, kind), db.close
+
+
 def _on(group: str, setup: Callable[[str], Any], kind: str,
         reps: tuple[int, int] = (300, 1_200)) -> Workload:
     """A workload on a server: its group says which (MariaDB or PostgreSQL) and whether
@@ -336,6 +359,8 @@ AIO_MYSQL = "asyncio SELECT 1 (asyncmy, MariaDB)"
 AIO_MYSQL_64 = "asyncio: 64 tasks on 4 connections, per 64 SELECT 1 (asyncmy, MariaDB)"
 PG = "SELECT 1 per request (psycopg, PostgreSQL)"
 AIO_PG = "asyncio SELECT 1 (psycopg AsyncConnection, PostgreSQL)"
+AIO_APG = "asyncio fetchval SELECT 1 (asyncpg, PostgreSQL)"
+AIO_APG_CYCLE = "asyncio acquire + release, nothing run (asyncpg, PostgreSQL)"
 
 WORKLOADS: dict[str, Workload] = {
     "lifoqueue_get_put": Workload(CHECKOUT, (1_000, 6_000), _lifoqueue_get_put),
@@ -375,6 +400,12 @@ WORKLOADS: dict[str, Workload] = {
     "aio_checkout_fastpool_psycopg": _on(AIO_PG, _aio_psycopg, "checkout"),
     "aio_select1_fastpool_psycopg": _on(AIO_PG, _aio_psycopg, "fastpool"),
     "aio_select1_psycopg_pool": _on(AIO_PG, _aio_psycopg, "pool"),
+    "aio_select1_raw_asyncpg": _on(AIO_APG, _aio_asyncpg, "raw"),
+    "aio_select1_fastpool_asyncpg_dropin": _on(AIO_APG, _aio_asyncpg, "dropin"),
+    "aio_select1_fastpool_asyncpg": _on(AIO_APG, _aio_asyncpg, "fastpool"),
+    "aio_select1_asyncpg_pool": _on(AIO_APG, _aio_asyncpg, "pool"),
+    "aio_cycle_asyncpg_pool": _on(AIO_APG_CYCLE, _aio_asyncpg, "pool_cycle"),
+    "aio_cycle_fastpool_asyncpg_dropin": _on(AIO_APG_CYCLE, _aio_asyncpg, "dropin_cycle"),
 }
 # Each group's first workload is the reference its ratios are taken to.
 

@@ -561,12 +561,15 @@ class Pool:
     async def _run(self, method: str, query: Any, *args: Any, **kwargs: Any) -> Any:
         """Connection.<method>(query, ...) on a pooled connection. With no setup callback
         the connection is neither lent nor wrapped: this coroutine holds it, and settles
-        it (the same rules as release()) however the statement ends."""
+        it (the same rules as release()) however the statement ends. (The pool's
+        statement methods return this coroutine: one coroutine per call, not two.)"""
         if self._setup is not None or self._closing or not self._initialized or self._closed:
             async with self.acquire() as proxy:
                 return await getattr(proxy, method)(query, *args, **kwargs)
         sync = self._sync
-        rec = sync._take_idle() if self._aio._native_now() else None
+        aio = self._aio
+        rec = (sync._take_idle() if aio._loop is asyncio._get_running_loop()
+               and not aio._reclaims else None)
         if rec is None or rec.created_at <= self._expired_at:
             if rec is not None:
                 sync._give(rec, True)
@@ -575,48 +578,49 @@ class Pool:
         try:
             result = await getattr(con, method)(query, *args, **kwargs)
         except BaseException:
-            await self._settle_taken(rec, con, query)
+            await self._settle_taken(rec, con, _keeps_session_state(query))
             raise
-        await self._settle_taken(rec, con, query)
-        return result
-
-    def _settle_taken(self, rec: Any, con: Any, query: Any) -> Awaitable[None]:
         dirty = _keeps_session_state(query)
         if self._is_clean(con, dirty):
+            sync._give(rec, False)
+        else:
+            await self._settle_taken(rec, con, dirty)
+        return result
+
+    async def _settle_taken(self, rec: Any, con: Any, dirty: bool) -> None:
+        if self._is_clean(con, dirty):
             self._sync._give(rec, False)
-            return _DONE
-        return asyncio.shield(self._settle_slow(
+            return
+        await asyncio.shield(self._settle_slow(
             con, rec.raw, dirty, None, lambda bad: self._sync._give(rec, bad)))
 
-    async def execute(self, query: str, *args: Any, timeout: float | None = None) -> str:
+    def execute(self, query: str, *args: Any, timeout: float | None = None) -> Awaitable[str]:
         """Connection.execute() on a pooled connection."""
-        return await self._run("execute", query, *args, timeout=timeout)  # type: ignore[no-any-return]
+        return self._run("execute", query, *args, timeout=timeout)
 
-    async def executemany(self, command: str, args: Any, *, timeout: float | None = None) -> None:
+    def executemany(self, command: str, args: Any, *, timeout: float | None = None) -> Awaitable[None]:
         """Connection.executemany() on a pooled connection."""
-        await self._run("executemany", command, args, timeout=timeout)
+        return self._run("executemany", command, args, timeout=timeout)
 
-    async def fetch(self, query: str, *args: Any, timeout: float | None = None,
-                    record_class: type | None = None) -> list[Any]:
+    def fetch(self, query: str, *args: Any, timeout: float | None = None,
+              record_class: type | None = None) -> Awaitable[list[Any]]:
         """Connection.fetch() on a pooled connection."""
-        return await self._run("fetch", query, *args, timeout=timeout,  # type: ignore[no-any-return]
-                               record_class=record_class)
+        return self._run("fetch", query, *args, timeout=timeout, record_class=record_class)
 
-    async def fetchval(self, query: str, *args: Any, column: int = 0,
-                       timeout: float | None = None) -> Any:
+    def fetchval(self, query: str, *args: Any, column: int = 0,
+                 timeout: float | None = None) -> Awaitable[Any]:
         """Connection.fetchval() on a pooled connection."""
-        return await self._run("fetchval", query, *args, column=column, timeout=timeout)
+        return self._run("fetchval", query, *args, column=column, timeout=timeout)
 
-    async def fetchrow(self, query: str, *args: Any, timeout: float | None = None,
-                       record_class: type | None = None) -> Any:
+    def fetchrow(self, query: str, *args: Any, timeout: float | None = None,
+                 record_class: type | None = None) -> Awaitable[Any]:
         """Connection.fetchrow() on a pooled connection."""
-        return await self._run("fetchrow", query, *args, timeout=timeout, record_class=record_class)
+        return self._run("fetchrow", query, *args, timeout=timeout, record_class=record_class)
 
-    async def fetchmany(self, query: str, args: Any, *, timeout: float | None = None,
-                        record_class: type | None = None) -> list[Any]:
+    def fetchmany(self, query: str, args: Any, *, timeout: float | None = None,
+                  record_class: type | None = None) -> Awaitable[list[Any]]:
         """Connection.fetchmany() on a pooled connection."""
-        return await self._run("fetchmany", query, args, timeout=timeout,  # type: ignore[no-any-return]
-                               record_class=record_class)
+        return self._run("fetchmany", query, args, timeout=timeout, record_class=record_class)
 
     async def copy_from_table(self, table_name: str, **kwargs: Any) -> str:
         """Connection.copy_from_table() on a pooled connection."""
@@ -728,19 +732,6 @@ class Pool:
 
     def _open_connections(self) -> list[Any]:
         return [con for con in list(self._made) if not con.is_closed()]
-
-
-class _Done:
-    """An awaitable that is already done (no coroutine, no future)."""
-
-    __slots__ = ()
-
-    def __await__(self) -> Generator[Any, None, None]:
-        return
-        yield  # a generator function that returns at once
-
-
-_DONE = _Done()
 
 
 class PoolAcquireContext:
