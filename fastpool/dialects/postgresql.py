@@ -535,8 +535,9 @@ class AsyncpgStreamCursor(AsyncStreamCursor):
 
 
 def _asyncpg_clean(raw: Any) -> bool:
-    conn = raw.driver_connection.conn
-    return not conn.is_in_transaction() and not conn.is_closed()
+    # Read from asyncpg's protocol (compiled: no further Python frame on the give-back).
+    protocol = raw.driver_connection.conn._protocol  # None once aborted
+    return protocol is not None and protocol.is_connected() and not protocol.is_in_transaction()
 
 
 class AsyncpgDialect(PostgreSQLDialect):
@@ -595,7 +596,7 @@ class AsyncpgDialect(PostgreSQLDialect):
         return -1
 
     def is_dead(self, raw: Any) -> bool:
-        return bool(self.conn_of(raw).is_closed())
+        return bool(raw.driver_connection.conn.is_closed())
 
     def abort(self, raw: Any, fd: int) -> None:
         # A statement whose cancel went unanswered (a blackholed network): shut its socket
