@@ -22,7 +22,7 @@ import fastpool
 from fastpool import PoolTimeout
 
 
-def _wait_until(cond, timeout=5.0):  # type: ignore[no-untyped-def]
+def _wait_until(cond, timeout=30.0):  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout
     while not cond():
         if time.monotonic() > deadline:
