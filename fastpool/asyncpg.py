@@ -59,6 +59,8 @@ log = logging.getLogger("fastpool")
 # hundred distinct statements, so the regular expressions run once per text.
 _VERDICTS: dict[Any, bool] = {}
 _VERDICTS_MAX = 4096
+# Seconds for the side connection that ends a session released mid-statement.
+SIDE_TIMEOUT = 10.0
 
 
 def _keeps_session_state(sql: Any) -> bool:
@@ -462,7 +464,7 @@ class Pool:
             return
         # I/O to do: shielded, so that cancelling the caller cannot lose the connection.
         await asyncio.shield(self._settle_slow(
-            con, holder._rec.raw, holder._dirty, timeout, lambda bad: self._settle_lent(holder, bad),
+            con, holder._dirty, timeout, lambda bad: self._settle_lent(holder, bad),
             busy=holder._running > 0))
 
     def _is_clean(self, con: Any, dirty: bool) -> bool:
@@ -474,25 +476,24 @@ class Pool:
                 and not con._stmt_exclusive_section._acquired
                 and protocol.queries_count < self._max_queries and not con.is_closed())
 
-    async def _settle_slow(self, con: Any, raw: Any, dirty: bool, timeout: float | None,
+    async def _settle_slow(self, con: Any, dirty: bool, timeout: float | None,
                            done: Callable[[bool], None], busy: bool = False) -> None:
         """Settle a connection that is not clean (_is_clean), then done(bad): the open
         transaction rolled back, the session reset where state was made (or the reset
         callback run), a cancelled statement waited for; closed when that fails, times
-        out, or the connection is used up. raw: its record's raw (the core's); busy: a
-        statement of its holder still runs."""
+        out, or the connection is used up. busy: a statement of its holder still runs."""
         if con.is_closed():
             done(True)
             con.terminate()
             return
         if busy or con._stmt_exclusive_section._acquired:
             # Given back while a statement of its holder still runs (in another task): in
-            # no state to hand on. Discarded, and its server session ended by the core
-            # (an interrupted raw's close sends pg_terminate_backend), so the statement
-            # does not run on for nobody.
-            raw.interrupted = True
-            done(True)
+            # no state to hand on. Discarded, and its server session ended over a side
+            # connection, so that the statement does not run on for nobody.
+            pid = con.get_server_pid()
             con.terminate()
+            done(True)
+            await self._end_session(pid)
             return
         if con._protocol.queries_count >= self._max_queries:
             done(True)  # used up: closed, a new one opened when needed
@@ -522,6 +523,23 @@ class Pool:
             con.terminate()
             raise
         done(False)
+
+    async def _end_session(self, pid: int) -> None:
+        """pg_terminate_backend(pid) over a connection of its own (the pool's connect,
+        without init): a session whose statement runs on with nobody to read it."""
+        try:
+            async with asyncio.timeout(SIDE_TIMEOUT):
+                side = await self._connect(*self._connect_args,
+                                           connection_class=self._connection_class,
+                                           record_class=self._record_class,
+                                           **self._connect_kwargs)
+                try:
+                    await side.execute("SELECT pg_terminate_backend($1)", pid)
+                finally:
+                    await side.close()
+        except Exception as exc:
+            log.warning("fastpool: ending the server session of a connection released"
+                        " mid-statement failed: %s: %s", type(exc).__name__, exc)
 
     def _settle_lent(self, holder: _Holder, bad: bool, detach: bool = True) -> None:
         """The lent connection is back: its proxy refuses further use (unless not detach),
@@ -592,7 +610,7 @@ class Pool:
             self._sync._give(rec, False)
             return
         await asyncio.shield(self._settle_slow(
-            con, rec.raw, dirty, None, lambda bad: self._sync._give(rec, bad)))
+            con, dirty, None, lambda bad: self._sync._give(rec, bad)))
 
     def execute(self, query: str, *args: Any, timeout: float | None = None) -> Awaitable[str]:
         """Connection.execute() on a pooled connection."""

@@ -314,7 +314,7 @@ def test_a_connection_released_mid_statement_is_discarded_and_its_statement_ende
         async with fa.create_pool(postgres.dsn, min_size=0, max_size=1) as pool:
             con = await pool.acquire()
             pid = con.get_server_pid()
-            running = asyncio.create_task(con.execute("SELECT pg_sleep(5) /* mid-release */"))
+            running = asyncio.create_task(con.execute("SELECT pg_sleep(30) /* mid-release */"))
             await asyncio.sleep(0.2)
             await pool.release(con)  # the statement still runs in the other task
             with pytest.raises((asyncpg.InterfaceError, asyncpg.ConnectionDoesNotExistError,
