@@ -49,6 +49,7 @@ from ._bridge import checkout
 from .dialects.pooler import session_state_reason
 from .dialects.postgresql import AsyncpgDialect
 from .errors import ConfigError
+from .options import check_seconds
 from .lending import Lender
 
 __all__ = ["Pool", "PoolConnectionProxy", "PoolAcquireContext", "create_pool"]
@@ -396,7 +397,7 @@ class Pool:
         """A connection: ``async with pool.acquire() as con`` (released on exit), or
         ``con = await pool.acquire()`` (give it back with release()). timeout bounds the
         wait, a connect included (asyncio.TimeoutError)."""
-        return PoolAcquireContext(self, timeout)
+        return PoolAcquireContext(self, None if timeout is None else _timeout(timeout))
 
     async def _acquire(self, timeout: float | None) -> PoolConnectionProxy:
         if self._closing:
@@ -457,8 +458,7 @@ class Pool:
         else:
             con._pool_release_ctr += 1  # all _on_release does then: its statements and
             # cursors refuse use from now on
-        if timeout is None:
-            timeout = holder._timeout
+        timeout = holder._timeout if timeout is None else _timeout(timeout)
         if not holder._running and self._is_clean(con, holder._dirty):
             self._settle_lent(holder, False)
             return
@@ -803,6 +803,14 @@ async def _close_quietly(con: Any, timeout: float | None = None) -> None:
     except BaseException:
         con.terminate()
         raise
+
+
+def _timeout(value: Any) -> float | None:
+    """An acquire() / release() timeout, checked as the pool's own are (check_seconds),
+    except that a negative one means no wait at all, as with asyncpg's wait_for."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
+        return 0.0
+    return check_seconds("timeout", value, positive=False)
 
 
 def _qualname(cls: type) -> str:

@@ -135,6 +135,11 @@ def test_acquire_timeout_bounds_the_wait(postgres) -> None:  # type: ignore[no-u
             await pool.release(con)
             async with pool.acquire(timeout=1) as con:
                 assert await con.fetchval("SELECT 1") == 1
+            # Not a number of seconds: refused at once, the pool untouched.
+            for bad in ("abc", float("nan"), True):
+                with pytest.raises(ValueError, match="timeout"):
+                    pool.acquire(timeout=bad)
+            assert pool.get_idle_size() == 1 and await pool.fetchval("SELECT 2") == 2
 
     run(main)
 
