@@ -12,7 +12,9 @@ or without a block. A statement still running at its deadline is cancelled:
   is discarded (go-sql-driver's cancel), and ``KILL <id>`` follows over the side
   connection: a shut socket alone does not stop the statement on a server that is merely
   slow to answer;
-* sqlite3: ``Connection.interrupt()``;
+* sqlite3: ``Connection.interrupt()``, repeated every REINTERRUPT seconds until the
+  statement is back: an interrupt that lands before the statement has started to run
+  (between its registration and SQLite's first step) does nothing;
 * other drivers: not cancelled; only the wait for a connection and its opening are bounded.
 
 The core keeps the statements under a deadline in a list (one lock round to enter and one
@@ -51,6 +53,8 @@ KILL_GRACE = 0.05
 # The longest a caller waits for a claimed cancel to be settled before it gives up on the
 # connection (closes it): the watcher settles every claim within KILL_GRACE plus a poll.
 SETTLE_WAIT = 1.0
+# How often an interrupt (sqlite3) is repeated while its statement has not come back.
+REINTERRUPT = 0.02
 # Timeouts of the side connection that sends KILL QUERY.
 SIDE_TIMEOUT = 2
 # While statements come and go under deadlines the watcher looks every WATCH_HORIZON
@@ -153,6 +157,7 @@ class Watcher(OwnThread):
         self._kicked = False
         self._stopped = False
         self._pending: dict[ConnRecord, float] = {}  # KILL sent, shut the socket at time
+        self._interrupting: dict[ConnRecord, float] = {}  # interrupted, repeat at time
         self._killer: Killer | None = None
         self._start_thread("fastpool-deadlines")
 
@@ -183,7 +188,15 @@ class Watcher(OwnThread):
         """Called by the core, on the statement's thread, when the watcher has claimed its
         statement: wait until the cancel is settled (bounded)."""
         with self._cond:
-            self._cond.wait_for(lambda: rec.cancel_state != _CLAIMED or self._stopped, SETTLE_WAIT)
+            self._cond.wait_for(lambda: rec.cancel_state != _CLAIMED or rec in self._interrupting
+                                or self._stopped, SETTLE_WAIT)
+            if self._interrupting.pop(rec, None) is not None:
+                # Interrupted and back: whether the interrupt ended it or it ended by itself,
+                # the connection is in sync. Settled here, under _cond, so no repeat of the
+                # interrupt can reach the connection once its caller moves on.
+                pool = self._pool_ref()
+                if pool is not None:
+                    pool._settle_cancel(rec, _KILLED)
 
     def dialect(self, raw: Any) -> Dialect:
         """The dialect of raw (None: the pool's), or the generic one once the pool is gone."""
@@ -218,7 +231,7 @@ class Watcher(OwnThread):
                 next_at = min(next_at, horizon)
                 for rec in claimed:
                     self._cancel(pool, rec)
-                next_at = min([next_at, *self._shutdowns_due(pool, now)])
+                next_at = min([next_at, *self._shutdowns_due(pool, now), *self._interrupts_due(now)])
                 del pool
                 with self._cond:
                     if not self._kicked and not self._stopped:
@@ -238,8 +251,13 @@ class Watcher(OwnThread):
         how = dialect.cancel_method
         try:
             if how == "interrupt":
-                dialect.interrupt(rec.raw)
-                self._settle(pool, rec, _KILLED)
+                with self._cond:
+                    # Only while claimed: its caller settles it (await_cancel) under _cond
+                    # once the statement is back, before the connection can be reused.
+                    if rec.cancel_state == _CLAIMED:
+                        dialect.interrupt(rec.raw)
+                        self._interrupting[rec] = time.monotonic() + REINTERRUPT
+                        self._cond.notify_all()
                 return
             if how == "kill":
                 with self._cond:
@@ -252,6 +270,21 @@ class Watcher(OwnThread):
                 return  # the socket is shut at the grace time instead
         # No way to cancel (a generic driver): the statement runs on; release the claim.
         self._settle(pool, rec, _IGNORED)
+
+    def _interrupts_due(self, now: float) -> Iterable[float]:
+        """Repeat the interrupts whose statements have not come back (the first may have
+        landed before the statement started); return when to look again."""
+        later = []
+        with self._cond:
+            for rec, at in list(self._interrupting.items()):
+                if at <= now:
+                    try:
+                        self.dialect(rec.raw).interrupt(rec.raw)
+                    except Exception as exc:
+                        log.debug("fastpool: interrupting a statement failed: %s", type(exc).__name__)
+                    at = self._interrupting[rec] = now + REINTERRUPT
+                later.append(at)
+        return later
 
     def _shutdowns_due(self, pool: CorePool, now: float) -> Iterable[float]:
         """Shut the sockets of statements a KILL did not end in time; return the times

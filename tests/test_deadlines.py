@@ -311,6 +311,36 @@ def test_one_deadline_object_entered_twice_leaves_nothing_set(db):
     assert db.query_row("SELECT 3") == (3,)
 
 
+def test_an_interrupt_that_lands_before_the_statement_runs_is_repeated(monkeypatch):
+    # sqlite3's interrupt does nothing when no statement is running yet: on a loaded machine
+    # the deadline can fire between the statement's registration and SQLite's first step.
+    # The first interrupt is dropped here to stand for that; the watcher must repeat it.
+    from fastpool.dialects.sqlite import SQLiteDialect
+
+    calls = []
+    interrupt = SQLiteDialect.interrupt
+
+    def first_lost(self, raw):
+        calls.append(time.monotonic())
+        if len(calls) > 1:
+            interrupt(self, raw)
+
+    monkeypatch.setattr(SQLiteDialect, "interrupt", first_lost)
+    bounded = SLOW.replace("FROM c)", "FROM c WHERE x < 20000000)")  # seconds, not forever
+    db = fastpool.open("sqlite://:memory:", max_open=1, statement_timeout=0.05)
+    try:
+        started = time.monotonic()
+        with pytest.raises(DeadlineExceeded, match="statement_timeout"):
+            db.query_row(bounded)
+        elapsed = time.monotonic() - started
+        assert len(calls) >= 2, calls
+        assert elapsed < 2.0, f"the statement ran on for {elapsed:.2f}s after a lost interrupt"
+        assert db.query_row("SELECT 2")[0] == 2  # the interrupted connection is in sync
+        assert db.stats().statements_cancelled == 1
+    finally:
+        db.close()
+
+
 def test_a_statement_timeout_says_so_and_a_deadline_says_deadline(make_pool):
     db = fastpool.open("sqlite://:memory:", max_open=1, statement_timeout=0.05)
     try:
