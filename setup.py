@@ -1,5 +1,5 @@
-"""Build the compiled core (fastpool._core) and fastpool.aio's bridge (fastpool._bridge)
-from src_c/.
+"""Build the compiled core (fastpool._core), fastpool.aio's bridge (fastpool._bridge) and
+fastpool.asyncpg's hot path (fastpool._asyncpg) from src_c/.
 
 All Cython compiler directives live here, in one place. Set FASTPOOL_DEBUG=1 for a
 debug build: line tracing (coverage/profilers see the .pyx lines), bounds checks and
@@ -130,6 +130,13 @@ def _extensions() -> list:
         Extension(
             "fastpool._bridge",
             sources=["src_c/fastpool/_bridge.pyx"],
+            define_macros=macros,
+            extra_compile_args=compile_args,
+        ),
+        # fastpool.asyncpg's per-statement steps: a pool-level statement, the clean check.
+        Extension(
+            "fastpool._asyncpg",
+            sources=["src_c/fastpool/_asyncpg.pyx"],
             define_macros=macros,
             extra_compile_args=compile_args,
         ),

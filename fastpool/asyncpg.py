@@ -45,8 +45,8 @@ from asyncpg import compat as _compat
 from asyncpg import exceptions as _exc
 from asyncpg.pool import PoolConnectionProxy as _AsyncpgProxy  # type: ignore[import-untyped]
 
+from ._asyncpg import is_clean, keeps_session_state, pooled_call, take_idle
 from ._bridge import checkout
-from .dialects.pooler import session_state_reason
 from .dialects.postgresql import AsyncpgDialect
 from .errors import ConfigError
 from .options import check_seconds
@@ -56,25 +56,8 @@ __all__ = ["Pool", "PoolConnectionProxy", "PoolAcquireContext", "create_pool"]
 
 log = logging.getLogger("fastpool")
 
-# Statement texts already judged (True: may leave session state): a service runs a few
-# hundred distinct statements, so the regular expressions run once per text.
-_VERDICTS: dict[Any, bool] = {}
-_VERDICTS_MAX = 4096
 # Seconds for the side connection that ends a session released mid-statement.
 SIDE_TIMEOUT = 10.0
-
-
-def _keeps_session_state(sql: Any) -> bool:
-    verdict = _VERDICTS.get(sql)
-    if verdict is None:
-        text = sql if isinstance(sql, str) else str(sql)
-        body = text.strip().rstrip(";")
-        verdict = (session_state_reason(text) is not None or ";" in body
-                   or "set_config" in text.lower())
-        if len(_VERDICTS) >= _VERDICTS_MAX:
-            _VERDICTS.clear()
-        _VERDICTS[sql] = verdict
-    return verdict
 
 
 class _LentDialect(AsyncpgDialect):
@@ -154,7 +137,7 @@ def _noting(name: str) -> Callable[..., Any]:
         if con is None:
             raise _released(name)  # at the call, as asyncpg's proxy does
         holder = self._holder
-        if _keeps_session_state(query):
+        if keeps_session_state(query):
             holder._dirty = True
         return _counted(holder, getattr(type(con), name)(con, query, *args, **kwargs))
 
@@ -181,7 +164,7 @@ def _cursor(self: PoolConnectionProxy, query: Any, *args: Any, **kwargs: Any) ->
     con = self._con
     if con is None:
         raise _released("cursor")
-    if _keeps_session_state(query):
+    if keeps_session_state(query):
         self._holder._dirty = True
     return type(con).cursor(con, query, *args, **kwargs)
 
@@ -378,20 +361,18 @@ class Pool:
     async def _take(self, timeout: float | None) -> Any:
         """A record from the core for the calling task: an idle connection at once, else
         a wait in the core's queue (the opener connecting for it), within timeout."""
-        sync = self._sync
-        rec = sync._take_idle() if self._aio._native_now() else None
-        while True:
-            if rec is None:
-                if self._aio._loop is not asyncio._get_running_loop():
-                    self._aio._bind()  # raises EventLoopError for another loop
-                if timeout is not None and timeout <= 0:
-                    raise asyncio.TimeoutError()
-                rec = await checkout(sync, sync._native_parker(),
-                                     -1.0 if timeout is None else float(timeout))
-            if rec.created_at > self._expired_at:  # the same clock: time.monotonic()
-                return rec
-            sync._give(rec, True)  # made before expire_connections(): replace it
-            rec = None
+        rec = take_idle(self)
+        while rec is None:
+            if self._aio._loop is not asyncio._get_running_loop():
+                self._aio._bind()  # raises EventLoopError for another loop
+            if timeout is not None and timeout <= 0:
+                raise asyncio.TimeoutError()
+            sync = self._sync
+            rec = await checkout(sync, sync._native_parker(), -1.0 if timeout is None else float(timeout))
+            if rec.created_at <= self._expired_at:  # the same clock: time.monotonic()
+                sync._give(rec, True)  # made before expire_connections(): replace it
+                rec = None
+        return rec
 
     def acquire(self, *, timeout: float | None = None) -> PoolAcquireContext:
         """A connection: ``async with pool.acquire() as con`` (released on exit), or
@@ -404,13 +385,9 @@ class Pool:
             raise _exc.InterfaceError("pool is closing")
         self._check_init()
         site = _caller_frame(sys._getframe(1))
-        aio = self._aio
         # An idle connection at once, without a coroutine of its own (_take's first step).
-        rec = (self._sync._take_idle() if aio._loop is asyncio._get_running_loop()
-               and not aio._reclaims else None)
-        if rec is None or rec.created_at <= self._expired_at:
-            if rec is not None:
-                self._sync._give(rec, True)  # made before expire_connections()
+        rec = take_idle(self)
+        if rec is None:
             rec = await self._take(timeout)
         holder = rec.info
         if holder is None:
@@ -469,12 +446,7 @@ class Pool:
 
     def _is_clean(self, con: Any, dirty: bool) -> bool:
         """Whether con may go back as it is: nothing to roll back, reset or wait for."""
-        protocol = con._protocol
-        return (protocol is not None and not dirty and self._reset is None
-                and not protocol.is_in_transaction() and con._top_xact is None
-                and not protocol._is_cancelling() and not con._listeners
-                and not con._stmt_exclusive_section._acquired
-                and protocol.queries_count < self._max_queries and not con.is_closed())
+        return is_clean(self, con, dirty)
 
     async def _settle_slow(self, con: Any, dirty: bool, timeout: float | None,
                            done: Callable[[bool], None], busy: bool = False) -> None:
@@ -576,34 +548,12 @@ class Pool:
             pass
 
     # ---- statements on a pooled connection ----------------------------------------------
-    async def _run(self, method: str, query: Any, *args: Any, **kwargs: Any) -> Any:
-        """Connection.<method>(query, ...) on a pooled connection. With no setup callback
-        the connection is neither lent nor wrapped: this coroutine holds it, and settles
-        it (the same rules as release()) however the statement ends. (The pool's
-        statement methods return this coroutine: one coroutine per call, not two.)"""
-        if self._setup is not None or self._closing or not self._initialized or self._closed:
-            async with self.acquire() as proxy:
-                return await getattr(proxy, method)(query, *args, **kwargs)
-        sync = self._sync
-        aio = self._aio
-        rec = (sync._take_idle() if aio._loop is asyncio._get_running_loop()
-               and not aio._reclaims else None)
-        if rec is None or rec.created_at <= self._expired_at:
-            if rec is not None:
-                sync._give(rec, True)
-            rec = await self._take(None)
-        con = rec.raw.driver_connection
-        try:
-            result = await getattr(con, method)(query, *args, **kwargs)
-        except BaseException:
-            await self._settle_taken(rec, con, _keeps_session_state(query))
-            raise
-        dirty = _keeps_session_state(query)
-        if self._is_clean(con, dirty):
-            sync._give(rec, False)
-        else:
-            await self._settle_taken(rec, con, dirty)
-        return result
+    async def _run_acquired(self, method: str, query: Any, args: tuple[Any, ...],
+                            kwargs: dict[str, Any]) -> Any:
+        """A pool-level statement through acquire(): with a setup callback (it gets the
+        proxy first), or while the pool is not open (acquire() says why)."""
+        async with self.acquire() as proxy:
+            return await getattr(proxy, method)(query, *args, **kwargs)
 
     async def _settle_taken(self, rec: Any, con: Any, dirty: bool) -> None:
         if self._is_clean(con, dirty):
@@ -614,31 +564,34 @@ class Pool:
 
     def execute(self, query: str, *args: Any, timeout: float | None = None) -> Awaitable[str]:
         """Connection.execute() on a pooled connection."""
-        return self._run("execute", query, *args, timeout=timeout)
+        return pooled_call(self, "execute", query, args, {"timeout": timeout})
 
     def executemany(self, command: str, args: Any, *, timeout: float | None = None) -> Awaitable[None]:
         """Connection.executemany() on a pooled connection."""
-        return self._run("executemany", command, args, timeout=timeout)
+        return pooled_call(self, "executemany", command, (args,), {"timeout": timeout})
 
     def fetch(self, query: str, *args: Any, timeout: float | None = None,
               record_class: type | None = None) -> Awaitable[list[Any]]:
         """Connection.fetch() on a pooled connection."""
-        return self._run("fetch", query, *args, timeout=timeout, record_class=record_class)
+        return pooled_call(self, "fetch", query, args,
+                           {"timeout": timeout, "record_class": record_class})
 
     def fetchval(self, query: str, *args: Any, column: int = 0,
                  timeout: float | None = None) -> Awaitable[Any]:
         """Connection.fetchval() on a pooled connection."""
-        return self._run("fetchval", query, *args, column=column, timeout=timeout)
+        return pooled_call(self, "fetchval", query, args, {"column": column, "timeout": timeout})
 
     def fetchrow(self, query: str, *args: Any, timeout: float | None = None,
                  record_class: type | None = None) -> Awaitable[Any]:
         """Connection.fetchrow() on a pooled connection."""
-        return self._run("fetchrow", query, *args, timeout=timeout, record_class=record_class)
+        return pooled_call(self, "fetchrow", query, args,
+                           {"timeout": timeout, "record_class": record_class})
 
     def fetchmany(self, query: str, args: Any, *, timeout: float | None = None,
                   record_class: type | None = None) -> Awaitable[list[Any]]:
         """Connection.fetchmany() on a pooled connection."""
-        return self._run("fetchmany", query, args, timeout=timeout, record_class=record_class)
+        return pooled_call(self, "fetchmany", query, (args,),
+                           {"timeout": timeout, "record_class": record_class})
 
     async def copy_from_table(self, table_name: str, **kwargs: Any) -> str:
         """Connection.copy_from_table() on a pooled connection."""

@@ -20,8 +20,15 @@ def test_pool_is_built_on_the_core():
     assert not inspect.isfunction(_core.CorePool.conn)
 
 
-def test_stub_sits_beside_the_module():
+def test_stub_sits_beside_each_compiled_module():
     from pathlib import Path
 
-    assert (Path(fastpool.__file__).parent / "_core.pyi").exists()
+    import importlib.machinery
+
+    here = Path(fastpool.__file__).parent
+    compiled = {p.name.split(".")[0] for p in here.iterdir()
+                if p.name.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES))}
+    assert {"_core", "_bridge", "_asyncpg"} <= compiled
+    for name in compiled:
+        assert (here / f"{name}.pyi").exists(), name
     assert (Path(fastpool.__file__).parent / "py.typed").exists()
