@@ -206,7 +206,7 @@ LEAK_SQL = "SELECT g FROM generate_series(1, 50) g"
 def test_asyncpg_leak(benchmark, pg, contender):  # type: ignore[no-untyped-def]
     """The handler returns from inside its row loop and never gives the connection back;
     each call bounded by wait_for(0.05 s), since asyncpg's pool would wait for ever."""
-    from .test_leak import run_async_leak
+    from .test_leak import run_async_leak, sqlalchemy_leaker
 
     c = Contender(pg, contender, 4)
     if contender == "fastpool.aio":
@@ -217,17 +217,7 @@ def test_asyncpg_leak(benchmark, pg, contender):  # type: ignore[no-untyped-def]
         def open_now() -> int:
             return int(c.pool.stats().open)
     elif contender == "AsyncAdaptedQueuePool":
-        from sqlalchemy import text
-
-        async def call() -> Any:
-            conn = await c.pool.connect()  # never closed
-            result = await conn.stream(text(LEAK_SQL))
-            async for row in result:
-                return row
-
-        def open_now() -> int:
-            p = c.pool.pool
-            return int(p.checkedin() + p.checkedout())
+        call, open_now = sqlalchemy_leaker(c, LEAK_SQL, {})
     else:
         async def call() -> Any:
             con = await c.pool.acquire()  # never released

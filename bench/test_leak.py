@@ -7,6 +7,7 @@ from __future__ import annotations
 import gc
 import queue
 import warnings
+from typing import Any
 
 import pytest
 
@@ -140,6 +141,27 @@ ASYNC_CONTENDERS = ["fastpool-asyncmy", "fastpool-aiomysql", "asyncmy-pool", "ai
                     "AsyncAdaptedQueuePool-asyncmy", "FastAsyncQueuePool-asyncmy"]
 
 
+def sqlalchemy_leaker(c, sql: str, params: dict[str, Any]):  # type: ignore[no-untyped-def]
+    """(call, open_now) for a contender whose pool (c.pool, made when it opens) is
+    SQLAlchemy's async engine: call() opens a connection, streams sql and returns from
+    inside the row loop, never closing the connection."""
+    from sqlalchemy import text
+
+    statement = text(sql)
+
+    async def call():  # type: ignore[no-untyped-def]
+        conn = await c.pool.connect()  # never closed
+        result = await conn.stream(statement, params)
+        async for row in result:
+            return row
+
+    def open_now() -> int:
+        p = c.pool.pool
+        return int(p.checkedin() + p.checkedout())
+
+    return call, open_now
+
+
 def _async_leaker(backend, contender, table):  # type: ignore[no-untyped-def]
     """(open, call, open_now, close) coroutine functions for one contender: call() runs
     the leaking handler once."""
@@ -156,19 +178,7 @@ def _async_leaker(backend, contender, table):  # type: ignore[no-untyped-def]
         def open_now() -> int:
             return int(c.pool.stats().open)
     elif "QueuePool" in contender:
-        from sqlalchemy import text
-
-        sa_sql = text(sql.replace(backend.mark, ":id"))
-
-        async def call():  # type: ignore[no-untyped-def]
-            conn = await c.pool.connect()  # never closed
-            result = await conn.stream(sa_sql, {"id": 1})
-            async for row in result:
-                return row
-
-        def open_now() -> int:
-            p = c.pool.pool
-            return int(p.checkedin() + p.checkedout())
+        call, open_now = sqlalchemy_leaker(c, sql.replace(backend.mark, ":id"), {"id": 1})
     else:
         async def call():  # type: ignore[no-untyped-def]
             conn = await c.pool.acquire()  # never released

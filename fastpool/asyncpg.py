@@ -35,6 +35,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import operator
 import sys
 import time
 import weakref
@@ -49,7 +51,7 @@ from ._asyncpg import is_clean, keeps_session_state, pooled_call, take_idle
 from ._bridge import checkout
 from .dialects.postgresql import AsyncpgDialect
 from .errors import ConfigError
-from .options import check_seconds
+from .options import check_seconds, show
 from .lending import Lender
 
 __all__ = ["Pool", "PoolConnectionProxy", "PoolAcquireContext", "create_pool"]
@@ -213,6 +215,15 @@ class Pool:
                  reset: Callable[[Any], Awaitable[Any]] | None = None,
                  loop: Any = None, connection_class: type = asyncpg.Connection,
                  record_class: type = asyncpg.Record, **connect_kwargs: Any) -> None:
+        init_size = None if init_size is None else _whole("init_size", init_size)
+        min_size, max_size, max_queries = (
+            _whole(name, value) for name, value in (("min_size", min_size), ("max_size", max_size),
+                                                    ("max_queries", max_queries)))
+        if (isinstance(max_inactive_connection_lifetime, bool)
+                or not isinstance(max_inactive_connection_lifetime, (int, float))
+                or math.isnan(max_inactive_connection_lifetime)):
+            raise ConfigError("max_inactive_connection_lifetime is expected to be a number of"
+                              f" seconds, got {show(max_inactive_connection_lifetime)}")
         if max_size <= 0:
             raise ConfigError(f"max_size is expected to be greater than zero, got {max_size!r}")
         if min_size < 0:
@@ -687,6 +698,8 @@ class Pool:
         self._sync._close_core()
 
     def __repr__(self) -> str:
+        if not hasattr(self, "_sync"):
+            return "<fastpool.asyncpg.Pool not made: its arguments were refused>"
         state = "closed" if self._closed else "closing" if self._closing else "open"
         return (f"<fastpool.asyncpg.Pool {state} min_size={self._minsize}"
                 f" max_size={self._maxsize} size={self.get_size()} idle={self.get_idle_size()}"
@@ -756,6 +769,17 @@ async def _close_quietly(con: Any, timeout: float | None = None) -> None:
     except BaseException:
         con.terminate()
         raise
+
+
+def _whole(name: str, value: Any) -> int:
+    """A size option as an int; anything else is refused by name before the range checks
+    compare it."""
+    if isinstance(value, bool):
+        raise ConfigError(f"{name} is expected to be an int, got {show(value)}")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise ConfigError(f"{name} is expected to be an int, got {show(value)}") from None
 
 
 def _timeout(value: Any) -> float | None:

@@ -276,7 +276,14 @@ def test_a_dropped_connection_is_reclaimed(postgres) -> None:  # type: ignore[no
 def test_bad_arguments_are_refused_with_asyncpgs_errors(postgres) -> None:  # type: ignore[no-untyped-def]
     for kwargs, match in [({"max_size": 0}, "max_size"), ({"min_size": 3, "max_size": 2}, "min_size"),
                           ({"init_size": 1, "min_size": 2, "max_size": 3}, "init_size"),
-                          ({"max_queries": 0}, "max_queries")]:
+                          ({"max_queries": 0}, "max_queries"),
+                          # the wrong type: named, not a bare TypeError from a comparison
+                          ({"min_size": "3"}, r"min_size is expected to be an int, got '3'"),
+                          ({"max_size": 2.5}, "max_size is expected to be an int"),
+                          ({"init_size": True}, "init_size is expected to be an int"),
+                          ({"max_queries": None}, "max_queries is expected to be an int"),
+                          ({"max_inactive_connection_lifetime": "5"}, "max_inactive_connection_lifetime"),
+                          ({"max_inactive_connection_lifetime": float("nan")}, "max_inactive_connection_lifetime")]:
         with pytest.raises(ValueError, match=match):
             fa.Pool(postgres.dsn, **kwargs)
     with pytest.raises(TypeError, match="connection_class"):
