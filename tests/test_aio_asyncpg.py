@@ -54,6 +54,44 @@ def test_statements_rows_and_transactions(postgres) -> None:  # type: ignore[no-
     run(main)
 
 
+def test_query_row_and_execute_take_one_driver_call_with_the_same_results(postgres, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    # The native route asks the face for the whole statement (asyncpg's fetchrow, or the
+    # command status for execute) instead of making a cursor: same rows, rowcounts, errors.
+    import fastpool._bridge
+    from fastpool.dialects import postgresql
+
+    assert postgresql.STATEMENT_ROW == fastpool._bridge.STATEMENT_ROW
+    calls = []
+    run_statement = postgresql.AsyncpgFace.run_statement
+
+    def counted(self, sql, params, mode):  # type: ignore[no-untyped-def]
+        calls.append(mode)
+        return run_statement(self, sql, params, mode)
+
+    monkeypatch.setattr(postgresql.AsyncpgFace, "run_statement", counted)
+
+    async def main() -> None:
+        async with fastpool.aio.open(url(postgres), max_open=1) as db:
+            await db.ping()  # the connect (through the bridge): the route needs an idle one
+            calls.clear()
+            assert await db.query_row("SELECT $1::int + 1, 'a' AS b", (41,)) == (42, "a")
+            assert await db.query_row("SELECT 1 WHERE false") is None
+            await db.execute("CREATE TEMP TABLE IF NOT EXISTS apg_one (a int)")
+            assert (await db.execute("INSERT INTO apg_one SELECT generate_series(1, 3)")).rowcount == 3
+            assert (await db.execute("UPDATE apg_one SET a = a WHERE a > $1", (1,))).rowcount == 2
+            assert await db.query_row("UPDATE apg_one SET a = a WHERE false") is None
+            with pytest.raises(asyncpg.PostgresSyntaxError):
+                await db.query_row("SELEC 1")
+            with pytest.raises(asyncpg.UndefinedTableError):
+                await db.execute("DELETE FROM apg_missing")
+            assert await db.query_row("SELECT 7") == (7,)  # the connection stayed good
+            s = db.stats()
+            assert s.open == 1 and s.bad_conns_discarded == 0 and s.in_use == 0
+
+    run(main)
+    assert calls.count(1) == 5 and calls.count(0) == 4, str(calls)
+
+
 def test_a_transaction_left_open_is_rolled_back_at_give_back(postgres) -> None:  # type: ignore[no-untyped-def]
     async def main() -> None:
         async with fastpool.aio.open(url(postgres), max_open=1) as db:

@@ -23,9 +23,10 @@ import importlib
 import operator
 import time
 from functools import partial
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 from ..errors import ConfigError
+from .._asyncpg import face_clean
 from . import pooler
 from .base import (CLEAN, DISCARD, ERR_BROKEN, ERR_OK, ERR_RETRY, ROLL_BACK, Connect, Dialect,
                    shut_socket)
@@ -398,6 +399,18 @@ class AsyncpgFace:
     def cursor(self) -> AsyncpgCursor:
         return AsyncpgCursor(self.conn, self.behind_pooler)
 
+    def run_statement(self, sql: str, params: Any, mode: int) -> Awaitable[Any]:
+        """fastpool.aio's native route in one driver call, no cursor: for query_row
+        (STATEMENT_ROW) asyncpg's own fetchrow coroutine, awaited by the route itself; for execute
+        (mode 0) a coroutine giving the rowcount."""
+        if self.behind_pooler:
+            pooler.refuse_session_state(sql)
+        args = () if params is None else tuple(params)
+        if mode == STATEMENT_ROW:
+            row: Awaitable[Any] = self.conn.fetchrow(sql, *args)
+            return row
+        return _rowcount_of(self.conn, sql, args)
+
     async def commit(self) -> None:
         if self.conn.is_in_transaction():
             await self.conn.execute("COMMIT")
@@ -414,6 +427,22 @@ class AsyncpgFace:
 
     def __repr__(self) -> str:
         return f"<fastpool asyncpg face of {self.conn!r}>"
+
+
+# fastpool._bridge.statement()'s mode for query_row (not imported from there: the bridge
+# needs greenlet, this module does not).
+STATEMENT_ROW = 1
+
+
+async def _rowcount_of(conn: Any, sql: str, args: tuple[Any, ...]) -> int:
+    _, status, _ = await conn._execute(sql, args, 0, None, return_status=True)
+    return _rowcount(status)
+
+
+def _rowcount(status: str | None) -> int:
+    """The row count in a command status ("UPDATE 3", "INSERT 0 1"), -1 when it has none."""
+    word = status.split() if status else ()
+    return int(word[-1]) if word and word[-1].isdigit() else -1
 
 
 class AsyncpgCursor:
@@ -456,8 +485,7 @@ class AsyncpgCursor:
 
     @property
     def rowcount(self) -> int:
-        word = self._status.split() if self._status else ()
-        return int(word[-1]) if word and word[-1].isdigit() else -1
+        return _rowcount(self._status)
 
     def fetchone(self) -> Any:
         i = self._i
@@ -534,12 +562,6 @@ class AsyncpgStreamCursor(AsyncStreamCursor):
         return not conn.is_closed() and not conn.is_in_transaction()
 
 
-def _asyncpg_clean(raw: Any) -> bool:
-    # Read from asyncpg's protocol (compiled: no further Python frame on the give-back).
-    protocol = raw.driver_connection.conn._protocol  # None once aborted
-    return protocol is not None and protocol.is_connected() and not protocol.is_in_transaction()
-
-
 class AsyncpgDialect(PostgreSQLDialect):
     """asyncpg under fastpool.aio: ``fastpool.aio.open("postgresql://...?driver=asyncpg")``.
     Statements use asyncpg's own placeholders (``$1``, ``$2``); rows are asyncpg Records.
@@ -554,7 +576,7 @@ class AsyncpgDialect(PostgreSQLDialect):
     # True exactly when state_at_checkin would say CLEAN: the give-back then needs no
     # bridge (fastpool.aio's native route gives back in place).
     clean_value = True
-    clean_probe = staticmethod(_asyncpg_clean)  # type: ignore[assignment]
+    clean_probe = staticmethod(face_clean)  # type: ignore[assignment]  # compiled: no Python frame at the give-back
 
     @staticmethod
     def conn_of(raw: Any) -> Any:

@@ -1,6 +1,7 @@
-# The hot path of fastpool.asyncpg (fastpool/asyncpg.py, the drop-in for asyncpg's pool):
-# a pool-level statement -- pool.fetchval(...), fetch, fetchrow, execute, ... -- on an idle
-# connection, and the check that a connection may go back as it is.
+# asyncpg's hot paths: fastpool.asyncpg's (fastpool/asyncpg.py, the drop-in for asyncpg's
+# pool) pool-level statement -- pool.fetchval(...), fetch, fetchrow, execute, ... -- on an
+# idle connection, and the checks that a connection may go back as it is, the drop-in's
+# and fastpool.aio's (the asyncpg dialect's clean probe).
 #
 # Compiled because it runs on every statement, around a driver call that costs about 100,000
 # instructions: the same steps in Python (a coroutine forwarding *args and **kwargs, a
@@ -12,7 +13,6 @@
 
 cimport cython
 
-from fastpool._bridge cimport SyncConnection
 from fastpool._core cimport ConnRecord, CorePool
 
 from asyncio.events import _get_running_loop
@@ -53,6 +53,14 @@ cpdef bint is_clean(object pool, object con, bint dirty) except -1:
             and not con._aborted and protocol.is_connected())
 
 
+cpdef bint face_clean(object raw) except -1:
+    """fastpool.aio's clean probe for asyncpg (AsyncpgDialect.clean_probe): whether the
+    connection behind raw (a SyncConnection around an AsyncpgFace) is connected with no
+    transaction open, read from asyncpg's protocol without a round trip."""
+    protocol = raw.driver_connection.conn._protocol  # None once aborted
+    return protocol is not None and protocol.is_connected() and not protocol.is_in_transaction()
+
+
 cpdef ConnRecord take_idle(object pool):
     """An idle connection's record for the calling task, at once, or None (none idle, or
     the pool is being used from another loop than its own: pool._take sorts that out).
@@ -84,7 +92,7 @@ async def pooled_call(object pool, str method, object query, tuple args, dict kw
     rec = take_idle(pool)
     if rec is None:
         rec = await pool._take(None)
-    con = (<SyncConnection>rec.raw).driver_connection
+    con = rec.raw.driver_connection
     try:
         result = await getattr(con, method)(query, *args, **kwargs)
     except BaseException:

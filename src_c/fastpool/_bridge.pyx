@@ -234,32 +234,42 @@ async def statement(CorePool pool, object sql, object params, int mode, object r
     cur = None
     err = None
     try:
-        # As the core's _execute_on, with each driver call awaited here.
-        cur = conn.cursor()
-        if not hasattr(cur, "execute"):
-            cur = await cur  # aiomysql: an awaitable context manager; aiosqlite: a coroutine
-        if params is None:
-            await cur.execute(sql)
+        if raw.one_call:
+            # The driver answers the whole statement in one call (asyncpg's fetchrow):
+            # run_statement(sql, params, mode) gives its coroutine, awaited right here, for
+            # the row (MODE_ROW) or the rowcount (MODE_EXEC). No cursor to make or close.
+            result = await conn.run_statement(sql, params, mode)
+            if mode != MODE_ROW:
+                r = Result.__new__(Result)
+                r.rowcount = result
+                result = r
         else:
-            await cur.execute(sql, params)
-        if mode == MODE_ROW:
-            try:
-                result = cur.fetchone()
-                if fp_awaitable(result):  # a driver whose rows are buffered returns them
-                    result = await result
-            except Exception:
-                if cur.description is not None:
-                    raise
-                result = None  # no result set (psycopg raises for it)
-        else:
-            r = Result.__new__(Result)
-            r.rowcount = cur.rowcount
-            r.lastrowid = getattr(cur, "lastrowid", None)
-            result = r
-        done = cur.close()
-        cur = None
-        if fp_awaitable(done):
-            await done
+            # As the core's _execute_on, with each driver call awaited here.
+            cur = conn.cursor()
+            if not hasattr(cur, "execute"):
+                cur = await cur  # aiomysql: an awaitable context manager; aiosqlite: a coroutine
+            if params is None:
+                await cur.execute(sql)
+            else:
+                await cur.execute(sql, params)
+            if mode == MODE_ROW:
+                try:
+                    result = cur.fetchone()
+                    if fp_awaitable(result):  # a driver whose rows are buffered returns them
+                        result = await result
+                except Exception:
+                    if cur.description is not None:
+                        raise
+                    result = None  # no result set (psycopg raises for it)
+            else:
+                r = Result.__new__(Result)
+                r.rowcount = cur.rowcount
+                r.lastrowid = getattr(cur, "lastrowid", None)
+                result = r
+            done = cur.close()
+            cur = None
+            if fp_awaitable(done):
+                await done
     except BaseException as exc:
         err = exc
     if err is None:
@@ -502,6 +512,7 @@ cdef class SyncConnection:
         self.interrupted = False
         self.closed = False
         self.attrs = {}
+        self.one_call = hasattr(type(conn), "run_statement")
 
     cpdef object wait(self, object value):
         """value, awaited first if it is awaitable."""
