@@ -20,7 +20,9 @@ DEBUG = os.environ.get("FASTPOOL_DEBUG", "") not in ("", "0")
 
 directives = {
     "language_level": 3,
-    "embedsignature": True,
+    # No signature line in the docstrings: the compiled functions give inspect.signature()
+    # their own (binding=True, Cython 3's default), which help() and the API reference read.
+    "embedsignature": False,
     # The core guards its own state with a C-level lock; it never relies on the GIL.
     "freethreading_compatible": True,
     "boundscheck": DEBUG,
@@ -45,6 +47,9 @@ _REMOTE = re.compile(
 )
 # Hosts known to serve an issue tracker at <repository>/issues.
 _ISSUES_AT_SLASH_ISSUES = {"github.com", "gitlab.com", "codeberg.org"}
+# Hosts that render the documentation's Markdown (docs/, the site's source) in place, and
+# where: the default branch's docs/index.md.
+_DOCS_AT = {"github.com": "{repo}/blob/HEAD/docs/index.md", "gitlab.com": "{repo}/-/blob/HEAD/docs/index.md"}
 
 
 def repository_url_from_remote(remote: str) -> str | None:
@@ -59,7 +64,10 @@ def repository_url_from_remote(remote: str) -> str | None:
 
 def urls_for_repository(repo: str) -> dict[str, str]:
     urls = {"Homepage": repo, "Source": repo}
-    if repo.split("/")[2] in _ISSUES_AT_SLASH_ISSUES:
+    host = repo.split("/")[2]
+    if host in _DOCS_AT:
+        urls["Documentation"] = _DOCS_AT[host].format(repo=repo)
+    if host in _ISSUES_AT_SLASH_ISSUES:
         urls["Issues"] = f"{repo}/issues"
     return urls
 

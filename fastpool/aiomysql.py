@@ -78,14 +78,17 @@ class Pool:
     # ---- aiomysql's attributes ---------------------------------------------------------
     @property
     def minsize(self) -> int:
+        """``minsize``: connections the pool keeps open."""
         return self._minsize
 
     @property
     def maxsize(self) -> int:
+        """``maxsize``: the most connections open at once."""
         return self._maxsize
 
     @property
     def echo(self) -> bool:
+        """``echo``, passed to each connection (aiomysql logs its queries)."""
         return self._echo
 
     @property
@@ -100,6 +103,7 @@ class Pool:
 
     @property
     def closed(self) -> bool:
+        """True once ``close()`` or ``terminate()`` was called."""
         return self._closed
 
     @property

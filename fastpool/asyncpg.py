@@ -184,6 +184,7 @@ def _listening(name: str) -> Callable[..., Any]:
         return getattr(type(con), name)(con, *args, **kwargs)
 
     call.__name__ = call.__qualname__ = name
+    call.__doc__ = getattr(asyncpg.Connection, name).__doc__
     call.__wrapped__ = getattr(asyncpg.Connection, name)  # type: ignore[attr-defined]
     return call
 
@@ -630,15 +631,19 @@ class Pool:
         return int(self._sync.stats().open)
 
     def get_init_size(self) -> int:
+        """The number of connections opened when the pool is made (``init_size``)."""
         return self._initsize
 
     def get_min_size(self) -> int:
+        """``min_size``: the connections kept open however idle."""
         return self._minsize
 
     def get_max_size(self) -> int:
+        """``max_size``: the most connections open at once."""
         return self._maxsize
 
     def get_idle_size(self) -> int:
+        """Connections open and not acquired right now."""
         return int(self._sync.stats().idle)
 
     def is_closing(self) -> bool:
@@ -719,7 +724,14 @@ class Pool:
 
 
 class PoolAcquireContext:
-    """What acquire() returns: ``async with`` (released on exit) or ``await``."""
+    """What acquire() returns: ``async with`` (released on exit) or ``await``.
+
+    Attributes:
+        pool: the pool it acquires from.
+        timeout: the acquire's timeout in seconds (``None``: none).
+        connection: the proxy once acquired (``None`` before, and after the block).
+        done: True once the block has ended (it cannot be entered again).
+    """
 
     __slots__ = ("pool", "timeout", "connection", "done")
 

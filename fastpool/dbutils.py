@@ -350,6 +350,8 @@ class PooledDedicatedDBConnection:
 
     # -- the DB-API connection --
     def cursor(self, *args: Any, **kwargs: Any) -> PooledCursor:
+        """A cursor on the connection (DBUtils' ``SteadyDBCursor``): a connection that broke
+        while held is reopened first, as in DBUtils; inside a transaction the error is raised once."""
         raw = self._raw()
         if not self._transaction:
             self._ping_check(2)
@@ -378,23 +380,29 @@ class PooledDedicatedDBConnection:
             begin(*args, **kwargs)
 
     def commit(self) -> None:
+        """Commit the driver connection's transaction."""
         self._transaction = False
         self._raw().commit()
 
     def rollback(self) -> None:
+        """Roll back the driver connection's transaction."""
         self._transaction = False
         self._raw().rollback()
 
     def cancel(self) -> None:
+        """Cancel a long-running transaction, where the driver has ``cancel()``."""
         self._transaction = False
         cancel = getattr(self._raw(), "cancel", None)
         if callable(cancel):
             cancel()
 
     def ping(self, *args: Any, **kwargs: Any) -> Any:
+        """The driver connection's own ``ping()``."""
         return self._raw().ping(*args, **kwargs)
 
     def dbapi(self) -> Any:
+        """The DB-API 2 module of the connection (from the creator, or found up the module
+        path of the driver's connection class)."""
         creator = self._pool._creator
         found = getattr(creator, "dbapi", None) or _dbapi_module(self._raw())
         if found is None:
@@ -402,6 +410,7 @@ class PooledDedicatedDBConnection:
         return found
 
     def threadsafety(self) -> int:
+        """The driver module's ``threadsafety`` (fastpool shares no connection whatever it says)."""
         # The driver module's, also when the creator is a plain function.
         creator = self._pool._creator
         for src in (creator, getattr(creator, "dbapi", None), _dbapi_module(self._raw())):
@@ -573,9 +582,11 @@ class SharedDBConnection:
         return id(self)
 
     def share(self) -> None:
+        """Count one more sharer (kept for DBUtils' API; fastpool never shares)."""
         self.shared += 1
 
     def unshare(self) -> None:
+        """Count one sharer less (kept for DBUtils' API)."""
         self.shared -= 1
 
 

@@ -79,6 +79,18 @@ class deadline:  # noqa: N801 - a context manager named like a function, as cont
     Nested blocks can only shorten the deadline. The deadline lives in a ContextVar, so
     it follows the thread's own context, ``contextvars.copy_context()`` and asyncio
     tasks. ``seconds`` may be 0 (already expired) but not negative, NaN or infinite.
+
+    Example:
+        >>> with fastpool.deadline(2.5):
+        ...     row = db.query_row("SELECT ...")   # wait, connect and statement bounded
+
+    Attributes:
+        seconds: the length of the block, as given.
+        at: when it ends, on ``time.monotonic()``'s clock (``None`` until entered; the
+            shorter of this block's and an enclosing one's end).
+
+    Raises:
+        ConfigError: ``seconds`` is not a number from 0 to 1e9.
     """
 
     __slots__ = ("seconds", "_tokens", "at")
@@ -452,6 +464,8 @@ class WSGIDeadline:
         self.scale = 0.001 if header_unit == "ms" else 1.0
 
     def budget(self, environ: dict[str, Any]) -> float | None:
+        """The seconds this request may take: the shorter of ``seconds`` and the header's time left
+        (``None``: no bound)."""
         seconds = self.seconds
         if self.environ_key is not None:
             given = _header_seconds(environ.get(self.environ_key))

@@ -42,10 +42,51 @@ __all__ = ["Pool", "open"]
 class Pool(CorePool):
     """A pool of DB-API 2 connections (Go's ``sql.DB``), safe to share between threads.
 
-    ``connect`` is a zero-argument callable returning a new driver connection. ``driver``
-    names the dialect (``"mysql"``, ``"sqlite"``, ``"generic"``); when omitted it is
-    guessed from the first connection's module. Opening is lazy: no connection is made
-    until the first use, unless ``min_idle`` asks for warm ones.
+    Opening is lazy: no connection is made until the first use, unless ``min_idle`` asks
+    for warm ones. Every option is also an attribute that can be changed on the live pool
+    (``db.max_open = 20``); a refused value raises ``ConfigError`` and leaves the pool as
+    it was.
+
+    Args:
+        connect: a zero-argument callable returning a new driver connection
+            (``functools.partial(MySQLdb.connect, host=...)``, or a function that fetches
+            a fresh credential each time).
+        driver: the dialect: ``"mysql"``, ``"pymysql"``, ``"sqlite"``, ``"postgresql"``,
+            ``"generic"``; when omitted it is guessed from the first connection's module.
+        **options: the pool's options, below.
+
+    Options:
+
+    | option | meaning | default |
+    |---|---|---|
+    | ``max_open`` | most connections open at once, in use or idle; 0 = unlimited | 10 |
+    | ``max_idle`` | most idle connections kept; clamped to ``max_open``; ``None`` follows ``max_open`` | ``None`` |
+    | ``min_idle`` | idle connections the background opener keeps warm; clamped to ``max_idle`` | 0 |
+    | ``max_lifetime`` | seconds before a connection is closed instead of reused (each one's share shortened by up to 10%); ``None`` = forever | 3600 |
+    | ``max_idle_time`` | seconds an idle connection may sit before the cleaner closes it; ``None`` = forever | 300 |
+    | ``timeout`` | seconds a caller waits for a connection before ``PoolTimeout``, however slow opening one is; 0 = never wait; ``None`` = forever | 30 |
+    | ``leak_timeout`` | seconds a connection may be held before one logged warning with its taker's stack; ``None`` = off | ``None`` |
+    | ``statement_timeout`` | seconds each statement may run before it is cancelled (``DeadlineExceeded``); ``None`` = no limit | ``None`` |
+    | ``name`` | the pool's name in ``repr``, ``stats()`` and metrics | the URL less password and query, or the ``connect`` callable's name |
+    | ``max_waiting`` | most callers queued for a full pool; one more gets ``TooManyWaiting`` at once; ``None`` = unlimited | ``None`` |
+    | ``configure`` | ``fn(raw)`` once per new physical connection | ``None`` |
+    | ``check`` | ``fn(raw)`` at checkout of a connection idle for ``check_after`` seconds; ``False`` or an exception discards it | ``None`` |
+    | ``check_after`` | seconds of idleness before ``check`` runs; 0 = every reuse; ``None`` = never | 0 |
+    | ``reset`` | ``fn(raw)`` when a connection is given back, after fastpool's own rollback | ``None`` |
+    | ``behind_pooler`` | (PostgreSQL) behind PgBouncer in transaction mode: no server-side prepared statements, session-pinning statements refused | ``False`` |
+
+    Sizes are ints from 0 to 2,147,483,647; durations are seconds (int or float), where
+    ``None`` or ``float("inf")`` mean forever. Anything else is a ``ConfigError`` naming
+    the option and the value.
+
+    Raises:
+        ConfigError: an unknown option, or a value the option does not take.
+
+    Example:
+        >>> db = fastpool.Pool(functools.partial(sqlite3.connect, "app.db",
+        ...                                      check_same_thread=False), max_open=4)
+        >>> db.query_row("SELECT 1")
+        (1,)
     """
 
     __slots__ = (
@@ -59,11 +100,14 @@ class Pool(CorePool):
         connect: Callable[[], Any],
         *,
         driver: str | Dialect | None = None,
-        _display: str | None = None,
-        _name: str | None = None,
-        _clock: Callable[[], float] | None = None,
         **options: Any,
     ) -> None:
+        # fastpool's own callers (open(), fastpool.aio, the drop-ins, the tests) may also
+        # pass _display (the printable URL), _name (the default name) and _clock (an
+        # injectable clock); they are not options.
+        _display: str | None = options.pop("_display", None)
+        _name: str | None = options.pop("_name", None)
+        _clock: Callable[[], float] | None = options.pop("_clock", None)
         if not callable(connect):
             raise ConfigError(f"connect must be a callable returning a connection, got {connect!r}")
         behind_pooler = options.pop("behind_pooler", None)
@@ -634,8 +678,28 @@ def _warn_if_blocking_under_green(dialect: Dialect) -> None:
 
 
 def open(dsn: str, **options: Any) -> Pool:  # noqa: A001 - the API's name
-    """Open a pool for a database URL (``mysql://``, ``sqlite://``, ``postgresql://``;
-    ``?driver=pymysql`` picks PyMySQL for MySQL); lazy like sql.Open."""
+    """Open a pool for a database URL; lazy, like Go's ``sql.Open``.
+
+    Args:
+        dsn: ``mysql://user:pw@host:3306/db?charset=utf8mb4`` (``?driver=pymysql`` for
+            PyMySQL), ``postgresql://user:pw@host/db?sslmode=verify-full``,
+            ``sqlite:///path.db`` or ``sqlite://:memory:``. Query parameters go to the
+            driver's ``connect()`` and are checked against what it takes; pool options may
+            be given there too.
+        **options: the pool's options (see ``Pool``); one given here wins over the URL's.
+
+    Returns:
+        Pool: the pool; close it with ``close()`` or use it in a ``with`` block.
+
+    Raises:
+        ConfigError: an unparsable URL, an unknown scheme, driver, parameter or option,
+            or an asyncio driver (use ``fastpool.aio.open``).
+
+    Example:
+        >>> with fastpool.open("sqlite://:memory:", max_open=4) as db:
+        ...     db.query_row("SELECT 1")
+        (1,)
+    """
     url = parse_url(dsn)
     options = {**url.options, **options}  # an option given here wins over the URL's
     dialect = get_dialect(url.driver or _green_default(url.scheme) or url.scheme)

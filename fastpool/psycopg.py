@@ -482,6 +482,8 @@ class ConnectionPool(_Common):
         self._check_configured(conn)
 
     def open(self, wait: bool = False, timeout: float = 30.0) -> None:
+        """Open the pool (start filling it to ``min_size``); ``wait=True`` waits for those connections
+        (``PoolTimeout`` if they are not ready within ``timeout``)."""
         self._open()
         if wait:
             self.wait(timeout)
@@ -493,6 +495,8 @@ class ConnectionPool(_Common):
         self._fill(timeout)
 
     def close(self, timeout: float = 5.0) -> None:
+        """Close the pool: idle connections at once, connections in use as they come back; waiters get
+        ``PoolClosed``."""
         self._close_now()
         self._pool.close()
 
@@ -505,9 +509,12 @@ class ConnectionPool(_Common):
         self.close()
 
     def getconn(self, timeout: float | None = None) -> Any:
+        """Take a connection (psycopg's own ``Connection``); give it back with ``putconn()``. A connection
+        dropped without ``putconn()`` is reclaimed and warned about, naming the line that took it."""
         return self._getconn(timeout, sys._getframe(1))
 
     def putconn(self, conn: Any) -> None:
+        """Give back a connection from ``getconn()``; its transaction is rolled back if one is open."""
         self._putconn(conn)
 
     def connection(self, timeout: float | None = None) -> _Connection:
@@ -516,12 +523,16 @@ class ConnectionPool(_Common):
         return _Connection(self, timeout)
 
     def resize(self, min_size: int, max_size: int | None = None) -> None:
+        """Change ``min_size`` and ``max_size`` on the live pool."""
         self._resize(min_size, max_size)
 
     def check(self) -> None:
+        """Check the idle connections now (the ``check`` callback, or an empty query), closing the bad ones."""
         self._check_idle()
 
     def drain(self) -> None:
+        """Close every idle connection and retire those in use when they come back (new connections
+        replace them: after a failover or a credential change)."""
         self._drain()
 
     @staticmethod
@@ -688,17 +699,23 @@ class AsyncConnectionPool(_Common):
             self._keep_min_size()
 
     async def open(self, wait: bool = False, timeout: float = 30.0) -> None:
+        """Open the pool (start filling it to ``min_size``); ``wait=True`` waits for those connections
+        (``PoolTimeout`` if they are not ready within ``timeout``)."""
         self._open()
         self._started()
         if wait:
             await self.wait(timeout)
 
     async def wait(self, timeout: float = 30.0) -> None:
+        """Wait until ``min_size`` connections are ready; ``PoolTimeout`` (and the pool closed) if they
+        are not within ``timeout``."""
         self._check_open_getconn()
         self._started()
         await self._pool._call(self._fill, timeout)
 
     async def close(self, timeout: float = 5.0) -> None:
+        """Close the pool: idle connections at once, connections in use as they come back; waiters get
+        ``PoolClosed``."""
         self._close_now()
         await self._pool.close()
 
@@ -711,6 +728,8 @@ class AsyncConnectionPool(_Common):
         await self.close()
 
     async def getconn(self, timeout: float | None = None) -> Any:
+        """Take a connection (psycopg's own ``Connection``); give it back with ``putconn()``. A connection
+        dropped without ``putconn()`` is reclaimed and warned about, naming the line that took it."""
         self._started()
         rec = self._take_idle_now()
         if rec is not None:
@@ -718,6 +737,7 @@ class AsyncConnectionPool(_Common):
         return await self._pool._call(self._getconn, timeout, sys._getframe(1))
 
     async def putconn(self, conn: Any) -> None:
+        """Give back a connection from ``getconn()``; its transaction is rolled back if one is open."""
         if self._put_now_ok(conn):
             self._putconn(conn)
         else:
@@ -742,12 +762,16 @@ class AsyncConnectionPool(_Common):
         return _AsyncConnection(self, timeout)
 
     async def resize(self, min_size: int, max_size: int | None = None) -> None:
+        """Change ``min_size`` and ``max_size`` on the live pool."""
         self._resize(min_size, max_size)
 
     async def check(self) -> None:
+        """Check the idle connections now (the ``check`` callback, or an empty query), closing the bad ones."""
         await self._pool._call(self._check_idle)
 
     async def drain(self) -> None:
+        """Close every idle connection and retire those in use when they come back (new connections
+        replace them: after a failover or a credential change)."""
         self._drain()
 
     @staticmethod

@@ -113,6 +113,7 @@ class FastQueuePool(QueuePool):
         self._fp._give(record._fastpool_rec)
 
     def recreate(self) -> FastQueuePool:
+        """A new pool with the same arguments (``engine.dispose()`` uses it), as QueuePool's."""
         self.logger.info("Pool recreating")
         return self.__class__(
             self._creator,
@@ -130,11 +131,13 @@ class FastQueuePool(QueuePool):
         )
 
     def dispose(self) -> None:
+        """Close the idle connections; connections in use are closed as they come back."""
         # As QueuePool: close the idle connections; checked-out ones come back as usual.
         self._fp._close_idle()
         self.logger.info("Pool disposed. %s", self.status())
 
     def status(self) -> str:
+        """QueuePool's status line, word for word (``Pool size: 5  Connections in pool: 1 ...``)."""
         return (
             "Pool size: %d  Connections in pool: %d "
             "Current Overflow: %d Current Checked out "
@@ -142,19 +145,24 @@ class FastQueuePool(QueuePool):
         )
 
     def size(self) -> int:
+        """``pool_size``."""
         return self._pool_size
 
     def timeout(self) -> float:
+        """``pool_timeout``, in seconds."""
         return self._timeout
 
     def checkedin(self) -> int:
+        """Idle connections in the pool."""
         return self._fp.stats().idle
 
     def overflow(self) -> int:
+        """Connections open beyond ``pool_size`` (negative while fewer than ``pool_size`` are open, as QueuePool counts)."""
         # QueuePool counts overflow from -pool_size upward; 0 when the size is unlimited.
         return self._fp.stats().open - self._pool_size if self._pool_size else 0
 
     def checkedout(self) -> int:
+        """Connections held by the engine's connections."""
         s = self._fp.stats()
         return s.open - s.idle
 

@@ -1,6 +1,6 @@
 # Shared first-run set-up of scripts/test and scripts/compare (sourced, not run).
 #
-#   fp_setup EXTRA MARIADB     EXTRA: the pip extra to install (test, bench)
+#   fp_setup EXTRA MARIADB     EXTRA: the pip extra to install (test, bench, docs)
 #                              MARIADB: need | want (need: the tests' server and driver;
 #                              want: the comparison falls back to SQLite without them)
 #
@@ -29,14 +29,23 @@ import os, sysconfig, sys
 sys.exit(0 if os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")) else 1)
 EOF
   { command -v cc || command -v gcc; } >/dev/null 2>&1 || missing+=(gcc libc6-dev)
-  # mysqlclient compiles against libmariadb (found through pkg-config).
-  command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
-  { command -v pkg-config >/dev/null 2>&1 && pkg-config --exists libmariadb; } || missing+=(libmariadb-dev)
+  # mysqlclient compiles against libmariadb (found through pkg-config); the docs need no driver.
+  if [ "$extra" != docs ]; then
+    command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
+    { command -v pkg-config >/dev/null 2>&1 && pkg-config --exists libmariadb; } || missing+=(libmariadb-dev)
+  fi
   if [ "$mariadb" = need ]; then
     { command -v mariadbd || [ -x /usr/sbin/mariadbd ]; } >/dev/null 2>&1 || missing+=(mariadb-server)
     # The PostgreSQL tests' throwaway server and PgBouncer in front of it.
     { command -v postgres || ls /usr/lib/postgresql/*/bin/postgres; } >/dev/null 2>&1 || missing+=(postgresql)
     { command -v pgbouncer || [ -x /usr/sbin/pgbouncer ]; } >/dev/null 2>&1 || missing+=(pgbouncer)
+    # The documentation's browser test (tests/test_docs.py): Debian's Chromium and its
+    # driver (elsewhere, e.g. Ubuntu's snap-only chromium, that test skips).
+    if grep -qx 'ID=debian' /etc/os-release 2>/dev/null; then
+      command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+      { command -v chromedriver || [ -x /usr/lib/chromium/chromedriver ]; } >/dev/null 2>&1 \
+        || missing+=(chromium-driver)
+    fi
   fi
   # The comparison's noise-free view, python -m bench.instructions, counts under callgrind.
   if [ "$extra" = bench ]; then

@@ -49,6 +49,7 @@ def test_urls_come_from_the_origin_remote(tmp_path: pathlib.Path) -> None:
     assert project_urls(str(tmp_path), env={}) == {
         "Homepage": "https://github.com/acme/fastpool",
         "Source": "https://github.com/acme/fastpool",
+        "Documentation": "https://github.com/acme/fastpool/blob/HEAD/docs/index.md",
         "Issues": "https://github.com/acme/fastpool/issues",
     }
 

@@ -109,12 +109,14 @@ class Rows:
         return self._rows  # type: ignore[no-any-return]
 
     async def fetchone(self) -> Any:
+        """The next row, or ``None`` after the last."""
         try:
             return await self.__anext__()
         except StopAsyncIteration:
             return None
 
     async def fetchmany(self, size: int = 1) -> list[Any]:
+        """Up to ``size`` more rows, as a list (empty after the last)."""
         out: list[Any] = []
         while len(out) < size:
             try:
@@ -124,6 +126,7 @@ class Rows:
         return out
 
     async def fetchall(self) -> list[Any]:
+        """The remaining rows, as a list."""
         if self._rows is None:
             await self._run()
         out = list(self._buf[self._i:])
@@ -148,14 +151,17 @@ class Rows:
 
     @property
     def columns(self) -> tuple[str, ...]:
+        """The column names, as a tuple of str (empty for a statement with no result)."""
         return () if self._rows is None else self._rows.columns
 
     @property
     def description(self) -> Any:
+        """The driver's ``cursor.description`` of the result (``None`` for a statement with no result)."""
         return None if self._rows is None else self._rows.description
 
     @property
     def holds_connection(self) -> bool:
+        """True while a streaming ``Rows`` still holds its connection (until the last row, ``close()`` or its drop)."""
         return self._rows is not None and bool(self._rows.holds_connection)
 
     def __repr__(self) -> str:
@@ -176,12 +182,15 @@ class Conn:
         self._conn = conn  # the core's Conn (or Tx)
 
     async def execute(self, sql: str, params: Any = None) -> Result:
+        """Run a statement on this connection; return ``Result(rowcount, lastrowid)``. Never retried elsewhere: this connection's session is what the caller holds it for."""
         return await self._pool._call(self._conn.execute, sql, params)  # type: ignore[no-any-return]
 
     async def query_row(self, sql: str, params: Any = None) -> Any:
+        """The first row of a query on this connection, or ``None``."""
         return await self._pool._call(self._conn.query_row, sql, params)
 
     def query(self, sql: str, params: Any = None, *, stream: bool = False) -> Rows:
+        """The rows of a query on this connection: ``await`` it (read at once), or with ``stream=True`` iterate it with ``async for``."""
         return Rows(self._pool, self._conn, sql, params, stream, caller_site() if stream else None)
 
     async def close(self) -> None:
@@ -208,10 +217,12 @@ class Conn:
 
     @property
     def closed(self) -> bool:
+        """True once given back."""
         return bool(self._conn.closed)
 
     @property
     def pool(self) -> Pool:
+        """The pool it was taken from."""
         return self._pool
 
     def __repr__(self) -> str:
@@ -225,13 +236,16 @@ class Tx(Conn):
     __slots__ = ()
 
     async def commit(self) -> None:
+        """Commit, and give the connection back."""
         await self._pool._call(self._conn.commit)
 
     async def rollback(self) -> None:
+        """Roll back, and give the connection back."""
         await self._pool._call(self._conn.rollback)
 
     @property
     def done(self) -> bool:
+        """True once committed or rolled back."""
         return bool(self._conn.done)
 
 

@@ -164,19 +164,31 @@ async def _within(awaitable: Awaitable[Any], limit: float) -> Any:
 
 class Pool:
     """A pool of asyncio driver connections for tasks (Go's ``sql.DB``), on fastpool's
-    compiled core. ``connect`` is an async callable returning a new driver connection
-    (asyncmy, aiomysql, aiosqlite, or any async DB-API-like driver); ``driver`` names
-    the dialect, else it is guessed from the first connection. No I/O happens until the
-    first use, unless ``min_idle`` asks for warm connections.
+    compiled core. No I/O happens until the first use, unless ``min_idle`` asks for warm
+    connections. A pool is bound to the first event loop that uses it; another loop gets
+    ``EventLoopError``.
 
-    ``db.sync`` is the same pool seen from threads (the core underneath); its connections
-    belong to this pool's loop."""
+    Args:
+        connect: an async callable returning a new driver connection (asyncmy, aiomysql,
+            aiosqlite, psycopg's ``AsyncConnection.connect``, asyncpg, or any async
+            DB-API-like driver).
+        driver: the dialect (``"asyncmy"``, ``"aiomysql"``, ``"aiosqlite"``,
+            ``"postgresql"``, ``"asyncpg"``); else guessed from the first connection.
+        **options: the options of ``fastpool.Pool`` (the hooks may be coroutine
+            functions here).
+
+    Attributes:
+        sync: the same pool seen from threads (a ``fastpool.Pool``, the core underneath);
+            its connections belong to this pool's loop.
+    """
 
     __slots__ = ("sync", "_connect", "_loop", "_expiries", "_bound", "_reclaims", "_hooks", "__weakref__")
 
     def __init__(self, connect: Callable[[], Awaitable[Any]], *,
-                 driver: str | Dialect | None = None, _display: str | None = None,
-                 _name: str | None = None, **options: Any) -> None:
+                 driver: str | Dialect | None = None, **options: Any) -> None:
+        # fastpool's own callers may pass _display and _name (see fastpool.Pool).
+        _display: str | None = options.pop("_display", None)
+        _name: str | None = options.pop("_name", None)
         if not callable(connect):
             raise ConfigError(f"connect must be an async callable returning a connection, got {connect!r}")
         dialect = None if driver is None else get_dialect(driver)
@@ -335,6 +347,7 @@ class Pool:
 
     # ---- the rest: the sync pool's ----------------------------------------------------
     def stats(self, reset: bool = False) -> Stats:
+        """A snapshot of the pool's counters (``fastpool.Stats``); ``reset=True`` restarts the wait distribution."""
         return self.sync.stats(reset)
 
     def on(self, event: str, fn: Callable[[PoolEvent], Any]) -> Callable[[PoolEvent], Any]:
@@ -343,14 +356,17 @@ class Pool:
         return self.sync.on(event, fn)
 
     def off(self, event: str, fn: Callable[[PoolEvent], Any]) -> bool:
+        """Stop calling ``fn`` on ``event``; ``False`` if it was not listening."""
         return self.sync.off(event, fn)
 
     @property
     def closed(self) -> bool:
+        """True once ``close()`` has begun."""
         return bool(self.sync.closed)
 
     @property
     def driver(self) -> str | None:
+        """The dialect's name, or ``None`` until the first connection if it is to be guessed."""
         return self.sync.driver
 
     async def close(self) -> None:

@@ -163,11 +163,13 @@ class PoolingMixin:
 
     # ---- Django's connection life cycle ----------------------------------------------
     def get_connection_params(self) -> dict[str, Any]:
+        """Django's connect parameters, less ``pool`` (fastpool's option, not the driver's)."""
         params = super().get_connection_params()  # type: ignore[misc]
         params.pop("pool", None)  # a fastpool option, not the driver's
         return params  # type: ignore[no-any-return]
 
     def get_new_connection(self, conn_params: dict[str, Any]) -> Any:
+        """A connection from the alias's pool (Django's own connect when the alias has no pool)."""
         pool = self.pool
         if pool is None:
             return super().get_new_connection(conn_params)  # type: ignore[misc]
@@ -178,6 +180,7 @@ class PoolingMixin:
         return rec.raw
 
     def init_connection_state(self) -> None:
+        """Django's session set-up, once per physical connection (a pooled one was set up when it was new)."""
         rec = self._fastpool_rec
         # rec.info marks a physical connection Django has set up (not every driver's
         # connection object takes new attributes).
@@ -204,6 +207,7 @@ class PoolingMixin:
     # Django turns constraint checks off and on again around fixtures and flushes: not a
     # session change while it is undone, one if a request left them off.
     def disable_constraint_checking(self) -> bool:
+        """Django's, noting that the session has constraint checks off until they are enabled again."""
         with self._untracked():
             disabled = bool(super().disable_constraint_checking())  # type: ignore[misc]
         if disabled:
@@ -211,21 +215,26 @@ class PoolingMixin:
         return disabled
 
     def enable_constraint_checking(self) -> None:
+        """Django's, and the session is clean of it again."""
         with self._untracked():
             super().enable_constraint_checking()  # type: ignore[misc]
         self._fastpool_constraints_off = False
 
     def create_cursor(self, name: Any = None) -> Any:
+        """Django's cursor, watched for statements that change the session (such a connection is closed,
+        not pooled, at give-back)."""
         cursor = super().create_cursor(name)  # type: ignore[misc]
         if self._fastpool_rec is None or not self._fastpool_tracking:
             return cursor
         return _TrackingCursor(cursor, self)
 
     def is_usable(self) -> bool:
+        """Django's check, and false once the connection went back to the pool."""
         # A connection given back to the pool is gone from this wrapper: not usable here.
         return self.connection is not None and bool(super().is_usable())  # type: ignore[misc]
 
     def close_if_health_check_failed(self) -> None:
+        """Nothing to do for a pooled connection: the pool polls its socket at checkout, with no round trip."""
         if self._fastpool_rec is not None:
             return  # the pool polls each connection's socket at checkout (no round trip)
         super().close_if_health_check_failed()  # type: ignore[misc]

@@ -127,6 +127,7 @@ class Instrumented:
                       " connection and returning it to the pool.", "checkin")
 
     def uninstrument(self) -> None:
+        """Stop reporting: the pool's listeners are removed and the instruments stop observing it."""
         db = self._db_ref()
         if db is not None:
             for event, listener in self._listening:

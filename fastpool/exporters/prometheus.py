@@ -64,6 +64,7 @@ class PoolCollector(Collector):
         self._pools = [weakref.ref(p) for p in pools]
 
     def collect(self) -> Iterator[Metric]:
+        """The metrics of every pool still alive, read from ``stats()`` now (called at each scrape)."""
         stats = [s for s in (self._stats(ref) for ref in self._pools) if s is not None]
         conns = GaugeMetricFamily("fastpool_connections", "Open connections by state.",
                                   labels=["pool", "state"])

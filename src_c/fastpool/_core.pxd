@@ -283,7 +283,7 @@ cdef class CorePool:
 
 
 cdef class Result:
-    """What execute() returns: the driver's rowcount and lastrowid."""
+    # What execute() returns: the driver's rowcount and lastrowid (documented in the .pyx).
     cdef readonly object rowcount
     cdef readonly object lastrowid
 

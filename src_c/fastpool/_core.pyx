@@ -146,7 +146,15 @@ cdef inline long long _sleep_us(double seconds) noexcept nogil:
     return <long long>(seconds * 1e6)
 
 
-cdef object _POOL_DEFAULT = object()   # "use the pool's timeout"
+@cython.final
+cdef class _PoolDefault:
+    """The default of a per-call timeout=: the pool's own timeout option."""
+
+    def __repr__(self):
+        return "POOL_DEFAULT"   # what help() and the API reference show as the default
+
+
+cdef object _POOL_DEFAULT = _PoolDefault()   # "use the pool's timeout"
 POOL_DEFAULT = _POOL_DEFAULT
 
 
@@ -2177,6 +2185,17 @@ cdef _warn_leak(str what, object code, int lasti, str unfinished):
 @cython.final
 @cython.freelist(64)
 cdef class Result:
+    """What ``execute()`` returns. Compares equal to another ``Result`` with the same two
+    values.
+
+    Attributes:
+        rowcount: the driver's ``cursor.rowcount``: rows the statement changed (or
+            matched, as the driver counts them); -1 when the driver does not know.
+        lastrowid: the driver's ``cursor.lastrowid`` (an auto-increment id after an
+            ``INSERT`` on MySQL and SQLite); ``None`` where there is none (PostgreSQL:
+            use ``INSERT ... RETURNING id`` with ``query_row``).
+    """
+
     def __repr__(self):
         return f"Result(rowcount={self.rowcount!r}, lastrowid={self.lastrowid!r})"
 
@@ -2269,12 +2288,32 @@ cdef class Conn:
 
     # -- statements on this connection (no retries: its session state matters) --
     def execute(self, sql, params=None):
+        """Run a statement on this connection; return ``Result(rowcount, lastrowid)``.
+
+        Args:
+            sql: the statement, in the driver's placeholder style (``%s``, ``?``, ``$1``).
+            params: its parameters (a sequence, or a mapping where the driver takes one).
+
+        Unlike the pool's ``execute``, never retried on another connection: the session
+        state of this one is what the caller holds it for."""
         return self._run_here(sql, params, MODE_EXEC)
 
     def query_row(self, sql, params=None):
+        """The first row of a query on this connection (a tuple), or ``None``."""
         return self._run_here(sql, params, MODE_ROW)
 
     def query(self, sql, params=None, *, bint stream=False):
+        """The rows of a query on this connection.
+
+        Args:
+            sql: the query.
+            params: its parameters.
+            stream: ``False`` (default) reads the whole result now; ``True`` reads it as
+                it is iterated, and the connection runs no other statement until the
+                last row is read or the ``Rows`` is closed.
+
+        Returns:
+            Rows: an iterator of tuples."""
         if stream:
             return self._run_here(sql, params, MODE_STREAM)
         return _buffered_rows(self._run_here(sql, params, MODE_ALL))
@@ -2338,6 +2377,7 @@ cdef class Conn:
 
     @property
     def closed(self):
+        """True once given back (``close()``, ``discard()``, the end of its ``with``)."""
         return self._rec is None
 
     @property
@@ -2359,6 +2399,7 @@ cdef class Conn:
 
     @property
     def pool(self):
+        """The pool it was taken from."""
         return self._pool
 
     def cursor(self, *args, **kwargs):
@@ -2436,9 +2477,12 @@ cdef class Tx(Conn):
         return 0
 
     def commit(self):
+        """Commit, and give the connection back (an open streaming ``Rows`` on it is
+        ended first, its unread rows discarded, as Go's ``Tx.Commit`` does)."""
         self._end(True)
 
     def rollback(self):
+        """Roll back, and give the connection back."""
         self._end(False)
 
     def __exit__(self, exc_type, exc, tb):
@@ -2460,6 +2504,7 @@ cdef class Tx(Conn):
 
     @property
     def done(self):
+        """True once committed or rolled back."""
         return self._rec is None
 
 
@@ -2628,12 +2673,14 @@ cdef class Rows:
         return False
 
     def fetchone(self):
+        """The next row, or ``None`` after the last."""
         try:
             return next(self)
         except StopIteration:
             return None
 
     def fetchmany(self, Py_ssize_t size=1):
+        """Up to ``size`` more rows, as a list (empty after the last)."""
         cdef list out = []
         for row in self:
             out.append(row)
@@ -2642,6 +2689,7 @@ cdef class Rows:
         return out
 
     def fetchall(self):
+        """The remaining rows, as a list."""
         return list(self)
 
     @property
