@@ -41,7 +41,9 @@ EOF
     { command -v pgbouncer || [ -x /usr/sbin/pgbouncer ]; } >/dev/null 2>&1 || missing+=(pgbouncer)
     # The documentation's browser test (tests/test_docs.py): Debian's Chromium and its
     # driver (elsewhere, e.g. Ubuntu's snap-only chromium, that test skips).
-    if grep -qx 'ID=debian' /etc/os-release 2>/dev/null; then
+    local os_release=""
+    [ -r /etc/os-release ] && os_release=$(< /etc/os-release)
+    if [[ $'\n'"$os_release"$'\n' == *$'\nID=debian\n'* ]]; then
       command -v chromium >/dev/null 2>&1 || missing+=(chromium)
       { command -v chromedriver || [ -x /usr/lib/chromium/chromedriver ]; } >/dev/null 2>&1 \
         || missing+=(chromium-driver)
