@@ -268,6 +268,7 @@ cdef class CorePool:
     cdef double _wait_seconds(self, Waiter w)
     cdef int _wait_step(self, Waiter w, int r) except -1
     cdef Waiter _first_plain_waiter_locked(self)
+    cdef ConnRecord _take_free_locked(self, double now, bint *expired)
     cdef ConnRecord _wait_end(self, Waiter w)
     cpdef bint _task_may_wait(self) except -1
     cpdef ConnRecord _get_for_task(self, Waiter w, double timeout)

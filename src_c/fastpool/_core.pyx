@@ -535,6 +535,7 @@ cdef class CorePool:
         cdef int action
         cdef bint wake
         cdef bint room
+        cdef bint expired
         cdef double now
         cdef double t0 = 0.0
         if given is not None:
@@ -546,28 +547,20 @@ cdef class CorePool:
             now = self._now()
             wake = False
             fp_mutex_lock(&self.mu)
-            if self.closed_:
+            if w is not None and w.rec is not None:
+                # w's timer found an idle connection and took it off the free list for w
+                # in that critical section (_wait_step): here it gets the checks any idle
+                # connection gets (below), with nothing else to decide. (Taken before a
+                # close(), it is w's as a hand-off would be; the closed pool closes it when
+                # it comes back.)
+                rec = w.rec
+                w.rec = None
+                action = A_GOT
+            elif self.closed_:
                 action = A_CLOSED
             elif self.n_free > 0 and not (fresh and (self.max_open_ <= 0 or self.num_open < self.max_open_)):
-                self.n_free -= 1
-                if self.fifo_reuse:
-                    # The oldest first: every connection kept in turn (SQLAlchemy's
-                    # use_lifo=False). The list is short; moving it costs little.
-                    rec = <ConnRecord>self.free_conns[0]
-                    memmove(self.free_conns, self.free_conns + 1, self.n_free * sizeof(PyObject *))
-                else:
-                    rec = <ConnRecord>self.free_conns[self.n_free]   # takes a reference
-                Py_DECREF(rec)                                     # the list's, not ours
-                if self._expired_locked(rec, now):
-                    self.num_open -= 1
-                    rec.state = REC_CLOSED
-                    action = A_DISCARD
-                else:
-                    rec.state = REC_IN_USE
-                    rec.uses += 1
-                    rec.taken_at = now
-                    rec.waited = 0.0
-                    action = A_GOT
+                rec = self._take_free_locked(now, &expired)
+                action = A_DISCARD if expired else A_GOT
                 if (self.min_idle_ | self.n_waiters) > 0:   # both >= 0: one test
                     # Taking an idle connection from under waiters (barging) can leave one
                     # with room under max_open and nobody opening for it.
@@ -742,6 +735,32 @@ cdef class CorePool:
             h = h.next
         return h
 
+    cdef ConnRecord _take_free_locked(self, double now, bint *expired):
+        # Take an idle connection off the free list (the newest; the oldest with
+        # fifo_reuse) and mark it taken. *expired: it was past its lifetime instead: it is
+        # counted closed here, and the caller closes it outside the lock.
+        cdef ConnRecord rec
+        self.n_free -= 1
+        if self.fifo_reuse:
+            # The oldest first: every connection kept in turn (SQLAlchemy's
+            # use_lifo=False). The list is short; moving it costs little.
+            rec = <ConnRecord>self.free_conns[0]
+            memmove(self.free_conns, self.free_conns + 1, self.n_free * sizeof(PyObject *))
+        else:
+            rec = <ConnRecord>self.free_conns[self.n_free]   # takes a reference
+        Py_DECREF(rec)                                     # the list's, not ours
+        if self._expired_locked(rec, now):
+            self.num_open -= 1
+            rec.state = REC_CLOSED
+            expired[0] = True
+        else:
+            rec.state = REC_IN_USE
+            rec.uses += 1
+            rec.taken_at = now
+            rec.waited = 0.0
+            expired[0] = False
+        return rec
+
     cdef bint _starve_detached(self, Waiter w) noexcept nogil:
         # _wait_step's timer step, when there is nothing to do but mark w starving: w still
         # queued, no idle connection it may take, no connect to ask for. False: the GIL
@@ -829,7 +848,10 @@ cdef class CorePool:
         # settled (_wait_end); WS_AGAIN: sleep again; WS_RETRY: it may take an idle
         # connection (back to _get). Raises PoolTimeout when its time ran out.
         cdef bint wake
+        cdef bint expired
         cdef double waited
+        cdef ConnRecord rec
+        cdef ConnRecord rec_to_close = None
         if r == 1:
             return WS_DONE
         if w.timer:
@@ -845,7 +867,26 @@ cdef class CorePool:
                 if self._first_plain_waiter_locked() is w:
                     self._unlink_locked(w)
                     w.outcome = W_RETRY
+                    # The connection is taken for w here, in the critical section that
+                    # found it: once w has left the queue the next waiter is the first,
+                    # and its timer could take the connection before w's thread is back
+                    # in _get (seen with the GIL off: the head then slept to its timeout).
+                    # _get gives w.rec the checks an idle connection gets.
+                    rec = self._take_free_locked(self._now(), &expired)
+                    if expired:
+                        rec_to_close = rec
+                    else:
+                        w.rec = rec
+                    wake = (self.min_idle_ | self.n_waiters) > 0 and self._open_deficit_locked() > 0
                     fp_mutex_unlock(&self.mu)
+                    if rec_to_close is not None:
+                        self._close_rec(rec_to_close)   # _get looks again for w
+                    if wake and self.need_open_fn is not None:
+                        try:
+                            self.need_open_fn()
+                        except BaseException:
+                            self._abandon_wait(w)
+                            raise
                     return WS_RETRY
                 # A waiter ahead of w is due to take it (its timer fires no later than
                 # w's): taking it here would serve w first. w looks again shortly, and
@@ -934,7 +975,8 @@ cdef class CorePool:
         if w.queued:
             self._unlink_locked(w)
             w.outcome = W_TIMEOUT
-        elif w.outcome == W_GOT:
+        elif w.rec is not None:
+            # Handed to w (W_GOT), or taken for it by its timer on its way back to _get.
             rec = w.rec
             w.rec = None
         fp_mutex_unlock(&self.mu)
