@@ -338,3 +338,22 @@ def test_the_search_box_finds_pooltimeout(site: str, browser: Any) -> None:
     assert len(items) >= 1
     browser.save_screenshot(str(SCREENSHOTS / "search_pooltimeout.png"))
     assert not _console_errors(browser)
+
+
+def test_the_comparison_rewrites_only_the_figures_block_of_the_benchmarks_page(tmp_path: Path,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    # python -m bench --update-docs: the block between the markers, and nothing else.
+    if str(ROOT) not in sys.path:
+        sys.path.append(str(ROOT))  # after site-packages: fastpool stays the installed one
+    bench_main = importlib.import_module("bench.__main__")
+    page = tmp_path / "benchmarks.md"
+    original = (DOCS / "benchmarks.md").read_text()
+    page.write_text(original)
+    monkeypatch.setattr(bench_main, "BENCHMARKS_PAGE", page)
+    bench_main.update_figures("fastpool comparison, a new run")
+    before, _, rest = original.partition(bench_main.FIGURES_START)
+    after = rest.partition(bench_main.FIGURES_END)[2]
+    text = page.read_text()
+    assert text.startswith(before) and text.endswith(after)
+    assert text.count(bench_main.FIGURES_START) == 1
+    assert "fastpool comparison, a new run" in text and "](comparison.png)" in text
