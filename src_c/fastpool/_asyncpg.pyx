@@ -68,6 +68,8 @@ cpdef ConnRecord take_idle(object pool):
     cdef CorePool sync = pool._sync
     cdef ConnRecord rec
     aio = pool._aio
+    # TaskPool._native_now(), read here in C: a Python call per statement is what this
+    # module saves.
     if aio._loop is not _get_running_loop() or aio._reclaims:
         return None
     while True:

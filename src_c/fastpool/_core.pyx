@@ -849,6 +849,7 @@ cdef class CorePool:
         # connection (back to _get). Raises PoolTimeout when its time ran out.
         cdef bint wake
         cdef bint expired
+        cdef int st
         cdef double waited
         cdef ConnRecord rec
         cdef ConnRecord rec_to_close = None
@@ -864,48 +865,43 @@ cdef class CorePool:
                 fp_mutex_unlock(&self.mu)
                 return WS_DONE
             if self.n_free > 0 and not w.fresh:
-                if self._first_plain_waiter_locked() is w:
-                    self._unlink_locked(w)
-                    w.outcome = W_RETRY
-                    # The connection is taken for w here, in the critical section that
-                    # found it: once w has left the queue the next waiter is the first,
-                    # and its timer could take the connection before w's thread is back
-                    # in _get (seen with the GIL off: the head then slept to its timeout).
-                    # _get gives w.rec the checks an idle connection gets.
-                    rec = self._take_free_locked(self._now(), &expired)
-                    if expired:
-                        rec_to_close = rec
-                    else:
-                        w.rec = rec
-                    wake = (self.min_idle_ | self.n_waiters) > 0 and self._open_deficit_locked() > 0
+                if self._first_plain_waiter_locked() is not w:
+                    # A waiter ahead of w is due to take it (its timer fires no later than
+                    # w's): taking it here would serve w first. w looks again shortly, and
+                    # does not mark itself starving while a connection is idle (a starving
+                    # waiter sleeps without a timer, trusting give-backs to reach it).
+                    w.starve_at = self._now_fine() + self.handoff_after_ * 0.1
                     fp_mutex_unlock(&self.mu)
-                    if rec_to_close is not None:
-                        self._close_rec(rec_to_close)   # _get looks again for w
-                    if wake and self.need_open_fn is not None:
-                        try:
-                            self.need_open_fn()
-                        except BaseException:
-                            self._abandon_wait(w)
-                            raise
-                    return WS_RETRY
-                # A waiter ahead of w is due to take it (its timer fires no later than
-                # w's): taking it here would serve w first. w looks again shortly, and
-                # does not mark itself starving while a connection is idle (a starving
-                # waiter sleeps without a timer, trusting give-backs to reach it).
-                w.starve_at = self._now_fine() + self.handoff_after_ * 0.1
-                fp_mutex_unlock(&self.mu)
-                return WS_AGAIN
-            w.starving = True
-            self.n_starving += 1
-            wake = self._open_deficit_locked() > 0
+                    return WS_AGAIN
+                self._unlink_locked(w)
+                w.outcome = W_RETRY
+                # The connection is taken for w here, in the critical section that found
+                # it: once w has left the queue the next waiter is the first, and its timer
+                # could take the connection before w's thread is back in _get (seen with
+                # the GIL off: the head then slept to its timeout). _get gives w.rec the
+                # checks an idle connection gets.
+                rec = self._take_free_locked(self._now(), &expired)
+                if expired:
+                    rec_to_close = rec
+                else:
+                    w.rec = rec
+                wake = (self.min_idle_ | self.n_waiters) > 0 and self._open_deficit_locked() > 0
+                st = WS_RETRY
+            else:
+                w.starving = True
+                self.n_starving += 1
+                wake = self._open_deficit_locked() > 0
+                st = WS_AGAIN
             fp_mutex_unlock(&self.mu)
+            if rec_to_close is not None:
+                self._close_rec(rec_to_close)   # _get looks again for w
             if wake and self.need_open_fn is not None:
                 try:
                     self.need_open_fn()
                 except BaseException:
                     self._abandon_wait(w)
                     raise
-            return WS_AGAIN
+            return st
         # Timed out.
         if self._after_wait_hook is not None:
             self._after_wait_hook()
