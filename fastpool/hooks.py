@@ -26,7 +26,10 @@ from .options import show
 
 log = logging.getLogger("fastpool")
 
-EVENTS = ("connect", "checkout", "checkin", "close", "timeout", "leak", "discard")
+# The last four are a host list's (fastpool/multihost): a one-host pool never emits them.
+MULTIHOST_EVENTS = frozenset(("failover", "host_down", "host_up", "role_changed"))
+EVENTS = ("connect", "checkout", "checkin", "close", "timeout", "leak", "discard",
+          "failover", "host_down", "host_up", "role_changed")
 # Events the core reports through its _event_hook slot.
 CORE_EVENTS = frozenset(("discard", "timeout", "leak"))
 HOLD_EVENTS = frozenset(("checkout", "checkin"))
@@ -39,7 +42,10 @@ class PoolEvent(NamedTuple):
     the caller waited (0 for an idle connection); checkin: how long it was held; timeout:
     how long the caller waited. ``reason``: discard: ``"dead"``, ``"broken"``, ``"check
     failed"`` or ``"reset failed"``; timeout: ``"timeout"``, ``"deadline"`` or
-    ``"max_waiting"``. ``connection`` is the driver's connection (None for a timeout).
+    ``"max_waiting"``; role_changed: ``"primary -> replica"`` (and back); failover: ``"from
+    h1:5432"``; host_down: why (the error). ``connection`` is the driver's connection (None
+    for a timeout and a host's events). ``host``: the host's address (``"h2:5432"``) of a
+    host list's events: the new primary's for ``failover``.
     A named tuple: one is made per event, so it must be cheap to make.
     """
 
@@ -48,6 +54,7 @@ class PoolEvent(NamedTuple):
     connection: Any
     seconds: float | None = None
     reason: str | None = None
+    host: str | None = None
 
 
 class Listeners:
@@ -88,11 +95,11 @@ class Listeners:
         return any(self._by_event.get(e) for e in events)
 
     def emit(self, event: str, pool: str, connection: Any, seconds: float | None = None,
-             reason: str | None = None) -> None:
+             reason: str | None = None, host: str | None = None) -> None:
         fns = self._by_event.get(event)
         if not fns:
             return
-        ev = PoolEvent(event, pool, connection, seconds, reason)
+        ev = PoolEvent(event, pool, connection, seconds, reason, host)
         for fn in fns:
             try:
                 fn(ev)

@@ -25,6 +25,7 @@ from .green import new_parker, patched
 from .hooks import CORE_EVENTS, HOLD_EVENTS, Listeners, PoolEvent, run_check, run_reset
 from .options import check_option, check_options, show
 from .stats import Stats
+from .multihost.options import NAMES as HOST_LIST_OPTIONS
 from .url import parse_url
 from .deadlines import Watcher
 from .workers import CLEAN_MAX_INTERVAL, CLEAN_MIN_INTERVAL, Cleaner, LeakWatcher, Opener
@@ -702,11 +703,16 @@ def open(dsn: str, **options: Any) -> Pool:  # noqa: A001 - the API's name
     """
     url = parse_url(dsn)
     options = {**url.options, **options}  # an option given here wins over the URL's
-    dialect = get_dialect(url.driver or _green_default(url.scheme) or url.scheme)
+    dialect_name = url.driver or _green_default(url.scheme) or url.scheme
+    dialect = get_dialect(dialect_name)
     _warn_if_blocking_under_green(dialect)
     if dialect.is_async:
         raise ConfigError(f"driver={dialect.name} is an asyncio driver: open the pool with"
                           f" fastpool.aio.open()")
+    if any(name in HOST_LIST_OPTIONS for name in options):  # a MultiHostPool
+        from .multihost.pool import open_hosts  # a host list, or one host with a target
+
+        return open_hosts(url, dialect_name, options)
     connect = dialect.connect_factory(url.connect_kwargs)
     return Pool(connect, driver=dialect, _display=url.masked, _name=url.name, **options)
 

@@ -67,6 +67,9 @@ class Stats:
             names the same, so a forgotten ``getconn()`` or stream is found from it.
         discarded: connections closed at their holder's request (``Conn.discard()``),
             not counted in ``bad_conns_discarded``.
+        hosts: a host list's hosts, one ``HostStats`` each (empty for one host); the
+            counts above are then those of all its pools (the primary's and each
+            replica's) together, and ``wait_p50``/``wait_p99``/``wait_max`` the largest.
     """
 
     name: str
@@ -97,6 +100,7 @@ class Stats:
     opening: int = 0
     holders: tuple[tuple[float, str], ...] = ()
     discarded: int = 0
+    hosts: tuple[HostStats, ...] = ()
 
     @classmethod
     def from_counts(cls, name: str, c: tuple[Any, ...], waits: tuple[float, float, float],
@@ -117,3 +121,48 @@ class Stats:
             wait_p50=waits[0], wait_p99=waits[1], wait_max=waits[2], opening=opening,
             holders=tuple(tuple(h) for h in holders), discarded=discarded,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class HostStats:
+    """One host of a host list, in ``db.stats().hosts``.
+
+    Attributes:
+        address: ``host:port`` as given.
+        role: ``"primary"``, ``"replica"`` or ``"unknown"`` (not probed yet), as last read.
+        state: ``"up"``, ``"down"``, ``"checking"`` (probed again after an error) or
+            ``"unknown"``.
+        open: connections open to the host, every pool of the host list together.
+        in_use: of those, the ones not idle (held, or being opened).
+        idle: of those, the ones idle in a free list.
+        lag: a replica's replication lag in seconds as last probed (None: a primary, or
+            unknown).
+    """
+
+    address: str
+    role: str
+    state: str
+    open: int
+    in_use: int
+    idle: int
+    lag: float | None
+
+
+_LARGEST = frozenset(("wait_p50", "wait_p99", "wait_max"))
+
+
+def combine(name: str, parts: list[Stats], hosts: tuple[HostStats, ...]) -> Stats:
+    """The stats of several pools (a host list's) as one: counts summed, the wait
+    percentiles the largest, the longest holders of all."""
+    values: dict[str, Any] = {}
+    for f in Stats.__dataclass_fields__:
+        if f in ("name", "hosts"):
+            continue
+        got = [getattr(p, f) for p in parts]
+        if f == "holders":
+            values[f] = tuple(sorted((h for hs in got for h in hs), reverse=True)[:3])
+        elif f in _LARGEST:
+            values[f] = max(got)
+        else:
+            values[f] = sum(got)
+    return Stats(name=name, hosts=hosts, **values)

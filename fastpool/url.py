@@ -26,6 +26,12 @@ _MAX_INT_DIGITS = 18
 # ?driver= of a mysql:// URL, and the dialect each names (the last two: fastpool.aio).
 MYSQL_DRIVERS = {"mysqlclient": "mysql", "mysqldb": "mysql", "pymysql": "pymysql",
                  "asyncmy": "asyncmy", "aiomysql": "aiomysql"}
+# libpq's target_session_attrs values, as the pool's target option.
+TARGET_SESSION_ATTRS = {"any": "any", "read-write": "primary", "primary": "primary",
+                        "read-only": "replica", "standby": "replica",
+                        "prefer-standby": "prefer-replica"}
+# The port a host without one takes, per scheme (libpq's and MySQL's defaults).
+DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306}
 _ENCODE_HINT = (
     "percent-encode '@', '/', ':', '?' and '#' in the user name and password"
     " (%40 %2F %3A %3F %23)"
@@ -145,31 +151,33 @@ def _params(parts: SplitResult, shown: str) -> dict[str, Any]:
             for k, v in parse_qsl(parts.query, keep_blank_values=True)}
 
 
-def _server_url(parts: SplitResult, url: str, database_key: str) -> tuple[str, dict[str, Any]]:
-    """(the masked URL, the connect keywords) of a server URL: user, password, host,
-    port, database (under database_key) and the query's parameters."""
+def _server_url(parts: SplitResult, url: str, default_port: int,
+                database_key: str) -> tuple[str, dict[str, Any], tuple[tuple[str, int], ...]]:
+    """(the masked URL, the connect keywords, the host list) of a server URL: user,
+    password, host, port, database (under database_key) and the query's parameters. With
+    a host list (libpq's h1:5432,h2:5432) the keywords have no host or port: the list has
+    them, each host with its port or default_port."""
     # urlsplit ends the host part at the first '/', '?' or '#'. If an '@' comes after that,
     # a password held one of those characters unencoded: where it ends is a guess, and a
     # guess could connect with one password while printing another. Refuse instead.
     if "@" in parts.path or "@" in parts.query or "@" in parts.fragment:
         raise _refuse(f"'@' after the host: {_ENCODE_HINT}", _mask_unparsed(url))
     hostport = parts.netloc.rpartition("@")[2]
-    if "," in hostport:
-        # libpq's host list (h1:5432,h2:5432): its ports are ports, shown as they are.
-        hosts = hostport.split(",")
-        if all(re.fullmatch(r"[^:]*(:[0-9]*)?|\[[^\]]*\](:[0-9]*)?", h) for h in hosts):
-            raise ConfigError(f"{len(hosts)} hosts in {_render(parts)!r}: a host list is not"
-                              " supported yet; give one host")
-    try:
-        port = parts.port
-    except ValueError:
-        raise _refuse(f"the port is not a number: {_ENCODE_HINT}", _render(parts, port_ok=False)) from None
     masked = _render(parts)
     kwargs: dict[str, Any] = {}
-    if parts.hostname:
-        kwargs["host"] = parts.hostname
-    if port is not None:
-        kwargs["port"] = port
+    hosts: tuple[tuple[str, int], ...] = ()
+    if "," in hostport:
+        hosts = parse_host_list(hostport, default_port, masked)
+    else:
+        try:
+            port = parts.port
+        except ValueError:
+            raise _refuse(f"the port is not a number: {_ENCODE_HINT}",
+                          _render(parts, port_ok=False)) from None
+        if parts.hostname:
+            kwargs["host"] = parts.hostname
+        if port is not None:
+            kwargs["port"] = port
     if parts.username:
         kwargs["user"] = unquote(parts.username)
     if parts.password is not None:
@@ -178,7 +186,31 @@ def _server_url(parts: SplitResult, url: str, database_key: str) -> tuple[str, d
     if database:
         kwargs[database_key] = database
     kwargs.update(_params(parts, masked))
-    return masked, kwargs
+    return masked, kwargs, hosts
+
+
+def parse_host_list(text: str, default_port: int, shown: str) -> tuple[tuple[str, int], ...]:
+    """libpq's host list, ``h1:5432,h2,[::1]:5433``, as (host, port) pairs; a host without
+    a port takes default_port. An empty entry, a port that is not a number from 1 to 65535,
+    or a host listed twice is a ConfigError (its ports are shown: they are no secret)."""
+    hosts: list[tuple[str, int]] = []
+    for i, item in enumerate(text.split(","), 1):
+        m = re.fullmatch(r"\[([^\]]*)\](?::(.*))?|([^:\[\]]*)(?::(.*))?", item)
+        host = "" if m is None else (m.group(1) if m.group(1) is not None else m.group(3))
+        port_text = None if m is None else (m.group(2) if m.group(1) is not None else m.group(4))
+        if not host:
+            raise ConfigError(f"host {i} of the host list in {shown!r} is empty")
+        if port_text is None or port_text == "":
+            port = default_port
+        elif re.fullmatch(r"[0-9]{1,5}", port_text) and 0 < int(port_text) < 65536:
+            port = int(port_text)
+        else:
+            raise ConfigError(f"the port of host {i} ({host!r}) in {shown!r} is not a number"
+                              f" from 1 to 65535: {port_text[:20]!r}")
+        if (host.lower(), port) in [(h.lower(), p) for h, p in hosts]:
+            raise ConfigError(f"host {host}:{port} is listed twice in {shown!r}")
+        hosts.append((host, port))
+    return tuple(hosts)
 
 
 def _display_name(parts: SplitResult) -> str:
@@ -191,7 +223,7 @@ _FALSE = {"0", "false", "no", "off"}
 
 
 def _postgresql_url(parts: SplitResult, url: str) -> DatabaseURL:
-    masked, kwargs = _server_url(parts, url, "dbname")
+    masked, kwargs, hosts = _server_url(parts, url, DEFAULT_PORTS["postgresql"], "dbname")
     driver = str(kwargs.pop("driver", "")).lower()
     if driver and driver not in ("psycopg", "psycopg3", "asyncpg"):
         raise ConfigError(f"unknown driver {driver!r} for a postgresql:// URL (known: psycopg,"
@@ -202,6 +234,22 @@ def _postgresql_url(parts: SplitResult, url: str) -> DatabaseURL:
         if value not in _TRUE | _FALSE:
             raise ConfigError(f"behind_pooler must be true or false, got {value!r} in {masked!r}")
         options["behind_pooler"] = value in _TRUE
+    # libpq's multi-host parameters are the pool's target and load_balance: the pool, not
+    # libpq, picks the host of each connection (and keeps picking after a failover).
+    if "target_session_attrs" in kwargs:
+        value = str(kwargs.pop("target_session_attrs")).lower()
+        if value not in TARGET_SESSION_ATTRS:
+            raise ConfigError(f"target_session_attrs must be one of"
+                              f" {', '.join(TARGET_SESSION_ATTRS)}, got {value!r} in {masked!r}")
+        options["target"] = TARGET_SESSION_ATTRS[value]
+    if "load_balance_hosts" in kwargs:
+        value = str(kwargs.pop("load_balance_hosts")).lower()
+        if value not in ("disable", "random"):
+            raise ConfigError(f"load_balance_hosts must be disable or random, got {value!r}"
+                              f" in {masked!r}")
+        options["load_balance"] = "random" if value == "random" else "least-used"
+    if hosts:
+        options["hosts"] = hosts
     # libpq's own parameters are strings; psycopg passes them through as they are.
     kwargs = {k: str(v) if k not in ("port", "connect_timeout") else v for k, v in kwargs.items()}
     return DatabaseURL("postgresql", masked, kwargs, _display_name(parts),
@@ -209,12 +257,13 @@ def _postgresql_url(parts: SplitResult, url: str) -> DatabaseURL:
 
 
 def _mysql_url(parts: SplitResult, url: str) -> DatabaseURL:
-    masked, kwargs = _server_url(parts, url, "database")
+    masked, kwargs, hosts = _server_url(parts, url, DEFAULT_PORTS["mysql"], "database")
     driver = str(kwargs.pop("driver", "")).lower()
     if driver and driver not in MYSQL_DRIVERS:
         raise ConfigError(f"unknown driver {driver!r} for a mysql:// URL (known: "
                           f"{', '.join(MYSQL_DRIVERS)}) in {masked!r}")
-    return DatabaseURL("mysql", masked, kwargs, _display_name(parts), MYSQL_DRIVERS.get(driver, ""))
+    return DatabaseURL("mysql", masked, kwargs, _display_name(parts), MYSQL_DRIVERS.get(driver, ""),
+                       {"hosts": hosts} if hosts else {})
 
 
 def _sqlite_url(parts: SplitResult, url: str) -> DatabaseURL:

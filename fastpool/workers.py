@@ -164,6 +164,14 @@ class Opener:
                     break
                 self._start_locked()
 
+    def reset_backoff(self) -> None:
+        """Connect again now (a host list found a new primary: the failures that grew
+        the back-off were the old one's)."""
+        with self._lock:
+            self._backoff = 0.0
+            self._retry_at = 0.0
+            self._cond.notify_all()
+
     def _start_locked(self) -> None:
         # A thread for a connect already reserved in the core.
         t = threading.Thread(target=self._run, name="fastpool-opener", daemon=True)

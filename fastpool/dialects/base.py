@@ -96,7 +96,7 @@ class Dialect:
         over a side connection; or a callable that cancels it by itself."""
         raise NotImplementedError
 
-    def kill_session(self, raw: Any) -> str:
+    def kill_session(self, raw: Any) -> str | Callable[[], None]:
         """The SQL that ends the whole server session of ``raw`` (cancel_method "kill"), sent
         after its socket was shut down because the statement's cancel went unanswered."""
         raise NotImplementedError
@@ -155,6 +155,28 @@ class Dialect:
     def begin(self, raw: Any) -> None:
         """Start a transaction (DB-API connections not in autocommit are always in one)."""
 
+    # ---- several hosts (fastpool/multihost) ----------------------------------------
+    def role_at_connect(self, raw: Any) -> bool | None:
+        """Whether a new connection's server takes writes (True: a primary), when the
+        driver knows it without a round trip; None when it does not."""
+        return None
+
+    def probe_role(self, raw: Any) -> tuple[bool, float | None]:
+        """(takes writes, replication lag in seconds or None when unknown): one round trip
+        on a connection kept for probing its host."""
+        raise ConfigError(f"the {self.name!r} dialect cannot tell a primary from a replica:"
+                          f" a host list needs postgresql:// or mysql://")
+
+    def refused_as_read_only(self, exc: BaseException) -> bool:
+        """True when exc is a server refusing a write because it is read-only (a replica,
+        or a primary being demoted): the statement did not run."""
+        return False
+
+    def aborted_by_shutdown(self, exc: BaseException) -> bool:
+        """True when exc is the server's own reply that it ended the statement's session
+        while shutting down, so the statement, in autocommit, did not commit."""
+        return False
+
     def neutralise_inherited(self, raw: Any) -> None:
         """In a forked child: make sure dropping ``raw`` cannot touch the parent's socket.
 
@@ -169,6 +191,30 @@ class Dialect:
             os.dup2(devnull, fd)
         finally:
             os.close(devnull)
+
+
+# Seconds a side connection to a host of a host list may take to connect and answer.
+SIDE_TIMEOUT = 5.0
+
+
+def on_own_host(raw: Any, sql: str) -> str | Callable[[], None]:
+    """kill_statement / kill_session for a connection of a host list: SQL sent over a new
+    connection to raw's own host (the deadline watcher's side connection may be on
+    another: the pool follows the primary); the plain SQL otherwise."""
+    side = getattr(raw, "_fastpool_side", None)
+    if side is None:
+        return sql
+
+    def send() -> None:
+        conn = side.side_connect(SIDE_TIMEOUT)
+        try:
+            cur = conn.cursor()
+            cur.execute(sql)
+            cur.close()
+        finally:
+            conn.close()
+
+    return send
 
 
 def shut_socket(fd: int) -> None:

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from typing import Any
+from typing import Any, Callable
 
 from ..errors import ConfigError
 from . import mysql_params
-from .base import ERR_BROKEN, ERR_OK, ERR_RETRY, Connect, Dialect
+from .base import ERR_BROKEN, ERR_OK, ERR_RETRY, Connect, Dialect, on_own_host
 
 # Seconds a mysql:// connect may take when the URL sets no connect_timeout.
 DEFAULT_CONNECT_TIMEOUT = 10
@@ -96,12 +96,12 @@ class MySQLDialect(Dialect):
     def fileno(self, raw: Any) -> int:
         return int(raw.fileno())
 
-    def kill_statement(self, raw: Any) -> str:
+    def kill_statement(self, raw: Any) -> str | Callable[[], None]:
         # KILL QUERY ends the statement with error 1317 and leaves the session usable.
-        return f"KILL QUERY {int(raw._fastpool_server_id)}"
+        return on_own_host(raw, f"KILL QUERY {int(raw._fastpool_server_id)}")
 
-    def kill_session(self, raw: Any) -> str:
-        return f"KILL {int(raw._fastpool_server_id)}"
+    def kill_session(self, raw: Any) -> str | Callable[[], None]:
+        return on_own_host(raw, f"KILL {int(raw._fastpool_server_id)}")
 
     def side_connect(self, timeout: float) -> Any:
         if self._kwargs is None:
@@ -156,6 +156,37 @@ class MySQLDialect(Dialect):
         if code in self.BROKEN_CODES or 2000 <= code < 3000:
             return ERR_BROKEN
         return ERR_OK
+
+    # ER_OPTION_PREVENTS_STATEMENT (--read-only), ER_CANT_EXECUTE_IN_READ_ONLY_TRANSACTION,
+    # ER_CANT_UPDATE_WITH_READLOCK... as MariaDB and MySQL report a read-only server.
+    READ_ONLY_CODES = frozenset((1290, 1836, 1792))
+
+    def refused_as_read_only(self, exc: BaseException) -> bool:
+        return bool(exc.args) and exc.args[0] in self.READ_ONLY_CODES
+
+    def role_at_connect(self, raw: Any) -> bool | None:
+        # MySQL reports no read-only flag in its handshake: one query per new connection.
+        return self.probe_role(raw)[0] if self.name in ("mysql", "pymysql") else None
+
+    def probe_role(self, raw: Any) -> tuple[bool, float | None]:
+        # A server with read_only=ON is a replica for routing, whatever the user's
+        # privileges: with READ_ONLY ADMIN (root has it) the server would take the write.
+        cur = raw.cursor()
+        try:
+            cur.execute("SELECT @@global.read_only")
+            row = cur.fetchone()
+            if not row or not int(row[0]):
+                return True, None
+            cur.execute("SHOW SLAVE STATUS")
+            status = cur.fetchone()
+            names = [d[0] for d in cur.description or ()]
+        finally:
+            cur.close()
+        lag = None
+        if status is not None and "Seconds_Behind_Master" in names:
+            value = status[names.index("Seconds_Behind_Master")]
+            lag = None if value is None else float(value)  # None: replication not running
+        return False, lag
 
     def reset(self, raw: Any) -> None:
         # Roll back first: turning autocommit back on would commit the open transaction.

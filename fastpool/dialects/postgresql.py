@@ -29,7 +29,7 @@ from ..errors import ConfigError
 from .._asyncpg import face_clean
 from . import pooler
 from .base import (CLEAN, DISCARD, ERR_BROKEN, ERR_OK, ERR_RETRY, ROLL_BACK, Connect, Dialect,
-                   shut_socket)
+                   on_own_host, shut_socket)
 
 # Seconds a postgresql:// connect may take when the URL sets no connect_timeout.
 DEFAULT_CONNECT_TIMEOUT = 10
@@ -50,6 +50,15 @@ _CLOSED_BEFORE_SENDING = "the connection is closed"
 
 # libpq's PQtransactionStatus values (psycopg.pq.TransactionStatus).
 IDLE, ACTIVE, INTRANS, INERROR, UNKNOWN = 0, 1, 2, 3, 4
+
+
+# A host's role and, on a replica, how far behind it is: 0 when it has replayed all it
+# received (an idle primary writes nothing, so the last replayed commit ages without lag),
+# else the age of the last replayed commit; unknown (NULL) before anything was replayed.
+_PROBE_ROLE_SQL = """SELECT pg_is_in_recovery(), CASE
+  WHEN NOT pg_is_in_recovery() THEN 0
+  WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0
+  ELSE EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()) END"""
 
 
 class PostgreSQLDialect(Dialect):
@@ -153,6 +162,30 @@ class PostgreSQLDialect(Dialect):
             return ERR_BROKEN
         return ERR_OK
 
+    def refused_as_read_only(self, exc: BaseException) -> bool:
+        # 25006 read_only_sql_transaction: a hot standby (or default_transaction_read_only).
+        return getattr(exc, "sqlstate", None) == "25006"
+
+    def aborted_by_shutdown(self, exc: BaseException) -> bool:
+        # 57P01 admin_shutdown, 57P02 crash_shutdown, 57P03 cannot_connect_now: the
+        # server's error reply to the statement, so its transaction was rolled back.
+        return getattr(exc, "sqlstate", None) in ("57P01", "57P02", "57P03")
+
+    def role_at_connect(self, raw: Any) -> bool | None:
+        # PostgreSQL 14+ reports in_hot_standby at connect: no round trip.
+        value = getattr(raw, "driver_connection", raw).info.parameter_status("in_hot_standby")
+        return None if value is None else value != "on"
+
+    def probe_role(self, raw: Any) -> tuple[bool, float | None]:
+        cur = raw.cursor()
+        try:
+            cur.execute(_PROBE_ROLE_SQL)
+            row = cur.fetchone()
+        finally:
+            cur.close()
+        in_recovery, lag = row
+        return (not in_recovery), (None if lag is None else max(float(lag), 0.0))
+
     def state_at_checkin(self, raw: Any) -> int:
         # libpq's transaction status: no round trip (read from pgconn, not conn.info,
         # which builds an object and an enum on every read).
@@ -196,8 +229,8 @@ class PostgreSQLDialect(Dialect):
     def kill_statement(self, raw: Any) -> Callable[[], None]:
         return partial(_cancel, raw)
 
-    def kill_session(self, raw: Any) -> str:
-        return f"SELECT pg_terminate_backend({int(raw._fastpool_server_id)})"
+    def kill_session(self, raw: Any) -> str | Callable[[], None]:
+        return on_own_host(raw, f"SELECT pg_terminate_backend({int(raw._fastpool_server_id)})")
 
     def side_connect(self, timeout: float) -> Any:
         if self._kwargs is None:

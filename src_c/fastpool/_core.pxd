@@ -158,6 +158,7 @@ cdef class CorePool:
     cdef Py_ssize_t min_open_         # connections kept open, in use or idle (psycopg_pool's min_size)
     cdef double max_lifetime_         # INFINITY: forever
     cdef double max_idle_time_        # INFINITY: forever
+    cdef double retired_at            # connections made at or before it are not reused (-INFINITY: none)
     cdef bint closed_
     cdef bint fifo_reuse              # reuse the oldest idle connection (QueuePool's default)
     cdef bint inline_connect          # a caller with room connects in its own thread (adapters)

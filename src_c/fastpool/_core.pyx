@@ -207,6 +207,7 @@ cdef class CorePool:
         self.min_idle_ = 0
         self.max_lifetime_ = INFINITY
         self.max_idle_time_ = INFINITY
+        self.retired_at = -INFINITY
         self.timeout_ = 30.0
         self.statement_timeout_ = -1.0
         self.watch_at = INFINITY
@@ -274,6 +275,9 @@ cdef class CorePool:
 
     cdef bint _expired_locked(self, ConnRecord rec, double now):
         # True when rec has outlived max_lifetime (its jittered share of it); counts it.
+        # Also when it was retired (_retire_open), uncounted: it did not age out.
+        if rec.created_at <= self.retired_at:
+            return True
         if now - rec.created_at >= self.max_lifetime_ * rec.lifetime_factor:
             self.max_lifetime_closed += 1
             return True
@@ -1756,6 +1760,16 @@ cdef class CorePool:
         for rec in idle:
             self._close_rec(rec)
         return len(idle)
+
+    def _retire_open(self):
+        """Reuse no connection open now: the idle ones are closed at once, those in use
+        when they come back (a host list's failover: they are all on the old primary,
+        and a demoted server keeps taking reads, so nothing else would retire them).
+        Returns how many idle ones were closed."""
+        fp_mutex_lock(&self.mu)
+        self.retired_at = self._now_fine()
+        fp_mutex_unlock(&self.mu)
+        return self._close_idle()
 
     # ---- record-level access for the adapters ----------------------------------------
     def _take(self, timeout=_POOL_DEFAULT):

@@ -1,0 +1,369 @@
+"""A pool over a host list: the primary's pool, and ``db.replicas`` for reads.
+
+The pool is a ``fastpool.Pool`` whose connect picks the host (``HostSet.pick``): every
+connection it makes goes to a host of its target, and the core, free list and waiters
+are the ones every pool has. What a host list adds is at the edges:
+
+* connect: pick a host of the target (waiting within ``timeout`` while there is none),
+  connect there, read the server's role (PostgreSQL reports it at connect) and refuse a
+  connection on a server of the wrong role;
+* a statement's error: a write refused because the server is read-only, or a session ended
+  by a server shutting down, proves the statement did not run: the core runs a pool-level
+  statement again, on a new connection, which goes to the new primary. Such an error, and
+  any that broke a connection, has the host probed again at once;
+* the primary lost (demoted, or down): every connection open is retired (the idle ones
+  closed, those in use when they come back), since all of them are on the old primary.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any, Callable
+
+from ..dialects import Dialect, get_dialect
+from ..dialects.base import ERR_OK, ERR_RETRY
+from ..errors import ConfigError, PoolClosed
+from ..hooks import MULTIHOST_EVENTS, PoolEvent
+from ..pool import Pool, _set_behind_pooler
+from ..stats import HostStats, Stats, combine
+from ..url import DEFAULT_PORTS, DatabaseURL
+from .hosts import CHECKING, PRIMARY, REPLICA, UP, Host, HostSet, short_error
+from .options import NAMES, check_multihost_options
+
+log = logging.getLogger("fastpool")
+
+# Connects tried on one host within one connect of the pool before its error is raised:
+# a host that refuses new connections while its probe still answers (too many connections)
+# is not hammered.
+ATTEMPTS_PER_HOST = 2
+
+
+class RoutedPool(Pool):
+    """A Pool whose connections go to the host its HostSet picks for its target (or to
+    one fixed host: a replica's pool under ``db.replicas``)."""
+
+    __slots__ = ("_hostset", "_target", "_fixed_host", "_follows_primary")
+
+    def __init__(self, hostset: HostSet, dialect: Dialect, *, target: str,
+                 fixed_host: Host | None = None, **options: Any) -> None:
+        self._hostset = hostset
+        self._target = target
+        self._fixed_host = fixed_host
+        # The pool of target "primary": its connections all go to the primary, which the
+        # errors of its statements can tell has changed.
+        self._follows_primary = fixed_host is None and target == PRIMARY
+        super().__init__(self._connect_routed, driver=dialect, **options)
+
+    def _connect_routed(self) -> Any:
+        hostset = self._hostset
+        limit = self._options["timeout"]
+        deadline = None if limit is None else time.monotonic() + limit
+        tries: dict[Host, int] = {}
+        while True:
+            left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+            host = self._fixed_host or hostset.pick(self._target, left)
+            try:
+                raw = host.connect()
+            except Exception as exc:
+                tries[host] = tries.get(host, 0) + 1
+                hostset.suspect(host, f"a connect failed: {short_error(exc)}")
+                if (self._fixed_host is not None or tries[host] >= ATTEMPTS_PER_HOST
+                        or (deadline is not None and time.monotonic() >= deadline)):
+                    raise
+                continue
+            hostset.connected(host)
+            # Which host this connection is on; and where its cancel and KILL go.
+            raw._fastpool_host = host
+            raw._fastpool_side = host.dialect
+            try:
+                is_primary = host.dialect.role_at_connect(raw)
+            except Exception as exc:
+                self._close_raw(raw)
+                hostset.suspect(host, f"reading its role failed: {short_error(exc)}")
+                raise
+            if is_primary is not None:
+                hostset.probed(host, is_primary, host.lag)
+                if self._follows_primary and not is_primary:
+                    # Demoted since it was picked: this connection would refuse writes.
+                    self._close_raw(raw)
+                    continue
+            return raw
+
+    def _close_raw(self, raw: Any) -> None:
+        super()._close_raw(raw)
+        host = getattr(raw, "_fastpool_host", None)
+        if host is not None:
+            raw._fastpool_host = None
+            self._hostset.closed(host)
+
+    def _classify_error(self, exc: BaseException) -> int:
+        kind = super()._classify_error(exc)
+        if not self._follows_primary:
+            return kind
+        dialect = self._dialect_of(None)
+        if dialect.refused_as_read_only(exc):
+            # The primary was demoted: every connection open is on it. A pool-level
+            # statement did not run, and goes again on a new connection (the new primary).
+            self._retire_open()
+            self._hostset.suspect(None, "a write was refused as read-only")
+            return ERR_RETRY
+        if dialect.aborted_by_shutdown(exc):
+            self._hostset.suspect(None, "it is shutting down")
+            return ERR_RETRY
+        if kind != ERR_OK:
+            self._hostset.suspect(None, f"a connection broke: {short_error(exc)}")
+        return kind
+
+    def _primary_found(self) -> None:
+        """A new primary: a connect held back by a failed one's back-off goes now."""
+        opener = self._opener
+        if opener is not None:
+            opener.reset_backoff()
+
+
+class Replicas:
+    """``db.replicas``: the query API on the replicas. Each statement, ``conn()`` and
+    ``transaction()`` goes to the replica least in use (``load_balance="random"``: any)
+    whose lag is within ``max_replica_lag``, through a pool of its own per host; when none
+    qualifies, to the primary (``replica_fallback=True``) or it waits within ``timeout``
+    for one. Transactions are opened read-only on PostgreSQL; on MariaDB and MySQL a
+    replica's ``read_only`` refuses writes."""
+
+    def __init__(self, owner: MultiHostPool) -> None:
+        self._owner = owner
+        self._lock = threading.Lock()
+        self._pools: dict[Host, RoutedPool] = {}
+
+    def _pool_for(self, host: Host) -> RoutedPool:
+        pool = self._pools.get(host)
+        if pool is None:
+            with self._lock:
+                pool = self._pools.get(host)
+                if pool is None:
+                    if self._owner.closed:
+                        raise PoolClosed("pool is closed")
+                    pool = self._owner._new_replica_pool(host)
+                    self._pools[host] = pool
+        return pool
+
+    def _in_use(self, host: Host) -> int:
+        pool = self._pools.get(host)
+        return 0 if pool is None else pool._counts()[2]
+
+    def _route(self, timeout: Any = None) -> Pool:
+        owner = self._owner
+        hostset = owner._hostset
+        lag = owner._max_replica_lag
+        hosts = hostset.replicas_now(lag)
+        if hosts:
+            host = hostset._balance(hosts, self._in_use)
+            assert host is not None
+            return self._pool_for(host)
+        if owner._replica_fallback:
+            return owner
+        wait = owner.timeout if timeout is None or not isinstance(timeout, (int, float)) else timeout
+        return self._pool_for(hostset.pick(REPLICA, wait, max_lag=lag, in_use=self._in_use))
+
+    def query(self, sql: str, params: Any = (), *, stream: bool = False) -> Any:
+        """``Pool.query`` on a replica."""
+        return self._route().query(sql, params, stream=stream)
+
+    def query_row(self, sql: str, params: Any = ()) -> Any:
+        """``Pool.query_row`` on a replica."""
+        return self._route().query_row(sql, params)
+
+    def execute(self, sql: str, params: Any = ()) -> Any:
+        """``Pool.execute`` on a replica: for statements that write nothing."""
+        return self._route().execute(sql, params)
+
+    def conn(self, timeout: Any = None) -> Any:
+        """``Pool.conn`` on a replica."""
+        return self._route(timeout).conn() if timeout is None else self._route(timeout).conn(timeout)
+
+    def transaction(self, timeout: Any = None) -> Any:
+        """``Pool.transaction`` on a replica, read-only on PostgreSQL."""
+        pool = self._route(timeout)
+        tx = pool.transaction() if timeout is None else pool.transaction(timeout)
+        if pool._dialect_of(None).name == "postgresql":
+            try:
+                tx.execute("SET TRANSACTION READ ONLY")
+            except BaseException:
+                tx.rollback()
+                raise
+        return tx
+
+    def _for_each(self, fn: Callable[[RoutedPool], Any]) -> None:
+        with self._lock:
+            pools = list(self._pools.values())
+        for pool in pools:
+            fn(pool)
+
+    def _host_down(self, host: Host) -> None:
+        pool = self._pools.get(host)
+        if pool is not None:
+            pool._retire_open()
+
+    def __repr__(self) -> str:
+        return f"<fastpool replicas of {self._owner.name!r}: {len(self._pools)} pools>"
+
+
+class MultiHostPool(RoutedPool):
+    """A pool over a host list (``fastpool.open("postgresql://app:pw@h1,h2/shop")``): the
+    pool's own query API goes to its ``target`` (the primary by default), following it
+    through failovers without a restart; ``db.replicas`` reads on replicas;
+    ``stats().hosts`` and the events ``failover``, ``host_down``, ``host_up`` and
+    ``role_changed`` tell what the hosts do. Options beyond the pool's: ``hosts``,
+    ``target``, ``recheck``, ``load_balance``, ``max_replica_lag``, ``replica_fallback``,
+    ``replica_max_open`` (see the "Primary and replicas" guide)."""
+
+    __slots__ = ("_replicas", "_max_replica_lag", "_replica_fallback", "_replica_max_open",
+                 "_pool_options", "_dialect_name")
+
+    def __init__(self, hosts: list[Host], dialect: Dialect, dialect_name: str, *,
+                 multi: dict[str, Any], **options: Any) -> None:
+        hostset = HostSet(hosts, recheck=multi["recheck"], load_balance=multi["load_balance"],
+                          emit=self._emit_host_event, primary_lost=self._primary_lost,
+                          primary_found=self._primary_found_any)
+        self._max_replica_lag = multi["max_replica_lag"]
+        self._replica_fallback = multi["replica_fallback"]
+        self._replica_max_open = multi["replica_max_open"]
+        self._pool_options = dict(options)
+        self._dialect_name = dialect_name
+        self._replicas = Replicas(self)
+        super().__init__(hostset, dialect, target=multi["target"], **options)
+
+    @property
+    def replicas(self) -> Replicas:
+        """The query API on the replicas (see ``Replicas``)."""
+        return self._replicas
+
+    @property
+    def target(self) -> str:
+        """Where the pool's own statements go: primary, replica, prefer-replica or any."""
+        return self._target
+
+    @property
+    def hosts(self) -> tuple[str, ...]:
+        """The host list's addresses, as given."""
+        return tuple(h.address for h in self._hostset.hosts)
+
+    def _new_replica_pool(self, host: Host) -> RoutedPool:
+        options = {k: v for k, v in self._pool_options.items() if not k.startswith("_")}
+        if self._replica_max_open is not None:
+            options["max_open"] = self._replica_max_open
+        dialect = get_dialect(self._dialect_name)
+        dialect.error_class = self._dialect_of(None).error_class
+        behind = getattr(self._dialect_of(None), "behind_pooler", False)
+        if behind:
+            _set_behind_pooler(dialect, True)
+        pool = RoutedPool(self._hostset, dialect, target=REPLICA, fixed_host=host,
+                          _display=f"{self._display} (replica {host.address})",
+                          _name=f"{self.name} replica {host.address}", **options)
+        for event, fns in self._listeners._by_event.items():
+            if event not in MULTIHOST_EVENTS:
+                for fn in fns:
+                    pool.on(event, fn)
+        return pool
+
+    # ---- what the hosts tell -----------------------------------------------------------
+    def _primary_lost(self, host: Host) -> None:
+        if self._follows_primary:
+            closed = self._retire_open()
+            log.info("fastpool %s: %s is no longer the primary; %d idle connections closed,"
+                     " those in use close when given back", self.name, host.address, closed)
+
+    def _primary_found_any(self, host: Host) -> None:
+        self._primary_found()
+
+    def _emit_host_event(self, event: str, address: str, reason: str | None) -> None:
+        if event == "host_down":
+            for h in self._hostset.hosts:
+                if h.address == address:
+                    self._replicas._host_down(h)
+        self._listeners.emit(event, self.name, None, None, reason, address)
+
+    # ---- the pool's API, over every host -------------------------------------------------
+    def on(self, event: str, fn: Callable[[PoolEvent], Any]) -> Callable[[PoolEvent], Any]:
+        super().on(event, fn)
+        if event not in MULTIHOST_EVENTS:
+            self._replicas._for_each(lambda p: p.on(event, fn))
+        return fn
+
+    def off(self, event: str, fn: Callable[[PoolEvent], Any]) -> bool:
+        removed = super().off(event, fn)
+        if event not in MULTIHOST_EVENTS:
+            self._replicas._for_each(lambda p: p.off(event, fn))
+        return removed
+
+    def stats(self, reset: bool = False) -> Stats:
+        """The counters of every pool of the host list together (the primary's and each
+        replica's), and ``hosts``: one ``HostStats`` per host."""
+        own = super().stats(reset)
+        parts = [own]
+        by_host: dict[Host, Stats] = {}
+        for host, pool in list(self._replicas._pools.items()):
+            s = pool.stats(reset)
+            parts.append(s)
+            by_host[host] = s
+        primary = self._hostset.primary
+        rows = []
+        for h in self._hostset.hosts:
+            idle = by_host[h].idle if h in by_host else 0
+            if h is primary and self._follows_primary:
+                idle += own.idle
+            idle = min(idle, max(h.open, 0))
+            rows.append(HostStats(address=h.address, role=h.role, state=h.state,
+                                  open=max(h.open, 0), in_use=max(h.open - idle, 0),
+                                  idle=idle, lag=h.lag))
+        return combine(self.name, parts, tuple(rows))
+
+    def close(self) -> None:
+        """Close the pool, every replica's pool and the host watchers."""
+        super().close()
+        self._replicas._for_each(lambda p: p.close())
+        self._hostset.close()
+
+    def _after_fork_child(self) -> None:
+        self._hostset.after_fork()
+        super()._after_fork_child()
+
+    def __repr__(self) -> str:
+        hosts = ", ".join(h.describe() for h in self._hostset.hosts)
+        return f"{super().__repr__()[:-1]} target={self._target} hosts=[{hosts}]>"
+
+
+def open_hosts(url: DatabaseURL, dialect_name: str, options: dict[str, Any]) -> MultiHostPool:
+    """The pool of fastpool.open() for a host list (or any host-list option)."""
+    default_port = DEFAULT_PORTS.get(url.scheme)
+    if default_port is None:
+        raise ConfigError(f"a host list needs postgresql:// or mysql://, not {url.scheme}://")
+    multi_given = {k: options.pop(k) for k in list(options) if k in NAMES}
+    # Each option checked before the hosts are looked for: its own error comes first.
+    check_multihost_options({k: v for k, v in multi_given.items() if k != "hosts"}, default_port)
+    kwargs = dict(url.connect_kwargs)
+    if "hosts" in multi_given and "host" in kwargs:
+        raise ConfigError(f"hosts= was given and {url.masked!r} names a host too: give the"
+                          f" hosts once")
+    if "hosts" not in multi_given:
+        if "host" not in kwargs:
+            raise ConfigError(f"{url.masked!r} names no host: a host list needs"
+                              f" h1:port,h2:port in the URL or hosts=[(host, port), ...]")
+        multi_given["hosts"] = ((kwargs.pop("host"), kwargs.pop("port", default_port)),)
+    kwargs.pop("host", None)
+    kwargs.pop("port", None)
+    multi = check_multihost_options(multi_given, default_port)
+    hosts = []
+    for host, port in multi["hosts"]:
+        d = get_dialect(dialect_name)
+        hosts.append(Host(host, port, d, d.connect_factory({**kwargs, "host": host, "port": port})))
+    main = get_dialect(dialect_name)
+    main.connect_factory({**kwargs, "host": hosts[0].host, "port": hosts[0].port})
+    behind = options.pop("behind_pooler", None)
+    if behind is not None:
+        _set_behind_pooler(main, behind)
+        for h in hosts:
+            _set_behind_pooler(h.dialect, behind)
+    return MultiHostPool(hosts, main, dialect_name, multi=multi, _display=url.masked,
+                         _name=url.name, **options)
