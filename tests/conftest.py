@@ -224,6 +224,47 @@ def pg_proxied(postgres):  # type: ignore[no-untyped-def]
     proxy.close()
 
 
+# ---- replication beds: a MariaDB GTID pair, PostgreSQL under Patroni on etcd ------------------
+def _no_bed(what: str, hint: str) -> None:
+    if os.environ.get("FASTPOOL_REQUIRE_REPLICATION"):
+        pytest.fail(f"FASTPOOL_REQUIRE_REPLICATION is set but {what} is missing")
+    pytest.skip(f"{what} is missing ({hint})")
+
+
+@pytest.fixture(scope="module")
+def mariadb_pair():  # type: ignore[no-untyped-def]
+    """A throwaway MariaDB primary and replica (mariadb_replication.MariaDBPair), one per
+    test module; tests leave it with a primary and a running replica."""
+    pytest.importorskip("MySQLdb", reason="mysqlclient is not installed")
+    if binaries() is None:
+        _no_bed("MariaDB", "apt-get install mariadb-server")
+    from mariadb_replication import MariaDBPair
+
+    pair = MariaDBPair()
+    try:
+        pair.start()
+        yield pair
+    finally:
+        pair.stop()
+
+
+@pytest.fixture(scope="module")
+def patroni():  # type: ignore[no-untyped-def]
+    """A throwaway PostgreSQL cluster of two nodes under Patroni on etcd
+    (patroni_cluster.PatroniCluster), one per test module."""
+    pytest.importorskip("psycopg", reason="psycopg is not installed")
+    import patroni_cluster
+
+    if patroni_cluster.binaries() is None:
+        _no_bed("Patroni, etcd or PostgreSQL", "apt-get install patroni etcd-server postgresql")
+    cluster = patroni_cluster.PatroniCluster(2)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.cleanup()
+
+
 def pytest_collection_modifyitems(config, items):  # type: ignore[no-untyped-def]
     for item in items:
         names = getattr(item, "fixturenames", ())
@@ -231,3 +272,5 @@ def pytest_collection_modifyitems(config, items):  # type: ignore[no-untyped-def
             item.add_marker(pytest.mark.mariadb)
         if "postgres" in names:
             item.add_marker(pytest.mark.postgres)
+        if "mariadb_pair" in names or "patroni" in names:
+            item.add_marker(pytest.mark.replication)

@@ -32,6 +32,10 @@ CHECKING = "checking"
 
 # How often a watcher probes while the pool's target has no host (a failover under way).
 FAST_RECHECK = 0.1
+# How often, at most, a watcher probes a host that is down: its return (as a replica,
+# say) is noticed within a second, at the cost of one connect attempt a second, made by
+# the watcher, never by a caller.
+DOWN_RECHECK = 1.0
 
 
 def address_of(host: str, port: int) -> str:
@@ -125,25 +129,21 @@ class HostSet:
     def suspect(self, host: Host | None, reason: str) -> None:
         """A connect to host failed, or a statement on it said its role may have changed:
         no new connection goes there until its watcher has probed it again (now)."""
-        lost = found = None
-        events: list[tuple[str, str, str | None]] = []
         with self._lock:
             host = host or self.primary
-            if host is None or host.state in (DOWN, CHECKING):
-                pass
-            else:
+            if host is not None and host.state == UP:
+                # Its role stands (its connections stay) until the probe says otherwise.
                 host.state = CHECKING
                 log.debug("fastpool: host %s: %s; probing it again", host.address, reason)
-                lost, found = self._elect_locked(events)
-        self._after(events, lost, found)
-        self.kick()
+            self._kick_locked()
 
     def _elect_locked(self, events: list[tuple[str, str, str | None]]) -> tuple[Host | None, Host | None]:
-        # The primary: a host up whose last probe said it takes writes. A host CHECKING
-        # keeps no role for routing until it is probed again.
-        candidates = [h for h in self.hosts if h.state == UP and h.role == PRIMARY]
-        new = candidates[0] if candidates else None
+        # The primary: a host whose last probe said it takes writes, and which is up or
+        # being probed again; the one before while it still qualifies (two hosts taking
+        # writes at once are a split brain the orchestrator must end: no flapping here).
+        candidates = [h for h in self.hosts if h.state in (UP, CHECKING) and h.role == PRIMARY]
         old = self.primary
+        new = old if old in candidates else (candidates[0] if candidates else None)
         if new is old:
             return None, None
         self.primary = new
@@ -205,14 +205,16 @@ class HostSet:
     def _pick_locked(self, target: str, max_lag: float | None,
                      in_use: Callable[[Host], int] | None) -> Host | None:
         if target == PRIMARY:
-            return self.primary
+            # A primary being probed again takes no new connection until it answers.
+            primary = self.primary
+            return primary if primary is not None and primary.state == UP else None
         up = [h for h in self.hosts if h.state == UP and h.role != UNKNOWN]
         replicas = [h for h in up if h.role == REPLICA
                     and (max_lag is None or (h.lag is not None and h.lag <= max_lag))]
         if target == REPLICA or (target == "prefer-replica" and replicas):
             return self._balance(replicas, in_use)
         if target == "prefer-replica":
-            return self.primary
+            return self._pick_locked(PRIMARY, max_lag, in_use)
         return self._balance(up, in_use)  # "any"
 
     def _balance(self, hosts: list[Host], in_use: Callable[[Host], int] | None) -> Host | None:
@@ -223,8 +225,17 @@ class HostSet:
         count = in_use or (lambda h: h.open)
         return min(hosts, key=count)
 
-    def replicas_now(self, max_lag: float | None) -> list[Host]:
+    def replicas_now(self, max_lag: float | None, timeout: float | None) -> list[Host]:
+        """The replicas that qualify now; before the first probes are in, it waits for
+        them (within timeout) rather than call a host list without replicas."""
+        self.start_watchers()
+        deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
+            while any(h.state == UNKNOWN for h in self.hosts) and not self._closed:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    break
+                self._changed.wait(left)
             return [h for h in self.hosts if h.state == UP and h.role == REPLICA
                     and (max_lag is None or (h.lag is not None and h.lag <= max_lag))]
 
@@ -290,7 +301,11 @@ class HostWatcher(OwnThread):
         try:
             while not self._stop.is_set():
                 self._probe()
-                delay = FAST_RECHECK if self._hosts.unsettled() else self._hosts.recheck
+                delay = self._hosts.recheck
+                if self._hosts.unsettled():
+                    delay = FAST_RECHECK
+                elif self._host.state == DOWN:
+                    delay = min(delay, DOWN_RECHECK)
                 self._wake.wait(delay)
                 self._wake.clear()
         except BaseException:  # a worker must never die silently

@@ -156,14 +156,14 @@ class Replicas:
         owner = self._owner
         hostset = owner._hostset
         lag = owner._max_replica_lag
-        hosts = hostset.replicas_now(lag)
+        wait = owner.timeout if timeout is None or not isinstance(timeout, (int, float)) else timeout
+        hosts = hostset.replicas_now(lag, wait)
         if hosts:
             host = hostset._balance(hosts, self._in_use)
             assert host is not None
             return self._pool_for(host)
         if owner._replica_fallback:
             return owner
-        wait = owner.timeout if timeout is None or not isinstance(timeout, (int, float)) else timeout
         return self._pool_for(hostset.pick(REPLICA, wait, max_lag=lag, in_use=self._in_use))
 
     def query(self, sql: str, params: Any = (), *, stream: bool = False) -> Any:

@@ -1,0 +1,61 @@
+"""Steady small writes through a pool while a test (or the comparison) switches the primary
+over or crashes it: what was acknowledged, what callers saw, and when writes came back."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+
+@dataclass
+class Workload:
+    """``workers`` threads each run ``write(who, n)`` in a loop (n = 1, 2, ...) until
+    ``stop()``; a call that returns is acknowledged, one that raises is an error."""
+
+    write: Callable[[str, int], Any]
+    workers: int = 4
+    prefix: str = "w"  # workers are prefix0, prefix1, ...: runs on one table stay apart
+    acked: list[tuple[str, int, float]] = field(default_factory=list)
+    errors: list[tuple[float, BaseException]] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _threads: list[threading.Thread] = field(default_factory=list)
+
+    def start(self) -> Workload:
+        for i in range(self.workers):
+            t = threading.Thread(target=self._run, args=(f"{self.prefix}{i}",), daemon=True)
+            self._threads.append(t)
+            t.start()
+        return self
+
+    def _run(self, who: str) -> None:
+        n = 0
+        while not self._stop.is_set():
+            n += 1
+            try:
+                self.write(who, n)
+            except Exception as exc:
+                self.errors.append((time.monotonic(), exc))
+                time.sleep(0.01)  # a pool that fails fast must not spin the test
+            else:
+                self.acked.append((who, n, time.monotonic()))
+
+    def stop(self) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(60)
+            assert not t.is_alive(), "a writer is stuck"
+
+    def first_ack_after(self, when: float) -> float | None:
+        """Seconds from `when` to the first write acknowledged after it (None: none)."""
+        after = [t for _, _, t in self.acked if t >= when]
+        return min(after) - when if after else None
+
+    def missing(self, rows: set[tuple[str, int]]) -> list[tuple[str, int]]:
+        """Acknowledged writes that are not in rows (what the primary has)."""
+        return [(who, n) for who, n, _ in self.acked if (who, n) not in rows]
+
+    def error_kinds(self) -> list[str]:
+        return [f"{type(e).__name__}: {str(e).splitlines()[0][:100] if str(e) else ''}"
+                for _, e in self.errors]

@@ -1,0 +1,158 @@
+"""A host list on real MariaDB replication (GTID, semi-synchronous), promoted in SQL as an
+orchestrator does: a switchover and a crash under load, a user who bypasses read_only,
+reads on the replica within a lag bound."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+import fastpool
+from fastpool import PoolTimeout
+
+from mariadb_replication import ADMIN_USER, MariaDBPair
+from replication_load import Workload
+
+pytestmark = pytest.mark.slow
+
+
+def rows_on(pair: MariaDBPair, server: Any) -> set[tuple[str, int]]:
+    pair.sql(server, "FLUSH TABLES")
+    return {(who, int(n)) for who, n in pair.sql(server, "SELECT who, n FROM fastpool_test.writes")}
+
+
+def server_id(pair: MariaDBPair, server: Any) -> int:
+    return int(pair.sql(server, "SELECT @@server_id")[0][0])
+
+
+def events_of(db: fastpool.Pool) -> list[tuple[str, str | None, str | None]]:
+    seen: list[tuple[str, str | None, str | None]] = []
+    for name in ("failover", "host_down", "host_up", "role_changed"):
+        db.on(name, lambda e: seen.append((e.event, e.host, e.reason)))
+    return seen
+
+
+def writer(db: fastpool.Pool) -> Any:
+    def write(who: str, n: int) -> None:
+        db.execute("INSERT INTO writes (who, n) VALUES (%s, %s)", (who, n))
+    return write
+
+
+def test_a_switchover_under_load_costs_no_caller_an_error(mariadb_pair: MariaDBPair) -> None:
+    pair = mariadb_pair
+    db = fastpool.open(pair.dsn(), timeout=20)
+    seen = events_of(db)
+    old, new = pair.primary, pair.replica
+    load = Workload(writer(db), workers=4, prefix="switch").start()
+    try:
+        time.sleep(0.5)
+        promoted = pair.switchover()
+        time.sleep(1.0)
+    finally:
+        load.stop()
+    try:
+        assert load.errors == [], load.error_kinds()
+        back = load.first_ack_after(promoted)
+        assert back is not None and back < 1.0, back
+        assert load.missing(rows_on(pair, new)) == []
+        addr = f"127.0.0.1:{new.port}"
+        assert ("failover", addr, f"from 127.0.0.1:{old.port}") in seen
+        assert db.stats().hosts[[h.address for h in db.stats().hosts].index(addr)].role == "primary"
+        # Writes went on, on the new primary: the pool follows it without a restart.
+        assert db.query_row("SELECT @@server_id") == (server_id(pair, new),)
+    finally:
+        db.close()
+
+
+def test_a_user_with_read_only_admin_sends_no_write_to_the_demoted_server(mariadb_pair: MariaDBPair) -> None:
+    # READ_ONLY ADMIN lets this user write on a read_only server: the demoted primary
+    # would take the writes and lose them when it follows the new one. The orchestrator
+    # ends such users' sessions; the pool must then not reconnect there.
+    pair = mariadb_pair
+    db = fastpool.open(pair.dsn(user=ADMIN_USER), timeout=20)
+    new = pair.replica
+    load = Workload(writer(db), workers=4, prefix="admin").start()
+    try:
+        time.sleep(0.5)
+        pair.switchover(kill_sessions_of=ADMIN_USER)
+        time.sleep(1.0)
+    finally:
+        load.stop()
+    try:
+        # Statements in flight when their sessions were killed may fail; none other.
+        assert len(load.errors) <= load.workers, load.error_kinds()
+        assert len(load.acked) > 100
+        assert load.missing(rows_on(pair, new)) == []
+    finally:
+        db.close()
+
+
+def test_reads_go_to_the_replica_and_to_the_primary_past_the_lag_bound(mariadb_pair: MariaDBPair) -> None:
+    pair = mariadb_pair
+    db = fastpool.open(pair.dsn(), recheck=0.2, max_replica_lag=5.0)
+    strict = fastpool.open(pair.dsn(), recheck=0.2, max_replica_lag=5.0, replica_fallback=False,
+                           timeout=0.5)
+    primary_id, replica_id = server_id(pair, pair.primary), server_id(pair, pair.replica)
+    try:
+        assert db.query_row("SELECT @@server_id") == (primary_id,)
+        assert {db.replicas.query_row("SELECT @@server_id") for _ in range(5)} == {(replica_id,)}
+        with db.replicas.conn() as c:
+            assert c.query_row("SELECT @@server_id") == (replica_id,)
+        # Replication stopped: Seconds_Behind_Master is NULL, the lag unknown, so the
+        # replica no longer qualifies; reads go to the primary, or wait and time out.
+        pair.sql(pair.replica, "STOP SLAVE SQL_THREAD")
+        try:
+            deadline = time.monotonic() + 5
+            while db.replicas.query_row("SELECT @@server_id") != (primary_id,):
+                assert time.monotonic() < deadline, db.stats().hosts
+                time.sleep(0.05)
+            with pytest.raises(PoolTimeout, match="no replica host"):
+                strict.replicas.query_row("SELECT 1")
+        finally:
+            pair.sql(pair.replica, "START SLAVE SQL_THREAD")
+        deadline = time.monotonic() + 5
+        while db.replicas.query_row("SELECT @@server_id") != (replica_id,):
+            assert time.monotonic() < deadline, db.stats().hosts
+            time.sleep(0.05)
+        hosts = {h.address: h for h in db.stats().hosts}
+        replica = hosts[f"127.0.0.1:{pair.replica.port}"]
+        assert replica.role == "replica" and replica.lag is not None and replica.lag <= 5.0
+        assert replica.open >= 1
+    finally:
+        db.close()
+        strict.close()
+
+
+def test_a_crash_fails_only_the_statements_in_flight_and_loses_nothing(mariadb_pair: MariaDBPair) -> None:
+    pair = mariadb_pair
+    db = fastpool.open(pair.dsn(), timeout=20)
+    seen = events_of(db)
+    old, new = pair.primary, pair.replica
+    load = Workload(writer(db), workers=4, prefix="crash").start()
+    try:
+        time.sleep(0.5)
+        promoted = pair.crash_and_promote()
+        time.sleep(1.5)
+    finally:
+        load.stop()
+    try:
+        # The statements on the killed server when it died: at most one per worker.
+        assert len(load.errors) <= load.workers, load.error_kinds()
+        for kind in load.error_kinds():
+            assert kind.startswith("OperationalError: (2013") or "2006" in kind, kind
+        back = load.first_ack_after(promoted)
+        assert back is not None and back < 1.0, back
+        assert load.missing(rows_on(pair, new)) == []  # semi-synchronous: acked is on both
+        assert ("host_down", f"127.0.0.1:{old.port}") in [(e, h) for e, h, _ in seen]
+        # The old primary comes back read-only, following the new one: up, a replica.
+        pair.rejoin_old_primary()
+        deadline = time.monotonic() + 20
+        while ("host_up", f"127.0.0.1:{old.port}") not in [(e, h) for e, h, _ in seen]:
+            assert time.monotonic() < deadline, db.stats().hosts
+            db.replicas.query_row("SELECT 1")
+            time.sleep(0.1)
+        assert {h.address: h.role for h in db.stats().hosts}[f"127.0.0.1:{old.port}"] == "replica"
+    finally:
+        db.close()

@@ -1,0 +1,172 @@
+"""A host list on PostgreSQL under Patroni on etcd: a switchover through Patroni's REST API
+and a failover after the primary's Patroni and postmaster are killed, under load; a
+replica stopped; a replica blackholed (a real TCP proxy). The pool is never restarted."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+import fastpool
+
+from faultproxy import FaultProxy
+from patroni_cluster import DATABASE, PASSWORD, USER, Node, PatroniCluster
+from replication_load import Workload
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def cluster(patroni: PatroniCluster) -> PatroniCluster:
+    with fastpool.open(patroni.dsn) as db:
+        db.execute("CREATE TABLE IF NOT EXISTS writes (id bigserial PRIMARY KEY, who text, n bigint)")
+    return patroni
+
+
+def events_of(db: fastpool.Pool) -> list[tuple[str, str | None, str | None]]:
+    seen: list[tuple[str, str | None, str | None]] = []
+    for name in ("failover", "host_down", "host_up", "role_changed"):
+        db.on(name, lambda e: seen.append((e.event, e.host, e.reason)))
+    return seen
+
+
+def writer(db: fastpool.Pool) -> Any:
+    def write(who: str, n: int) -> None:
+        db.execute("INSERT INTO writes (who, n) VALUES (%s, %s)", (who, n))
+    return write
+
+
+def rows(db: fastpool.Pool) -> set[tuple[str, int]]:
+    return {(who, int(n)) for who, n in db.query("SELECT who, n FROM writes")}
+
+
+def addr(node: Node) -> str:
+    return f"127.0.0.1:{node.port}"
+
+
+def wait_for(cond: Any, timeout: float, what: Any) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, what()
+        time.sleep(0.05)
+
+
+def test_a_switchover_under_load(cluster: PatroniCluster) -> None:
+    db = fastpool.open(cluster.dsn, timeout=30)
+    seen = events_of(db)
+    old = cluster.leader()
+    assert old is not None
+    load = Workload(writer(db), workers=4, prefix="switch").start()
+    try:
+        time.sleep(0.5)
+        cluster.switchover()
+        new = cluster.wait_leader(60, not_=old)
+        took_writes = time.monotonic()
+        time.sleep(1.0)
+    finally:
+        load.stop()
+    try:
+        # Patroni stops the old primary with a fast shutdown: a statement it ends gets the
+        # server's 57P01 and runs again on the new primary. One whose session was gone
+        # before it was sent (the connection closed with no reply) cannot be told from
+        # one that ran: its caller gets the error.
+        assert len(load.errors) <= 1, load.error_kinds()
+        back = load.first_ack_after(took_writes)
+        assert back is not None and back < 1.0, back
+        assert load.missing(rows(db)) == []
+        assert ("failover", addr(new), f"from {addr(old)}") in seen
+        assert db.query_row("SELECT inet_server_port()") == (new.port,)
+        cluster.wait_replicas(60)
+    finally:
+        db.close()
+
+
+def test_a_replica_stopped_and_started_again(cluster: PatroniCluster) -> None:
+    db = fastpool.open(cluster.dsn, timeout=30, recheck=0.5)
+    seen = events_of(db)
+    leader = cluster.leader()
+    replica = next(n for n in cluster.nodes if n is not leader)
+    assert db.replicas.query_row("SELECT inet_server_port()") == (replica.port,)
+    load = Workload(writer(db), workers=2, prefix="stop").start()
+    try:
+        replica.stop()
+        wait_for(lambda: ("host_down", addr(replica)) in [(e, h) for e, h, _ in seen], 10,
+                 db.stats)
+        # Reads fall back to the primary; writes never noticed.
+        assert db.replicas.query_row("SELECT inet_server_port()") == (leader.port,)
+        replica.start()
+        wait_for(lambda: ("host_up", addr(replica)) in [(e, h) for e, h, _ in seen], 60,
+                 db.stats)
+        wait_for(lambda: db.replicas.query_row("SELECT inet_server_port()") == (replica.port,),
+                 30, db.stats)
+    finally:
+        load.stop()
+    try:
+        assert load.errors == [], load.error_kinds()
+        assert load.missing(rows(db)) == []
+        cluster.wait_replicas(60)
+    finally:
+        db.close()
+
+
+def test_a_blackholed_replica_costs_the_writers_nothing(cluster: PatroniCluster) -> None:
+    leader = cluster.leader()
+    replica = next(n for n in cluster.nodes if n is not leader)
+    proxy = FaultProxy("127.0.0.1", replica.port).start()
+    hosts = f"127.0.0.1:{leader.port},127.0.0.1:{proxy.port}"
+    db = fastpool.open(f"postgresql://{USER}:{PASSWORD}@{hosts}/{DATABASE}?connect_timeout=2",
+                       timeout=30, recheck=0.5)
+    seen = events_of(db)
+    try:
+        assert db.replicas.query_row("SELECT inet_server_port()") == (replica.port,)
+        load = Workload(writer(db), workers=2, prefix="hole").start()
+        try:
+            proxy.blackhole()
+            started = time.monotonic()
+            # The watcher's probe gets no answer: cut after the probe timeout, and the
+            # reconnect times out (connect_timeout=2): the host is down.
+            wait_for(lambda: ("host_down", f"127.0.0.1:{proxy.port}") in
+                     [(e, h) for e, h, _ in seen], 15, db.stats)
+            assert time.monotonic() - started < 12
+            assert db.replicas.query_row("SELECT inet_server_port()") == (leader.port,)
+            proxy.restore()
+            wait_for(lambda: ("host_up", f"127.0.0.1:{proxy.port}") in
+                     [(e, h) for e, h, _ in seen], 15, db.stats)
+        finally:
+            load.stop()
+        assert load.errors == [], load.error_kinds()
+        assert len(load.acked) > 50
+    finally:
+        db.close()
+        proxy.close()
+
+
+def test_the_primary_killed_under_load(cluster: PatroniCluster) -> None:
+    db = fastpool.open(cluster.dsn, timeout=40)
+    seen = events_of(db)
+    old = cluster.leader()
+    assert old is not None
+    load = Workload(writer(db), workers=4, prefix="kill").start()
+    try:
+        time.sleep(0.5)
+        old.kill()  # kill -9 Patroni and the postmaster: the leader key expires (ttl 10)
+        new = cluster.wait_leader(60, not_=old)
+        took_writes = time.monotonic()
+        time.sleep(1.0)
+    finally:
+        load.stop()
+    try:
+        # Only statements in flight on the dead server may fail; the backends' own
+        # "unexpected postmaster exit" replies (57P01) prove theirs did not commit.
+        assert len(load.errors) <= load.workers, load.error_kinds()
+        back = load.first_ack_after(took_writes)
+        assert back is not None and back < 1.0, back
+        assert load.missing(rows(db)) == []  # synchronous mode: acked is on the standby
+        assert ("failover", addr(new), f"from {addr(old)}") in seen
+        assert ("host_down", addr(old)) in [(e, h) for e, h, _ in seen]
+    finally:
+        db.close()
+        old.start()  # back as a replica (pg_rewind), for whatever runs next
+        cluster.wait_replicas(120)
