@@ -22,7 +22,8 @@ from .errors import (
 )
 from .hooks import PoolEvent
 from .pool import Pool, open
-from .stats import Stats
+from .multihost.pool import MultiHostPool
+from .stats import HostStats, Stats
 
 __version__ = "0.1.0"
 
@@ -33,6 +34,8 @@ __all__ = [
     "DeadlineExceeded",
     "EventLoopError",
     "FastpoolError",
+    "HostStats",
+    "MultiHostPool",
     "Pool",
     "PoolClosed",
     "Result",

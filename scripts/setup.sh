@@ -39,6 +39,9 @@ EOF
     # The PostgreSQL tests' throwaway server and PgBouncer in front of it.
     { command -v postgres || ls /usr/lib/postgresql/*/bin/postgres; } >/dev/null 2>&1 || missing+=(postgresql)
     { command -v pgbouncer || [ -x /usr/sbin/pgbouncer ]; } >/dev/null 2>&1 || missing+=(pgbouncer)
+    # The host-list tests' replication bed: PostgreSQL under Patroni on one etcd member.
+    command -v patroni >/dev/null 2>&1 || missing+=(patroni)
+    command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
     # The documentation's browser test (tests/test_docs.py): Debian's Chromium and its
     # driver (elsewhere, e.g. Ubuntu's snap-only chromium, that test skips).
     local os_release=""

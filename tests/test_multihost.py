@@ -212,3 +212,11 @@ def test_least_used_balances_by_the_count_given(hostset) -> None:  # type: ignor
     assert hs.pick(REPLICA, 1.0, in_use=lambda h: busy[h.address]).address == "c:3"
     busy["c:3"] = 5
     assert hs.pick(REPLICA, 1.0, in_use=lambda h: busy[h.address]).address == "b:2"
+
+
+def test_fastpool_aio_refuses_a_host_list_for_now_and_says_so() -> None:
+    import fastpool.aio
+
+    with pytest.raises(ConfigError, match="not supported by fastpool.aio yet") as ei:
+        fastpool.aio.open("postgresql://app:pw@h1,h2/db")
+    assert "pw" not in str(ei.value)

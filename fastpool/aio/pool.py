@@ -29,6 +29,7 @@ from ..hooks import PoolEvent
 from ..options import DEFAULTS, HOOKS
 from ..pool import Pool as SyncPool
 from ..stats import Stats
+from ..multihost.options import NAMES as HOST_LIST_OPTIONS
 from ..url import parse_url
 from .adapt import SyncConnection
 from .bridge import (STATEMENT_EXEC, STATEMENT_ROW, Expiries, TaskParker, await_, call, in_bridge,
@@ -443,6 +444,11 @@ def open(dsn: str, **options: Any) -> Pool:  # noqa: A001 - the API's name
     ``?driver=`` choosing; ``sqlite://`` with aiosqlite). Lazy: no I/O until first use."""
     url = parse_url(dsn)
     options = {**url.options, **options}  # an option given here wins over the URL's
+    given = sorted(HOST_LIST_OPTIONS.intersection(options))
+    if given:
+        raise ConfigError(f"a host list ({', '.join(given)}) is not supported by fastpool.aio"
+                          f" yet: open it with fastpool.open() (threads, gevent), or give one"
+                          f" host")
     dialect = get_dialect(url.driver or _default_driver(url.scheme))
     if not dialect.is_async:
         raise ConfigError(f"driver={dialect.name} is not an asyncio driver: use fastpool.open(),"

@@ -34,6 +34,8 @@ from .options import NAMES, check_multihost_options
 
 log = logging.getLogger("fastpool")
 
+__all__ = ["MultiHostPool", "Replicas", "RoutedPool", "open_hosts"]
+
 # Connects tried on one host within one connect of the pool before its error is raised:
 # a host that refuses new connections while its probe still answers (too many connections)
 # is not hammered.
@@ -286,12 +288,16 @@ class MultiHostPool(RoutedPool):
 
     # ---- the pool's API, over every host -------------------------------------------------
     def on(self, event: str, fn: Callable[[PoolEvent], Any]) -> Callable[[PoolEvent], Any]:
+        """``Pool.on``, for every pool of the host list; and the host events
+        ``failover``, ``host_down``, ``host_up``, ``role_changed`` (``PoolEvent.host``
+        names the host)."""
         super().on(event, fn)
         if event not in MULTIHOST_EVENTS:
             self._replicas._for_each(lambda p: p.on(event, fn))
         return fn
 
     def off(self, event: str, fn: Callable[[PoolEvent], Any]) -> bool:
+        """``Pool.off``, for every pool of the host list."""
         removed = super().off(event, fn)
         if event not in MULTIHOST_EVENTS:
             self._replicas._for_each(lambda p: p.off(event, fn))
