@@ -301,6 +301,46 @@ def default_driver(dsn: str) -> dict:
             "warnings": [str(w.message) for w in caught]}
 
 
+def hostlist_switchover(dsn: str) -> dict:
+    """16 greenlets write through a host list while the test switches the primary over:
+    "READY" on stdout once they run; the test's line on stdin once the new primary took
+    writes; the acknowledged writes go to the file named by argv[3]."""
+    from gevent.fileobject import FileObject
+
+    db = fastpool.open(dsn, timeout=20, max_open=8)
+    ticker = Ticker()
+    acked: list[tuple[str, int]] = []
+    errors: list[str] = []
+    stop = gevent.event.Event()
+
+    def writer(i: int) -> None:
+        n = 0
+        while not stop.is_set():
+            n += 1
+            try:
+                db.execute("INSERT INTO writes (who, n) VALUES (%s, %s)", (f"green{i}", n))
+                acked.append((f"green{i}", n))
+            except Exception as exc:
+                errors.append(f"{type(exc).__name__}: {exc}"[:200])
+                gevent.sleep(0.01)
+
+    greenlets = [gevent.spawn(writer, i) for i in range(16)]
+    gevent.sleep(0.5)
+    print("READY", flush=True)
+    FileObject(sys.stdin, "r").readline()  # the switchover is done (cooperative read)
+    before = len(acked)
+    gevent.sleep(1.0)
+    stop.set()
+    gevent.joinall(greenlets, timeout=30)
+    after_switch = len(acked) - before
+    server = db.query_row("SELECT @@server_id")
+    ticker.stop()
+    db.close()
+    Path(sys.argv[3]).write_text(json.dumps(acked))
+    return {"acked": len(acked), "after_switch": after_switch, "errors": errors,
+            "server_id": server[0] if server else None, "longest_gap": ticker.longest_gap}
+
+
 if __name__ == "__main__":
     name, dsn = sys.argv[1], sys.argv[2]
     result = globals()[name](dsn)

@@ -125,6 +125,43 @@ def test_reads_go_to_the_replica_and_to_the_primary_past_the_lag_bound(mariadb_p
         strict.close()
 
 
+def test_a_switchover_under_gevent(mariadb_pair: MariaDBPair, tmp_path: Any) -> None:
+    # gunicorn's gevent worker: monkey.patch_all(), PyMySQL; the host watchers are
+    # greenlets then, and nothing may block the hub.
+    pytest.importorskip("gevent")
+    pytest.importorskip("pymysql")
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    pair = mariadb_pair
+    acked_file = tmp_path / "acked.json"
+    proc = subprocess.Popen(
+        [sys.executable, str(Path(__file__).with_name("gevent_scenarios.py")),
+         "hostlist_switchover", pair.dsn(driver="pymysql"), str(acked_file)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdin is not None
+        assert proc.stdout.readline().strip() == "READY"
+        new = pair.replica
+        pair.switchover()
+        proc.stdin.write("switched\n")
+        proc.stdin.flush()
+        out, err = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err[-3000:]
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["errors"] == [], result["errors"][:5]
+    assert result["after_switch"] > 50 and result["server_id"] == server_id(pair, new)
+    assert result["longest_gap"] < 0.5, result  # the hub kept running
+    acked = {(w, n) for w, n in json.loads(acked_file.read_text())}
+    assert len(acked) == result["acked"] and acked <= rows_on(pair, new)
+
+
 def test_a_crash_fails_only_the_statements_in_flight_and_loses_nothing(mariadb_pair: MariaDBPair) -> None:
     pair = mariadb_pair
     db = fastpool.open(pair.dsn(), timeout=20)
@@ -154,5 +191,46 @@ def test_a_crash_fails_only_the_statements_in_flight_and_loses_nothing(mariadb_p
             db.replicas.query_row("SELECT 1")
             time.sleep(0.1)
         assert {h.address: h.role for h in db.stats().hosts}[f"127.0.0.1:{old.port}"] == "replica"
+    finally:
+        db.close()
+
+
+def test_the_exporters_label_each_host(mariadb_pair: MariaDBPair) -> None:
+    pytest.importorskip("prometheus_client")
+    pytest.importorskip("opentelemetry.sdk.metrics")
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from prometheus_client import CollectorRegistry
+
+    from fastpool.exporters.opentelemetry import instrument
+    from fastpool.exporters.prometheus import PoolCollector
+
+    pair = mariadb_pair
+    db = fastpool.open(pair.dsn(), name="shop")
+    try:
+        db.execute("INSERT INTO writes (who, n) VALUES ('metrics', 1)")
+        db.replicas.query_row("SELECT 1")
+        primary, replica = f"127.0.0.1:{pair.primary.port}", f"127.0.0.1:{pair.replica.port}"
+        registry = CollectorRegistry()
+        registry.register(PoolCollector(db))
+        get = registry.get_sample_value
+        assert get("fastpool_host_up", {"pool": "shop", "host": primary, "role": "primary"}) == 1
+        assert get("fastpool_host_up", {"pool": "shop", "host": replica, "role": "replica"}) == 1
+        assert get("fastpool_host_connections", {"pool": "shop", "host": replica,
+                                                 "role": "replica", "state": "idle"}) == 1
+        assert get("fastpool_replica_lag_seconds", {"pool": "shop", "host": replica}) is not None
+        assert get("fastpool_replica_lag_seconds", {"pool": "shop", "host": primary}) is None
+
+        reader = InMemoryMetricReader()
+        instrument(db, meter_provider=MeterProvider(metric_readers=[reader]))
+        points: dict[str, list[Any]] = {}
+        for rm in reader.get_metrics_data().resource_metrics:
+            for sm in rm.scope_metrics:
+                for m in sm.metrics:
+                    points.setdefault(m.name, []).extend(m.data.data_points)
+        up = {(p.attributes["server.address"], p.attributes["fastpool.host.role"]): p.value
+              for p in points["fastpool.host.up"]}
+        assert up == {(primary, "primary"): 1, (replica, "replica"): 1}
+        assert [p.attributes["server.address"] for p in points["fastpool.replica.lag"]] == [replica]
     finally:
         db.close()

@@ -106,6 +106,14 @@ class Instrumented:
                             " obtain a connection from the pool.")
         for name, field, unit, description in _SUMS:
             counter(name, [gauge(_stat(field))], unit=unit, description=description)
+        # A host list's hosts (none for one host): fastpool's own names, as the
+        # conventions have none for them.
+        up_down("fastpool.host.connection.count", [gauge(_host_counts)], unit="{connection}",
+                description="Connections open per host of a host list, by state.")
+        up_down("fastpool.host.up", [gauge(_host_up)], unit="1",
+                description="1 while a host of a host list answers its probes, else 0.")
+        meter.create_observable_gauge("fastpool.replica.lag", [gauge(_replica_lag)], unit="s",
+                                      description="A replica's replication lag as last probed.")
 
         def histogram(name: str, description: str, event: str) -> None:
             h = meter.create_histogram(name, unit="s", description=description)
@@ -153,6 +161,26 @@ def _stat(field: str) -> Any:
     def read(db: Any, a: dict[str, str]) -> list[Observation]:
         return [Observation(getattr(db.stats(), field), a)]
     return read
+
+
+def _host_counts(db: Any, a: dict[str, str]) -> list[Observation]:
+    out = []
+    for h in db.stats().hosts:
+        attrs = {**a, "server.address": h.address, "fastpool.host.role": h.role}
+        out.append(Observation(h.idle, {**attrs, STATE: "idle"}))
+        out.append(Observation(h.in_use, {**attrs, STATE: "used"}))
+    return out
+
+
+def _host_up(db: Any, a: dict[str, str]) -> list[Observation]:
+    return [Observation(0 if h.state == "down" else 1,
+                        {**a, "server.address": h.address, "fastpool.host.role": h.role})
+            for h in db.stats().hosts]
+
+
+def _replica_lag(db: Any, a: dict[str, str]) -> list[Observation]:
+    return [Observation(h.lag, {**a, "server.address": h.address})
+            for h in db.stats().hosts if h.lag is not None]
 
 
 def _timeouts(stats: Any) -> int:

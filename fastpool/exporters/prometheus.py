@@ -73,6 +73,7 @@ class PoolCollector(Collector):
             conns.add_metric([s.name, "used"], s.in_use)
             conns.add_metric([s.name, "opening"], s.opening)  # the three add up to open
         yield conns
+        yield from _host_metrics(stats)
         for name, field, doc in GAUGES:
             g = GaugeMetricFamily(name, doc, labels=["pool"])
             for s in stats:
@@ -88,3 +89,23 @@ class PoolCollector(Collector):
     def _stats(ref: Any) -> Any:
         db = ref()
         return None if db is None or db.closed else db.stats()
+
+
+def _host_metrics(stats: list[Any]) -> Iterator[Metric]:
+    # A host list's hosts (stats().hosts; none for one host), labelled by host and role.
+    conns = GaugeMetricFamily("fastpool_host_connections", "Open connections per host of a"
+                              " host list, by state.", labels=["pool", "host", "role", "state"])
+    up = GaugeMetricFamily("fastpool_host_up", "1 while a host of a host list answers its"
+                           " probes, else 0.", labels=["pool", "host", "role"])
+    lag = GaugeMetricFamily("fastpool_replica_lag_seconds", "A replica's replication lag as"
+                            " last probed.", labels=["pool", "host"])
+    for s in stats:
+        for h in s.hosts:
+            conns.add_metric([s.name, h.address, h.role, "idle"], h.idle)
+            conns.add_metric([s.name, h.address, h.role, "used"], h.in_use)
+            up.add_metric([s.name, h.address, h.role], 0 if h.state == "down" else 1)
+            if h.lag is not None:
+                lag.add_metric([s.name, h.address], h.lag)
+    yield conns
+    yield up
+    yield lag
