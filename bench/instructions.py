@@ -171,7 +171,10 @@ def _mysql_select1(kind: str) -> Setup:
 
         conn = MySQLdb.connect(**_mysql_kwargs(), autocommit=True)
         return partial(run_select1, conn), conn.close
-    db = fastpool.open(_dsn("mysql"), max_open=4)
+    # "hostlist": the same server as a host list of one (target=), to count what
+    # following a primary costs a statement.
+    db = fastpool.open(_dsn("mysql"), max_open=4,
+                       **({"target": "primary"} if kind == "hostlist" else {}))
     return (lambda: db.query_row("SELECT 1")), db.close
 
 
@@ -182,10 +185,10 @@ def _pg_select1(kind: str) -> Setup:
     if kind == "raw":
         conn = psycopg.connect(dsn, autocommit=True)
         return (lambda: conn.execute("SELECT 1").fetchone()), conn.close
-    if kind == "fastpool":
+    if kind in ("fastpool", "hostlist"):
         import fastpool
 
-        db = fastpool.open(dsn, max_open=4)
+        db = fastpool.open(dsn, max_open=4, **({"target": "primary"} if kind == "hostlist" else {}))
         return (lambda: db.query_row("SELECT 1")), db.close
     if kind == "fastpool_dropin":
         import fastpool.psycopg
@@ -384,6 +387,7 @@ WORKLOADS: dict[str, Workload] = {
     "rows_fastpool_buffered": Workload(ROWS_GROUP, (1, 2), lambda: _sqlite_fastpool("buffered")),
     "select1_raw_mysqlclient": _on(MYSQL, _mysql_select1, "raw"),
     "select1_fastpool_mysqlclient": _on(MYSQL, _mysql_select1, "fastpool"),
+    "select1_fastpool_mysqlclient_hostlist": _on(MYSQL, _mysql_select1, "hostlist"),
     "aio_select1_raw_asyncmy": _on(AIO_MYSQL, _aio_asyncmy, "raw"),
     "aio_select1_bridged_asyncmy": _on(AIO_MYSQL, _aio_asyncmy, "bridged"),
     "aio_checkout_fastpool_asyncmy": _on(AIO_MYSQL, _aio_asyncmy, "checkout"),
@@ -393,6 +397,7 @@ WORKLOADS: dict[str, Workload] = {
     "aio_64_tasks_fastpool_asyncmy": _on(AIO_MYSQL_64, _aio_asyncmy_64, "fastpool", (20, 80)),
     "select1_raw_psycopg": _on(PG, _pg_select1, "raw"),
     "select1_fastpool_psycopg": _on(PG, _pg_select1, "fastpool"),
+    "select1_fastpool_psycopg_hostlist": _on(PG, _pg_select1, "hostlist"),
     "select1_fastpool_psycopg_dropin": _on(PG, _pg_select1, "fastpool_dropin"),
     "select1_psycopg_pool": _on(PG, _pg_select1, "pool"),
     "aio_select1_raw_psycopg": _on(AIO_PG, _aio_psycopg, "raw"),

@@ -162,6 +162,55 @@ def test_a_switchover_under_gevent(mariadb_pair: MariaDBPair, tmp_path: Any) -> 
     assert len(acked) == result["acked"] and acked <= rows_on(pair, new)
 
 
+def test_django_follows_the_primary_and_reads_on_the_replica(mariadb_pair: MariaDBPair) -> None:
+    pytest.importorskip("django")
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from mariadb_replication import APP_USER, PASSWORD
+
+    pair = mariadb_pair
+    base = {"ENGINE": "fastpool.django.mysql", "NAME": "fastpool_test", "USER": APP_USER,
+            "PASSWORD": PASSWORD, "PORT": "3306", "CONN_MAX_AGE": 0,
+            "HOST": ",".join(f"127.0.0.1:{s.port}" for s in pair.servers)}
+    databases = {"default": {**base, "OPTIONS": {"pool": {"max_open": 4, "timeout": 20}}},
+                 "replica": {**base, "OPTIONS": {"pool": {"target": "prefer-replica",
+                                                          "max_open": 4, "recheck": 0.5}},
+                             "TEST": {"MIRROR": "default"}}}
+    proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("django_replicas.py")),
+                             json.dumps(databases)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        assert proc.stdout is not None and proc.stdin is not None
+        ready = proc.stdout.readline().strip()
+        assert ready == "READY", ready + (proc.stderr.read() if proc.stderr else "")
+        old, new = pair.primary, pair.replica
+        pair.switchover()
+        proc.stdin.write("switched\n")
+        proc.stdin.flush()
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err[-3000:]
+    r = json.loads(out.strip().splitlines()[-1])
+    assert (r["read_alias"], r["write_alias"]) == ("replica", "default"), r
+    assert r["primary_before"] == server_id(pair, old) == r["replica_after"], r
+    assert r["replica_before"] == server_id(pair, new) == r["primary_after"], r
+    # Django runs each statement on a connection it holds, which the pool cannot move:
+    # the first write after the switchover, on an idle connection to the demoted server,
+    # is refused (1290) and its request gets the error; the pool learns from it, and every
+    # later one goes to the new primary.
+    assert len(r["errors"]) <= 1 and all("1290" in e for e in r["errors"]), r["errors"]
+    assert r["written_before"] == 100 and r["written_after"] == 100 - len(r["errors"])
+    rows = rows_on(pair, new)
+    assert len({("django-after", n) for n in range(100)} & rows) == r["written_after"]
+
+
 def test_a_crash_fails_only_the_statements_in_flight_and_loses_nothing(mariadb_pair: MariaDBPair) -> None:
     pair = mariadb_pair
     db = fastpool.open(pair.dsn(), timeout=20)

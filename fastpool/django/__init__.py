@@ -32,9 +32,11 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db.backends.base.base import NO_DB_ALIAS
 
 import fastpool
+from fastpool.dialects.base import ERR_OK
 from fastpool.errors import ConfigError
+from fastpool.multihost.options import NAMES as HOST_LIST_OPTIONS
 
-__all__ = ["PoolingMixin"]
+__all__ = ["PoolingMixin", "ReplicaRouter"]
 
 # One pool per alias in this process: (the connect parameters it was made for, the pool).
 _POOLS: dict[str, tuple[str, fastpool.Pool]] = {}
@@ -65,11 +67,19 @@ class _TrackingCursor:
 
     def execute(self, query: Any, args: Any = None) -> Any:
         self._note(query)
-        return self._cursor.execute(query, args)
+        try:
+            return self._cursor.execute(query, args)
+        except Exception as exc:
+            self._owner._fastpool_failed(exc)
+            raise
 
     def executemany(self, query: Any, args: Any) -> Any:
         self._note(query)
-        return self._cursor.executemany(query, args)
+        try:
+            return self._cursor.executemany(query, args)
+        except Exception as exc:
+            self._owner._fastpool_failed(exc)
+            raise
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._cursor, name)
@@ -139,8 +149,11 @@ class PoolingMixin:
             params = self.get_connection_params()
             options.setdefault("name", f"django:{alias}")
             try:
-                pool = fastpool.Pool(lambda: self._connect_for_pool(params),
-                                     driver=self._fastpool_driver, **options)
+                if HOST_LIST_OPTIONS.intersection(options) or "," in str(sd["HOST"] or ""):
+                    pool = self._routed_pool(params, options)
+                else:
+                    pool = fastpool.Pool(lambda: self._connect_for_pool(params),
+                                         driver=self._fastpool_driver, **options)
             except ConfigError as exc:
                 raise ImproperlyConfigured(f"OPTIONS['pool'] of database {alias!r}: {exc}") from exc
             if entry is not None:
@@ -149,6 +162,34 @@ class PoolingMixin:
         if stale is not None:
             stale.close()
         return pool
+
+    def _routed_pool(self, params: dict[str, Any], options: dict[str, Any]) -> fastpool.Pool:
+        """A host list (HOST "h1:3306,h2:3306", or OPTIONS["pool"]["hosts"], or a host-list
+        option such as target): a fastpool MultiHostPool whose connects are this backend's
+        own, each to its host."""
+        from fastpool.multihost.pool import routed_pool
+        from fastpool.url import DEFAULT_PORTS, parse_host_list
+
+        scheme = {"postgresql": "postgresql", "mysql": "mysql", "pymysql": "mysql"}.get(
+            self._fastpool_driver)
+        if scheme is None:
+            raise ConfigError(f"a host list needs the mysql or postgresql backend, not"
+                              f" {self._fastpool_driver}")
+        sd = self.settings_dict
+        shown = f"HOST of database {self.alias!r}"
+        try:
+            default_port = int(sd["PORT"] or DEFAULT_PORTS[scheme])
+        except ValueError:
+            raise ConfigError(f"PORT of database {self.alias!r} is not a number") from None
+        text = str(sd["HOST"] or "")
+        hosts = (parse_host_list(text, default_port, shown) if "," in text
+                 else ((text, default_port),) if text else None)
+
+        def connect_for(dialect: Any, host: str, port: int) -> Any:
+            return lambda: self._connect_for_pool({**params, "host": host, "port": port})
+
+        return routed_pool(self._fastpool_driver, connect_for, options, default_port=default_port,
+                           single=hosts, shown=shown)
 
     def close_pool(self) -> None:
         """Close this alias's pool (its idle connections now, the others as they come back)."""
@@ -228,6 +269,13 @@ class PoolingMixin:
             return cursor
         return _TrackingCursor(cursor, self)
 
+    def _fastpool_failed(self, exc: BaseException) -> None:
+        """A statement raised exc: the pool's verdict (a host list also learns from it
+        that its primary was demoted); a connection it broke is closed at give-back."""
+        pool = self._fastpool_pool
+        if pool is not None and pool._classify_error(exc) != ERR_OK:
+            self._fastpool_dirty = True
+
     def is_usable(self) -> bool:
         """Django's check, and false once the connection went back to the pool."""
         # A connection given back to the pool is gone from this wrapper: not usable here.
@@ -271,3 +319,38 @@ class PoolingMixin:
 
     def _restore_autocommit(self, raw: Any) -> None:
         pass
+
+
+class ReplicaRouter:
+    """A database router for a host list: reads on the ``replica`` alias, everything else
+    on ``default``. Both aliases name the same hosts; the replica's ``OPTIONS["pool"]``
+    has ``"target": "prefer-replica"`` (a replica within ``max_replica_lag``, else the
+    primary). Add it with ``DATABASE_ROUTERS = ["fastpool.django.ReplicaRouter"]``.
+
+    A replica may lag: a read that must see the request's own writes (or runs inside
+    ``transaction.atomic()`` on ``default``) names ``.using("default")``.
+
+    Attributes:
+        read_alias: the alias reads go to.
+        write_alias: the alias writes, migrations and everything else go to.
+    """
+
+    read_alias = "replica"
+    write_alias = "default"
+
+    def db_for_read(self, model: Any, **hints: Any) -> str:
+        """Reads: the replica alias."""
+        return self.read_alias
+
+    def db_for_write(self, model: Any, **hints: Any) -> str:
+        """Writes: the primary's alias."""
+        return self.write_alias
+
+    def allow_relation(self, obj1: Any, obj2: Any, **hints: Any) -> bool:
+        """Objects of both aliases are rows of one database."""
+        return True
+
+    def allow_migrate(self, db: str, app_label: str, model_name: str | None = None,
+                      **hints: Any) -> bool:
+        """Migrations run on the primary's alias only."""
+        return db == self.write_alias

@@ -123,6 +123,8 @@ class HostSet:
                 if old_role != UNKNOWN and host.role != old_role:
                     events.append(("role_changed", host.address, f"{old_role} -> {host.role}"))
             lost, found = self._elect_locked(events)
+            if any(e[0] == "role_changed" for e in events):
+                self._kick_locked()  # roles moved: the other hosts' may have too
             self._changed.notify_all()
         self._after(events, lost, found)
 
@@ -214,6 +216,8 @@ class HostSet:
         if target == REPLICA or (target == "prefer-replica" and replicas):
             return self._balance(replicas, in_use)
         if target == "prefer-replica":
+            if any(h.state == UNKNOWN for h in self.hosts):
+                return None  # a replica may be among the hosts not probed yet: wait
             return self._pick_locked(PRIMARY, max_lag, in_use)
         return self._balance(up, in_use)  # "any"
 

@@ -34,7 +34,7 @@ from .options import NAMES, check_multihost_options
 
 log = logging.getLogger("fastpool")
 
-__all__ = ["MultiHostPool", "Replicas", "RoutedPool", "open_hosts"]
+__all__ = ["MultiHostPool", "Replicas", "RoutedPool", "open_hosts", "routed_pool"]
 
 # Connects tried on one host within one connect of the pool before its error is raised:
 # a host that refuses new connections while its probe still answers (too many connections)
@@ -87,11 +87,25 @@ class RoutedPool(Pool):
                 raise
             if is_primary is not None:
                 hostset.probed(host, is_primary, host.lag)
-                if self._follows_primary and not is_primary:
-                    # Demoted since it was picked: this connection would refuse writes.
+                if self._fixed_host is None and not self._fits(is_primary):
+                    # Its role changed since it was picked (a primary demoted, a replica
+                    # promoted): pick again, now that the HostSet knows.
                     self._close_raw(raw)
+                    tries[host] = tries.get(host, 0) + 1
                     continue
             return raw
+
+    def _fits(self, is_primary: bool) -> bool:
+        """Whether a connection to a server of this role serves the pool's target (a
+        primary serves prefer-replica only while no replica qualifies)."""
+        target = self._target
+        if target == PRIMARY:
+            return is_primary
+        if target == REPLICA:
+            return not is_primary
+        if target == "prefer-replica" and is_primary:
+            return not self._hostset.replicas_now(None, 0)
+        return True
 
     def _close_raw(self, raw: Any) -> None:
         super()._close_raw(raw)
@@ -284,6 +298,11 @@ class MultiHostPool(RoutedPool):
             for h in self._hostset.hosts:
                 if h.address == address:
                     self._replicas._host_down(h)
+        if event in ("role_changed", "host_down") and self._target in (REPLICA, "prefer-replica"):
+            # A pool that reads on replicas: a host that changed role may hold some of its
+            # connections (a replica promoted). Which ones the core does not know, so all
+            # are retired; roles change seldom.
+            self._retire_open()
         self._listeners.emit(event, self.name, None, None, reason, address)
 
     # ---- the pool's API, over every host -------------------------------------------------
@@ -345,31 +364,47 @@ def open_hosts(url: DatabaseURL, dialect_name: str, options: dict[str, Any]) -> 
     default_port = DEFAULT_PORTS.get(url.scheme)
     if default_port is None:
         raise ConfigError(f"a host list needs postgresql:// or mysql://, not {url.scheme}://")
+    kwargs = dict(url.connect_kwargs)
+    host = kwargs.pop("host", None)
+    port = kwargs.pop("port", None)
+    single = None if host is None else ((host, default_port if port is None else port),)
+
+    def connect_for(dialect: Dialect, host: str, port: int) -> Callable[[], Any]:
+        return dialect.connect_factory({**kwargs, "host": host, "port": port})
+
+    return routed_pool(dialect_name, connect_for, options, default_port=default_port,
+                       single=single, shown=url.masked, _display=url.masked, _name=url.name)
+
+
+def routed_pool(dialect_name: str, connect_for: Callable[[Dialect, str, int], Callable[[], Any]],
+                options: dict[str, Any], *, default_port: int,
+                single: tuple[tuple[str, int], ...] | None, shown: str,
+                **private: Any) -> MultiHostPool:
+    """A MultiHostPool: options are the pool's and the host list's together; the hosts
+    come from hosts= or, failing that, single (the one host a URL or setting names);
+    connect_for(dialect, host, port) gives the connect callable of one host (each host has
+    a dialect instance of its own)."""
     multi_given = {k: options.pop(k) for k in list(options) if k in NAMES}
     # Each option checked before the hosts are looked for: its own error comes first.
     check_multihost_options({k: v for k, v in multi_given.items() if k != "hosts"}, default_port)
-    kwargs = dict(url.connect_kwargs)
-    if "hosts" in multi_given and "host" in kwargs:
-        raise ConfigError(f"hosts= was given and {url.masked!r} names a host too: give the"
-                          f" hosts once")
+    if "hosts" in multi_given and single is not None:
+        raise ConfigError(f"hosts= was given and {shown!r} names a host too: give the hosts once")
     if "hosts" not in multi_given:
-        if "host" not in kwargs:
-            raise ConfigError(f"{url.masked!r} names no host: a host list needs"
-                              f" h1:port,h2:port in the URL or hosts=[(host, port), ...]")
-        multi_given["hosts"] = ((kwargs.pop("host"), kwargs.pop("port", default_port)),)
-    kwargs.pop("host", None)
-    kwargs.pop("port", None)
+        if single is None:
+            raise ConfigError(f"{shown!r} names no host: a host list needs h1:port,h2:port"
+                              f" in the URL or hosts=[(host, port), ...]")
+        multi_given["hosts"] = single
     multi = check_multihost_options(multi_given, default_port)
     hosts = []
     for host, port in multi["hosts"]:
         d = get_dialect(dialect_name)
-        hosts.append(Host(host, port, d, d.connect_factory({**kwargs, "host": host, "port": port})))
+        hosts.append(Host(host, port, d, connect_for(d, host, port)))
     main = get_dialect(dialect_name)
-    main.connect_factory({**kwargs, "host": hosts[0].host, "port": hosts[0].port})
+    # The main dialect is the pool's (classify, reset, ...); it opens no connection itself.
+    connect_for(main, hosts[0].host, hosts[0].port)
     behind = options.pop("behind_pooler", None)
     if behind is not None:
         _set_behind_pooler(main, behind)
         for h in hosts:
             _set_behind_pooler(h.dialect, behind)
-    return MultiHostPool(hosts, main, dialect_name, multi=multi, _display=url.masked,
-                         _name=url.name, **options)
+    return MultiHostPool(hosts, main, dialect_name, multi=multi, **private, **options)
