@@ -195,6 +195,7 @@ def test_replicas_past_the_lag_bound_are_skipped(hostset) -> None:  # type: igno
     roles: dict[str, Any] = {"a:1": True, "b:2": False, "c:3": False}
     hs, _ = hostset(roles)
     hs.pick(PRIMARY, 5.0)
+    hs.replicas_now(None, 5.0)  # every host probed once (the primary may come first)
     hs.probed(hs.hosts[1], False, 10.0)
     hs.probed(hs.hosts[2], False, 0.2)
     assert [h.address for h in hs.replicas_now(1.0, 1.0)] == ["c:3"]
@@ -208,15 +209,23 @@ def test_least_used_balances_by_the_count_given(hostset) -> None:  # type: ignor
     roles: dict[str, Any] = {"a:1": True, "b:2": False, "c:3": False}
     hs, _ = hostset(roles)
     hs.pick(PRIMARY, 5.0)
+    hs.replicas_now(None, 5.0)  # every host probed once (the primary may come first)
     busy = {"b:2": 3, "c:3": 1}
     assert hs.pick(REPLICA, 1.0, in_use=lambda h: busy[h.address]).address == "c:3"
     busy["c:3"] = 5
     assert hs.pick(REPLICA, 1.0, in_use=lambda h: busy[h.address]).address == "b:2"
 
 
-def test_fastpool_aio_refuses_a_host_list_for_now_and_says_so() -> None:
+def test_fastpool_aio_takes_a_host_list_and_refuses_a_bad_one() -> None:
+    pytest.importorskip("asyncpg")
     import fastpool.aio
 
-    with pytest.raises(ConfigError, match="not supported by fastpool.aio yet") as ei:
-        fastpool.aio.open("postgresql://app:pw@h1,h2/db")
+    db = fastpool.aio.open("postgresql://app:pw@h1,h2:5433/db?driver=asyncpg",
+                           target="prefer-replica")
+    assert db.hosts == ("h1:5432", "h2:5433")  # type: ignore[attr-defined]
+    assert db.target == "prefer-replica"  # type: ignore[attr-defined]
+    assert [h.state for h in db.stats().hosts] == ["unknown", "unknown"]
+    assert "pw" not in repr(db) and repr(db).startswith("<fastpool.aio.Pool")
+    with pytest.raises(ConfigError, match="listed twice") as ei:
+        fastpool.aio.open("postgresql://app:pw@h1,h1/db?driver=asyncpg")
     assert "pw" not in str(ei.value)

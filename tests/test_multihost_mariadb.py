@@ -211,6 +211,58 @@ def test_django_follows_the_primary_and_reads_on_the_replica(mariadb_pair: Maria
     assert len({("django-after", n) for n in range(100)} & rows) == r["written_after"]
 
 
+def test_fastpool_aio_on_asyncmy_through_a_switchover(mariadb_pair: MariaDBPair) -> None:
+    pytest.importorskip("asyncmy")
+    import asyncio
+
+    import fastpool.aio
+
+    pair = mariadb_pair
+    old, new = pair.primary, pair.replica
+
+    async def run() -> tuple[Workload, float, Any, Any, Any]:
+        db = fastpool.aio.open(pair.dsn(driver="asyncmy"), timeout=20, max_open=8)
+        acked: list[tuple[str, int, float]] = []
+        errors: list[tuple[float, BaseException]] = []
+        stop = asyncio.Event()
+
+        async def write(i: int) -> None:
+            n = 0
+            while not stop.is_set():
+                n += 1
+                try:
+                    await db.execute("INSERT INTO writes (who, n) VALUES (%s, %s)", (f"task{i}", n))
+                    acked.append((f"task{i}", n, time.monotonic()))
+                except Exception as exc:
+                    errors.append((time.monotonic(), exc))
+                    await asyncio.sleep(0.01)
+
+        try:
+            assert await db.replicas.query_row("SELECT @@server_id") == (server_id(pair, new),)
+            tasks = [asyncio.create_task(write(i)) for i in range(8)]
+            await asyncio.sleep(0.5)
+            promoted = await asyncio.to_thread(pair.switchover)
+            await asyncio.sleep(1.0)
+            stop.set()
+            await asyncio.gather(*tasks)
+            primary = await db.query_row("SELECT @@server_id")
+            replica = await db.replicas.query_row("SELECT @@server_id")
+            hosts = {h.address: h.role for h in db.stats().hosts}
+        finally:
+            await db.close()
+        load = Workload(lambda who, n: None, workers=8)
+        load.acked, load.errors = acked, errors
+        return load, promoted, primary, replica, hosts
+
+    load, promoted, primary, replica, hosts = asyncio.run(run())
+    assert load.errors == [], load.error_kinds()
+    back = load.first_ack_after(promoted)
+    assert back is not None and back < 1.0, back
+    assert load.missing(rows_on(pair, new)) == []
+    assert primary == (server_id(pair, new),) and replica == (server_id(pair, old),)
+    assert hosts == {f"127.0.0.1:{new.port}": "primary", f"127.0.0.1:{old.port}": "replica"}
+
+
 def test_a_crash_fails_only_the_statements_in_flight_and_loses_nothing(mariadb_pair: MariaDBPair) -> None:
     pair = mariadb_pair
     db = fastpool.open(pair.dsn(), timeout=20)

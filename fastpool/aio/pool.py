@@ -187,9 +187,11 @@ class Pool:
 
     def __init__(self, connect: Callable[[], Awaitable[Any]], *,
                  driver: str | Dialect | None = None, **options: Any) -> None:
-        # fastpool's own callers may pass _display and _name (see fastpool.Pool).
+        # fastpool's own callers may pass _display and _name (see fastpool.Pool), and
+        # _sync: what makes the sync pool underneath (a host list's: aio/multihost.py).
         _display: str | None = options.pop("_display", None)
         _name: str | None = options.pop("_name", None)
+        make_sync: Callable[..., TaskPool] = options.pop("_sync", TaskPool)
         if not callable(connect):
             raise ConfigError(f"connect must be an async callable returning a connection, got {connect!r}")
         dialect = None if driver is None else get_dialect(driver)
@@ -204,8 +206,8 @@ class Pool:
         opts = {k: (_sync_hook(v, self._configure_limit if k == "configure" else None)
                     if k in HOOKS else v) for k, v in options.items()}
         display = _display or getattr(connect, "__qualname__", type(connect).__name__)
-        self.sync = TaskPool(self, self._connect_sync, driver=dialect, _display=display,
-                             _name=_name, **opts)
+        self.sync = make_sync(self, self._connect_sync, driver=dialect, _display=display,
+                              _name=_name, **opts)
         self.sync._dead_hook = self._is_dead
 
     def _configure_limit(self) -> float | None:
@@ -245,16 +247,17 @@ class Pool:
             await self._settle_reclaims()
         return await call(fn, *args)
 
-    def _connect_sync(self) -> Any:
+    def _connect_sync(self, connect: Callable[[], Awaitable[Any]] | None = None) -> Any:
         # The core's connect: a task connects through the bridge, a worker thread (the
-        # opener) has the loop run the driver's connect while it waits.
+        # opener) has the loop run the driver's connect while it waits. connect: another
+        # async connect than the pool's (a host list's, to one host).
         loop = self._loop
         if loop is None and not in_bridge():
             self._bound.wait(BIND_WAIT)
             loop = self._loop
         if loop is None:
             raise EventLoopError("fastpool.aio: the pool has not been used from an event loop yet")
-        conn = run_on_loop(loop, self._connect())
+        conn = run_on_loop(loop, (connect or self._connect)())
         return SyncConnection(conn, loop)
 
     def _is_dead(self, raw: Any) -> bool:
@@ -444,11 +447,6 @@ def open(dsn: str, **options: Any) -> Pool:  # noqa: A001 - the API's name
     ``?driver=`` choosing; ``sqlite://`` with aiosqlite). Lazy: no I/O until first use."""
     url = parse_url(dsn)
     options = {**url.options, **options}  # an option given here wins over the URL's
-    given = sorted(HOST_LIST_OPTIONS.intersection(options))
-    if given:
-        raise ConfigError(f"a host list ({', '.join(given)}) is not supported by fastpool.aio"
-                          f" yet: open it with fastpool.open() (threads, gevent), or give one"
-                          f" host")
     dialect = get_dialect(url.driver or _default_driver(url.scheme))
     if not dialect.is_async:
         raise ConfigError(f"driver={dialect.name} is not an asyncio driver: use fastpool.open(),"
@@ -463,5 +461,9 @@ def open(dsn: str, **options: Any) -> Pool:  # noqa: A001 - the API's name
         if not (isinstance(record_class, type) and issubclass(record_class, record)):
             raise ConfigError(f"record_class must be a subclass of asyncpg.Record, got {record_class!r}")
         connect_kwargs = {**connect_kwargs, "record_class": record_class}
+    if HOST_LIST_OPTIONS.intersection(options):
+        from .multihost import open_hosts  # a host list, or one host with a target
+
+        return open_hosts(url, dialect, connect_kwargs, options)
     connect = dialect.connect_factory(connect_kwargs)
     return Pool(connect, driver=dialect, _display=url.masked, _name=url.name, **options)

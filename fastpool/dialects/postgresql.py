@@ -679,6 +679,13 @@ class AsyncpgDialect(PostgreSQLDialect):
             return ERR_OK
         if isinstance(exc, (TypeError, ValueError, OverflowError)):
             return ERR_OK  # an argument asyncpg could not encode: nothing was sent
+        if (isinstance(exc, asyncpg.exceptions.InternalClientError)
+                and str(exc).startswith("cannot switch to state")):
+            # The protocol was still busy with an error the server sent while the
+            # connection sat idle (a FATAL at shutdown): asyncpg refused the operation
+            # before sending anything. The connection is done for; the statement may
+            # run on another.
+            return ERR_RETRY
         return ERR_BROKEN
 
     def state_at_checkin(self, raw: Any) -> int:
@@ -708,6 +715,11 @@ class AsyncpgDialect(PostgreSQLDialect):
 
     def side_connect(self, timeout: float) -> Any:
         return None
+
+    def role_at_connect(self, raw: Any) -> bool | None:
+        # asyncpg keeps the parameters the server reported at connect (14+: in_hot_standby).
+        value = getattr(self.conn_of(raw).get_settings(), "in_hot_standby", None)
+        return None if value is None else value != "on"
 
     def session_is_idle(self, raw: Any) -> bool:
         # asyncpg cancels the statement itself when its task is cancelled.

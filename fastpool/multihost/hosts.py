@@ -179,9 +179,12 @@ class HostSet:
 
     # ---- what the pools ask ------------------------------------------------------------
     def pick(self, target: str, timeout: float | None, *, max_lag: float | None = None,
-             in_use: Callable[[Host], int] | None = None) -> Host:
+             in_use: Callable[[Host], int] | None = None,
+             nap: Callable[[float], bool] | None = None) -> Host:
         """A host for a new connection of the target, waiting (within timeout; None:
-        forever) while there is none; PoolTimeout naming every host with its state."""
+        forever) while there is none; PoolTimeout naming every host with its state.
+        nap(seconds): how a caller that must not block its thread (a task) sleeps; it
+        returns False when the caller may block."""
         deadline = None if timeout is None else time.monotonic() + timeout
         self.start_watchers()
         with self._lock:
@@ -197,12 +200,25 @@ class HostSet:
                 self._waiting += 1
                 try:
                     self._kick_locked()
-                    self._changed.wait(left)
+                    self._wait_locked(left, nap)
                 finally:
                     self._waiting -= 1
             described = "; ".join(h.describe() for h in self.hosts)
         raise PoolTimeout(f"no {target} host within {timeout:.3g}s: {described}" if timeout is not None
                           else f"no {target} host: {described}")
+
+    def _wait_locked(self, left: float | None, nap: Callable[[float], bool] | None) -> None:
+        # A task naps on its loop (the lock released meanwhile) and looks again; a thread
+        # waits on the condition, woken by the next finding.
+        if nap is not None:
+            self._lock.release()
+            try:
+                napped = nap(FAST_RECHECK if left is None else min(left, FAST_RECHECK))
+            finally:
+                self._lock.acquire()
+            if napped:
+                return
+        self._changed.wait(left)
 
     def _pick_locked(self, target: str, max_lag: float | None,
                      in_use: Callable[[Host], int] | None) -> Host | None:
@@ -229,7 +245,8 @@ class HostSet:
         count = in_use or (lambda h: h.open)
         return min(hosts, key=count)
 
-    def replicas_now(self, max_lag: float | None, timeout: float | None) -> list[Host]:
+    def replicas_now(self, max_lag: float | None, timeout: float | None,
+                     nap: Callable[[float], bool] | None = None) -> list[Host]:
         """The replicas that qualify now; before the first probes are in, it waits for
         them (within timeout) rather than call a host list without replicas."""
         self.start_watchers()
@@ -239,7 +256,7 @@ class HostSet:
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
                     break
-                self._changed.wait(left)
+                self._wait_locked(left, nap)
             return [h for h in self.hosts if h.state == UP and h.role == REPLICA
                     and (max_lag is None or (h.lag is not None and h.lag <= max_lag))]
 

@@ -34,7 +34,8 @@ from .options import NAMES, check_multihost_options
 
 log = logging.getLogger("fastpool")
 
-__all__ = ["MultiHostPool", "Replicas", "RoutedPool", "open_hosts", "routed_pool"]
+__all__ = ["HostList", "HostRouting", "MultiHostPool", "Replicas", "RoutedPool", "host_list",
+           "open_hosts", "routed_pool"]
 
 # Connects tried on one host within one connect of the pool before its error is raised:
 # a host that refuses new connections while its probe still answers (too many connections)
@@ -42,30 +43,38 @@ __all__ = ["MultiHostPool", "Replicas", "RoutedPool", "open_hosts", "routed_pool
 ATTEMPTS_PER_HOST = 2
 
 
-class RoutedPool(Pool):
-    """A Pool whose connections go to the host its HostSet picks for its target (or to
-    one fixed host: a replica's pool under ``db.replicas``)."""
+class HostRouting:
+    """What a pool over a host list adds to a pool (``fastpool.Pool``, or fastpool.aio's
+    task pool): its connect picks the host, its errors tell the HostSet, its closes count
+    per host. Mixed in before the pool class; the fields are the subclass's slots."""
 
-    __slots__ = ("_hostset", "_target", "_fixed_host", "_follows_primary")
+    __slots__ = ()
+    _hostset: HostSet
+    _target: str
+    _fixed_host: Host | None
+    _follows_primary: bool
 
-    def __init__(self, hostset: HostSet, dialect: Dialect, *, target: str,
-                 fixed_host: Host | None = None, **options: Any) -> None:
-        self._hostset = hostset
-        self._target = target
-        self._fixed_host = fixed_host
+    def _init_routing(self, hostset: HostSet, target: str, fixed_host: Host | None) -> None:
+        self._hostset = hostset  # type: ignore[misc]
+        self._target = target  # type: ignore[misc]
+        self._fixed_host = fixed_host  # type: ignore[misc]
         # The pool of target "primary": its connections all go to the primary, which the
         # errors of its statements can tell has changed.
-        self._follows_primary = fixed_host is None and target == PRIMARY
-        super().__init__(self._connect_routed, driver=dialect, **options)
+        self._follows_primary = fixed_host is None and target == PRIMARY  # type: ignore[misc]
+
+    def _nap(self, seconds: float) -> bool:
+        """How a caller waiting for a host sleeps when it must not block its thread: False
+        here (a thread waits on the HostSet's condition); a task naps on its loop."""
+        return False
 
     def _connect_routed(self) -> Any:
         hostset = self._hostset
-        limit = self._options["timeout"]
+        limit = self._pool_options_of()["timeout"]
         deadline = None if limit is None else time.monotonic() + limit
         tries: dict[Host, int] = {}
         while True:
             left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
-            host = self._fixed_host or hostset.pick(self._target, left)
+            host = self._fixed_host or hostset.pick(self._target, left, nap=self._nap)
             try:
                 raw = host.connect()
             except Exception as exc:
@@ -95,6 +104,10 @@ class RoutedPool(Pool):
                     continue
             return raw
 
+    def _pool_options_of(self) -> dict[str, Any]:
+        options: dict[str, Any] = self._options  # type: ignore[attr-defined]
+        return options
+
     def _fits(self, is_primary: bool) -> bool:
         """Whether a connection to a server of this role serves the pool's target (a
         primary serves prefer-replica only while no replica qualifies)."""
@@ -108,21 +121,21 @@ class RoutedPool(Pool):
         return True
 
     def _close_raw(self, raw: Any) -> None:
-        super()._close_raw(raw)
+        super()._close_raw(raw)  # type: ignore[misc]
         host = getattr(raw, "_fastpool_host", None)
         if host is not None:
             raw._fastpool_host = None
             self._hostset.closed(host)
 
     def _classify_error(self, exc: BaseException) -> int:
-        kind = super()._classify_error(exc)
+        kind: int = super()._classify_error(exc)  # type: ignore[misc]
         if not self._follows_primary:
             return kind
-        dialect = self._dialect_of(None)
+        dialect = self._dialect_of(None)  # type: ignore[attr-defined]
         if dialect.refused_as_read_only(exc):
             # The primary was demoted: every connection open is on it. A pool-level
             # statement did not run, and goes again on a new connection (the new primary).
-            self._retire_open()
+            self._retire_open()  # type: ignore[attr-defined]
             self._hostset.suspect(None, "a write was refused as read-only")
             return ERR_RETRY
         if dialect.aborted_by_shutdown(exc):
@@ -134,9 +147,21 @@ class RoutedPool(Pool):
 
     def _primary_found(self) -> None:
         """A new primary: a connect held back by a failed one's back-off goes now."""
-        opener = self._opener
+        opener = self._opener  # type: ignore[attr-defined]
         if opener is not None:
             opener.reset_backoff()
+
+
+class RoutedPool(HostRouting, Pool):
+    """A Pool whose connections go to the host its HostSet picks for its target (or to
+    one fixed host: a replica's pool under ``db.replicas``)."""
+
+    __slots__ = ("_hostset", "_target", "_fixed_host", "_follows_primary")
+
+    def __init__(self, hostset: HostSet, dialect: Dialect, *, target: str,
+                 fixed_host: Host | None = None, **options: Any) -> None:
+        self._init_routing(hostset, target, fixed_host)
+        super().__init__(self._connect_routed, driver=dialect, **options)
 
 
 class Replicas:
@@ -221,39 +246,39 @@ class Replicas:
         if pool is not None:
             pool._retire_open()
 
+    def _close_all(self) -> None:
+        self._for_each(lambda p: p.close())
+
     def __repr__(self) -> str:
         return f"<fastpool replicas of {self._owner.name!r}: {len(self._pools)} pools>"
 
 
-class MultiHostPool(RoutedPool):
-    """A pool over a host list (``fastpool.open("postgresql://app:pw@h1,h2/shop")``): the
-    pool's own query API goes to its ``target`` (the primary by default), following it
-    through failovers without a restart; ``db.replicas`` reads on replicas;
-    ``stats().hosts`` and the events ``failover``, ``host_down``, ``host_up`` and
-    ``role_changed`` tell what the hosts do. Options beyond the pool's: ``hosts``,
-    ``target``, ``recheck``, ``load_balance``, ``max_replica_lag``, ``replica_fallback``,
-    ``replica_max_open`` (see the "Primary and replicas" guide)."""
+class HostList(HostRouting):
+    """The host list itself, mixed into the pool of its target (MultiHostPool, or
+    fastpool.aio's): the HostSet and what it tells, the replicas' pools, the events and
+    the stats of all of them. ``_replicas`` has ``_pools`` (host -> its sync pool),
+    ``_for_each(fn)``, ``_host_down(host)`` and ``_close_all()``."""
 
-    __slots__ = ("_replicas", "_max_replica_lag", "_replica_fallback", "_replica_max_open",
-                 "_pool_options", "_dialect_name")
+    __slots__ = ()
+    _replicas: Any
+    _max_replica_lag: float | None
+    _replica_fallback: bool
+    _replica_max_open: int | None
+    _pool_options: dict[str, Any]
+    _dialect_name: str
 
-    def __init__(self, hosts: list[Host], dialect: Dialect, dialect_name: str, *,
-                 multi: dict[str, Any], **options: Any) -> None:
+    def _init_host_list(self, hosts: list[Host], multi: dict[str, Any], options: dict[str, Any],
+                        dialect_name: str, replicas: Any) -> None:
         hostset = HostSet(hosts, recheck=multi["recheck"], load_balance=multi["load_balance"],
                           emit=self._emit_host_event, primary_lost=self._primary_lost,
                           primary_found=self._primary_found_any)
-        self._max_replica_lag = multi["max_replica_lag"]
-        self._replica_fallback = multi["replica_fallback"]
-        self._replica_max_open = multi["replica_max_open"]
-        self._pool_options = dict(options)
-        self._dialect_name = dialect_name
-        self._replicas = Replicas(self)
-        super().__init__(hostset, dialect, target=multi["target"], **options)
-
-    @property
-    def replicas(self) -> Replicas:
-        """The query API on the replicas (see ``Replicas``)."""
-        return self._replicas
+        self._max_replica_lag = multi["max_replica_lag"]  # type: ignore[misc]
+        self._replica_fallback = multi["replica_fallback"]  # type: ignore[misc]
+        self._replica_max_open = multi["replica_max_open"]  # type: ignore[misc]
+        self._pool_options = dict(options)  # type: ignore[misc]
+        self._dialect_name = dialect_name  # type: ignore[misc]
+        self._replicas = replicas
+        self._init_routing(hostset, multi["target"], None)
 
     @property
     def target(self) -> str:
@@ -265,35 +290,41 @@ class MultiHostPool(RoutedPool):
         """The host list's addresses, as given."""
         return tuple(h.address for h in self._hostset.hosts)
 
-    def _new_replica_pool(self, host: Host) -> RoutedPool:
+    def _replica_pool_args(self, host: Host) -> tuple[Dialect, dict[str, Any]]:
+        """(a dialect, the options) of the pool of one replica host under replicas."""
+        me: Any = self
         options = {k: v for k, v in self._pool_options.items() if not k.startswith("_")}
         if self._replica_max_open is not None:
             options["max_open"] = self._replica_max_open
         dialect = get_dialect(self._dialect_name)
-        dialect.error_class = self._dialect_of(None).error_class
-        behind = getattr(self._dialect_of(None), "behind_pooler", False)
-        if behind:
+        dialect.error_class = me._dialect_of(None).error_class
+        if getattr(me._dialect_of(None), "behind_pooler", False):
             _set_behind_pooler(dialect, True)
-        pool = RoutedPool(self._hostset, dialect, target=REPLICA, fixed_host=host,
-                          _display=f"{self._display} (replica {host.address})",
-                          _name=f"{self.name} replica {host.address}", **options)
-        for event, fns in self._listeners._by_event.items():
+        options["_display"] = f"{me._display} (replica {host.address})"
+        options["_name"] = f"{me.name} replica {host.address}"
+        return dialect, options
+
+    def _listen_like_me(self, pool: Any) -> None:
+        # A replica's pool made later gets the listeners of the pool events given so far.
+        me: Any = self
+        for event, fns in me._listeners._by_event.items():
             if event not in MULTIHOST_EVENTS:
                 for fn in fns:
                     pool.on(event, fn)
-        return pool
 
     # ---- what the hosts tell -----------------------------------------------------------
     def _primary_lost(self, host: Host) -> None:
+        me: Any = self
         if self._follows_primary:
-            closed = self._retire_open()
+            closed = me._retire_open()
             log.info("fastpool %s: %s is no longer the primary; %d idle connections closed,"
-                     " those in use close when given back", self.name, host.address, closed)
+                     " those in use close when given back", me.name, host.address, closed)
 
     def _primary_found_any(self, host: Host) -> None:
         self._primary_found()
 
     def _emit_host_event(self, event: str, address: str, reason: str | None) -> None:
+        me: Any = self
         if event == "host_down":
             for h in self._hostset.hosts:
                 if h.address == address:
@@ -302,22 +333,22 @@ class MultiHostPool(RoutedPool):
             # A pool that reads on replicas: a host that changed role may hold some of its
             # connections (a replica promoted). Which ones the core does not know, so all
             # are retired; roles change seldom.
-            self._retire_open()
-        self._listeners.emit(event, self.name, None, None, reason, address)
+            me._retire_open()
+        me._listeners.emit(event, me.name, None, None, reason, address)
 
     # ---- the pool's API, over every host -------------------------------------------------
     def on(self, event: str, fn: Callable[[PoolEvent], Any]) -> Callable[[PoolEvent], Any]:
         """``Pool.on``, for every pool of the host list; and the host events
         ``failover``, ``host_down``, ``host_up``, ``role_changed`` (``PoolEvent.host``
         names the host)."""
-        super().on(event, fn)
+        super().on(event, fn)  # type: ignore[misc]
         if event not in MULTIHOST_EVENTS:
             self._replicas._for_each(lambda p: p.on(event, fn))
         return fn
 
     def off(self, event: str, fn: Callable[[PoolEvent], Any]) -> bool:
         """``Pool.off``, for every pool of the host list."""
-        removed = super().off(event, fn)
+        removed: bool = super().off(event, fn)  # type: ignore[misc]
         if event not in MULTIHOST_EVENTS:
             self._replicas._for_each(lambda p: p.off(event, fn))
         return removed
@@ -325,7 +356,8 @@ class MultiHostPool(RoutedPool):
     def stats(self, reset: bool = False) -> Stats:
         """The counters of every pool of the host list together (the primary's and each
         replica's), and ``hosts``: one ``HostStats`` per host."""
-        own = super().stats(reset)
+        me: Any = self
+        own: Stats = super().stats(reset)  # type: ignore[misc]
         parts = [own]
         by_host: dict[Host, Stats] = {}
         for host, pool in list(self._replicas._pools.items()):
@@ -342,21 +374,52 @@ class MultiHostPool(RoutedPool):
             rows.append(HostStats(address=h.address, role=h.role, state=h.state,
                                   open=max(h.open, 0), in_use=max(h.open - idle, 0),
                                   idle=idle, lag=h.lag))
-        return combine(self.name, parts, tuple(rows))
+        return combine(me.name, parts, tuple(rows))
 
-    def close(self) -> None:
-        """Close the pool, every replica's pool and the host watchers."""
-        super().close()
-        self._replicas._for_each(lambda p: p.close())
+    def _stop_workers(self) -> None:
+        # Pool.close() (and fastpool.aio's close, off the loop) ends here: the replicas'
+        # pools and the host watchers stop with the pool's own workers.
+        super()._stop_workers()  # type: ignore[misc]
+        self._replicas._close_all()
         self._hostset.close()
 
     def _after_fork_child(self) -> None:
         self._hostset.after_fork()
-        super()._after_fork_child()
+        super()._after_fork_child()  # type: ignore[misc]
 
     def __repr__(self) -> str:
         hosts = ", ".join(h.describe() for h in self._hostset.hosts)
         return f"{super().__repr__()[:-1]} target={self._target} hosts=[{hosts}]>"
+
+
+class MultiHostPool(HostList, Pool):
+    """A pool over a host list (``fastpool.open("postgresql://app:pw@h1,h2/shop")``): the
+    pool's own query API goes to its ``target`` (the primary by default), following it
+    through failovers without a restart; ``db.replicas`` reads on replicas;
+    ``stats().hosts`` and the events ``failover``, ``host_down``, ``host_up`` and
+    ``role_changed`` tell what the hosts do. Options beyond the pool's: ``hosts``,
+    ``target``, ``recheck``, ``load_balance``, ``max_replica_lag``, ``replica_fallback``,
+    ``replica_max_open`` (see the "Primary and replicas" guide)."""
+
+    __slots__ = ("_hostset", "_target", "_fixed_host", "_follows_primary", "_replicas",
+                 "_max_replica_lag", "_replica_fallback", "_replica_max_open",
+                 "_pool_options", "_dialect_name")
+
+    def __init__(self, hosts: list[Host], dialect: Dialect, dialect_name: str, *,
+                 multi: dict[str, Any], **options: Any) -> None:
+        self._init_host_list(hosts, multi, options, dialect_name, Replicas(self))
+        super().__init__(self._connect_routed, driver=dialect, **options)
+
+    @property
+    def replicas(self) -> Replicas:
+        """The query API on the replicas (see ``Replicas``)."""
+        return self._replicas  # type: ignore[no-any-return]
+
+    def _new_replica_pool(self, host: Host) -> RoutedPool:
+        dialect, options = self._replica_pool_args(host)
+        pool = RoutedPool(self._hostset, dialect, target=REPLICA, fixed_host=host, **options)
+        self._listen_like_me(pool)
+        return pool
 
 
 def open_hosts(url: DatabaseURL, dialect_name: str, options: dict[str, Any]) -> MultiHostPool:
@@ -384,6 +447,17 @@ def routed_pool(dialect_name: str, connect_for: Callable[[Dialect, str, int], Ca
     come from hosts= or, failing that, single (the one host a URL or setting names);
     connect_for(dialect, host, port) gives the connect callable of one host (each host has
     a dialect instance of its own)."""
+    hosts, main, multi = host_list(dialect_name, connect_for, options, default_port=default_port,
+                                   single=single, shown=shown)
+    return MultiHostPool(hosts, main, dialect_name, multi=multi, **private, **options)
+
+
+def host_list(dialect_name: str, connect_for: Callable[[Dialect, str, int], Callable[[], Any]],
+              options: dict[str, Any], *, default_port: int,
+              single: tuple[tuple[str, int], ...] | None,
+              shown: str) -> tuple[list[Host], Dialect, dict[str, Any]]:
+    """(the hosts, the pool's own dialect, the host-list options), the host-list options
+    taken out of options (and behind_pooler applied); ConfigError for a bad one."""
     multi_given = {k: options.pop(k) for k in list(options) if k in NAMES}
     # Each option checked before the hosts are looked for: its own error comes first.
     check_multihost_options({k: v for k, v in multi_given.items() if k != "hosts"}, default_port)
@@ -407,4 +481,4 @@ def routed_pool(dialect_name: str, connect_for: Callable[[Dialect, str, int], Ca
         _set_behind_pooler(main, behind)
         for h in hosts:
             _set_behind_pooler(h.dialect, behind)
-    return MultiHostPool(hosts, main, dialect_name, multi=multi, **private, **options)
+    return hosts, main, multi
