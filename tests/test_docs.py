@@ -30,7 +30,7 @@ PUBLIC_MODULES = [
     "fastpool", "fastpool.aio", "fastpool.dbutils", "fastpool.sqlalchemy", "fastpool.psycopg",
     "fastpool.aiomysql", "fastpool.asyncpg", "fastpool.deadlines", "fastpool.django",
     "fastpool.exporters.opentelemetry", "fastpool.exporters.prometheus",
-    "fastpool.multihost.pool",
+    "fastpool.multihost.pool", "fastpool.aio.multihost",
 ]
 
 
