@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import inspect
 import sys
 import time
 from pathlib import Path
@@ -26,7 +27,7 @@ from typing import Any, Callable
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))
 
-from replication_load import Workload  # noqa: E402
+from replication_load import AsyncWorkload, Workload  # noqa: E402
 
 Writer = Callable[[str, int], Any]
 
@@ -60,6 +61,50 @@ def pg_psycopg_pool(bed: Any) -> tuple[Writer, Callable[[], None]]:
     return write, pool.close
 
 
+def pg_sqlalchemy(bed: Any) -> tuple[Writer, Callable[[], None]]:
+    import sqlalchemy
+
+    from patroni_cluster import DATABASE, PASSWORD, USER
+
+    # SQLAlchemy's psycopg dialect passes a host list to libpq (host=h:p&host=h:p).
+    hosts = "&".join(f"host=127.0.0.1:{n.port}" for n in bed.nodes)
+    engine = sqlalchemy.create_engine(
+        f"postgresql+psycopg://{USER}:{PASSWORD}@/{DATABASE}?{hosts}"
+        "&target_session_attrs=read-write&connect_timeout=2",
+        pool_size=8, pool_pre_ping=True, isolation_level="AUTOCOMMIT")
+    statement = sqlalchemy.text("INSERT INTO writes (who, n) VALUES (:who, :n)")
+
+    def write(who: str, n: int) -> None:
+        with engine.connect() as c:
+            c.execute(statement, {"who": who, "n": n})
+    return write, engine.dispose
+
+
+async def pg_asyncpg_pool(bed: Any) -> tuple[Any, Any]:
+    import asyncpg
+
+    from patroni_cluster import DATABASE, PASSWORD, USER
+
+    hosts = ",".join(f"127.0.0.1:{n.port}" for n in bed.nodes)
+    pool = await asyncpg.create_pool(f"postgresql://{USER}:{PASSWORD}@{hosts}/{DATABASE}",
+                                     target_session_attrs="primary", min_size=4, max_size=8,
+                                     timeout=2)
+
+    async def write(who: str, n: int) -> None:
+        await pool.execute("INSERT INTO writes (who, n) VALUES ($1, $2)", who, n)
+    return write, pool.close
+
+
+async def pg_fastpool_aio(bed: Any) -> tuple[Any, Any]:
+    import fastpool.aio
+
+    db = fastpool.aio.open(bed.dsn + "?driver=asyncpg", max_open=8, timeout=30)
+
+    async def write(who: str, n: int) -> None:
+        await db.execute("INSERT INTO writes (who, n) VALUES ($1, $2)", (who, n))
+    return write, db.close
+
+
 def my_fastpool(bed: Any) -> tuple[Writer, Callable[[], None]]:
     import fastpool
 
@@ -72,14 +117,30 @@ def my_fastpool(bed: Any) -> tuple[Writer, Callable[[], None]]:
     return write, db.close
 
 
-def my_sqlalchemy(bed: Any) -> tuple[Writer, Callable[[], None]]:
+async def my_fastpool_aio(bed: Any) -> tuple[Any, Any]:
+    import fastpool.aio
+
+    from mariadb_replication import ADMIN_USER
+
+    db = fastpool.aio.open(bed.dsn(user=ADMIN_USER, driver="asyncmy"), max_open=8, timeout=30)
+
+    async def write(who: str, n: int) -> None:
+        await db.execute("INSERT INTO writes (who, n) VALUES (%s, %s)", (who, n))
+    return write, db.close
+
+
+def my_sqlalchemy_pymysql(bed: Any) -> tuple[Writer, Callable[[], None]]:
+    return my_sqlalchemy(bed, "pymysql")
+
+
+def my_sqlalchemy(bed: Any, driver: str = "mysqldb") -> tuple[Writer, Callable[[], None]]:
     import sqlalchemy
 
     from mariadb_replication import ADMIN_USER, PASSWORD
 
     # No Python MySQL driver takes a host list: the pool knows the primary it started with.
     engine = sqlalchemy.create_engine(
-        f"mysql+mysqldb://{ADMIN_USER}:{PASSWORD}@127.0.0.1:{bed.primary.port}/fastpool_test",
+        f"mysql+{driver}://{ADMIN_USER}:{PASSWORD}@127.0.0.1:{bed.primary.port}/fastpool_test",
         pool_size=8, pool_pre_ping=True, isolation_level="AUTOCOMMIT")
     statement = sqlalchemy.text("INSERT INTO writes (who, n) VALUES (:who, :n)")
 
@@ -89,13 +150,19 @@ def my_sqlalchemy(bed: Any) -> tuple[Writer, Callable[[], None]]:
     return write, engine.dispose
 
 
-CONTENDERS: dict[str, list[tuple[str, Callable[[Any], tuple[Writer, Callable[[], None]]], str]]] = {
+CONTENDERS: dict[str, list[tuple[str, Callable[[Any], Any], str]]] = {
     "postgresql": [("fastpool, host list", pg_fastpool, "fastpool"),
                    ("psycopg_pool, libpq target_session_attrs=read-write", pg_psycopg_pool,
-                    "psycopg_pool")],
+                    "psycopg_pool"),
+                   ("SQLAlchemy + psycopg, libpq host list", pg_sqlalchemy, "sqlalchemy"),
+                   ("fastpool.aio on asyncpg, host list", pg_fastpool_aio, "fastpool_aio"),
+                   ("asyncpg's pool, target_session_attrs=primary", pg_asyncpg_pool,
+                    "asyncpg_pool")],
     "mariadb": [("fastpool, host list", my_fastpool, "fastpool"),
+                ("fastpool.aio on asyncmy, host list", my_fastpool_aio, "fastpool_aio"),
                 ("SQLAlchemy + mysqlclient, one host (no driver takes a list)", my_sqlalchemy,
-                 "sqlalchemy")],
+                 "sqlalchemy"),
+                ("SQLAlchemy + PyMySQL, one host", my_sqlalchemy_pymysql, "sqlalchemy_pymysql")],
 }
 
 
@@ -188,30 +255,36 @@ def run(engine: str, workers: int, before: float, after: float) -> list[dict[str
             # must start on the primary the event then takes away.
             bed: Any = PostgresBed() if engine == "postgresql" else MariaDBBed()
             try:
-                try:
-                    write, close = opener(bed.handle)
-                except ImportError as exc:
-                    print(f"  {engine}: {label}: skipped ({exc})", file=sys.stderr)
-                    break
-                try:
-                    results.append(_one(engine, label, key, event, bed, write, workers, before,
-                                        after))
-                finally:
-                    close()
+                results.append(_one(engine, label, key, event, bed, opener, workers, before,
+                                    after))
+            except ImportError as exc:
+                print(f"  {engine}: {label}: skipped ({exc})", file=sys.stderr)
+                break
             finally:
                 bed.close()
     return results
 
 
-def _one(engine: str, label: str, key: str, event: str, bed: Any, write: Writer, workers: int,
+def _one(engine: str, label: str, key: str, event: str, bed: Any, opener: Any, workers: int,
          before: float, after: float) -> dict[str, Any]:
-    load = Workload(write, workers=workers, prefix=f"{key}-{event}-").start()
+    prefix = f"{key}-{event}-"
+    close: Any = None
+    if inspect.iscoroutinefunction(opener):
+        load: Workload = AsyncWorkload(lambda: opener(bed.handle), workers=workers,
+                                       prefix=prefix).start()
+    else:
+        write, close = opener(bed.handle)
+        load = Workload(write, workers=workers, prefix=prefix).start()
     try:
-        time.sleep(before)
-        promoted = getattr(bed, event)()
-        time.sleep(after)
+        try:
+            time.sleep(before)
+            promoted = getattr(bed, event)()
+            time.sleep(after)
+        finally:
+            load.stop()
     finally:
-        load.stop()
+        if close is not None:
+            close()
     rows = bed.rows()
     # Writes again: the first write acknowledged after the promotion that the new primary
     # has (one acknowledged by the demoted server does not count: it is lost).

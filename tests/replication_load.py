@@ -59,3 +59,58 @@ class Workload:
     def error_kinds(self) -> list[str]:
         return [f"{type(e).__name__}: {str(e).splitlines()[0][:100] if str(e) else ''}"
                 for _, e in self.errors]
+
+
+class AsyncWorkload(Workload):
+    """The same for asyncio pools: ``open()`` (a coroutine function) runs on a loop of its
+    own, on a thread of its own, and returns ``(write, close)``, both coroutine functions;
+    ``workers`` tasks then await ``write(who, n)`` until ``stop()``."""
+
+    def __init__(self, open: Callable[[], Any], workers: int = 4, prefix: str = "w") -> None:  # noqa: A002
+        super().__init__(lambda who, n: None, workers=workers, prefix=prefix)
+        self._open = open
+        self._ready = threading.Event()
+        self._failed: BaseException | None = None
+
+    def start(self) -> AsyncWorkload:
+        t = threading.Thread(target=self._main, daemon=True)
+        self._threads.append(t)
+        t.start()
+        self._ready.wait(60)
+        if self._failed is not None:
+            raise self._failed
+        return self
+
+    def _main(self) -> None:
+        import asyncio
+
+        async def run() -> None:
+            try:
+                write, close = await self._open()
+            except BaseException as exc:
+                self._failed = exc
+                self._ready.set()
+                return
+            done = asyncio.Event()
+
+            async def one(who: str) -> None:
+                n = 0
+                while not done.is_set():
+                    n += 1
+                    try:
+                        await write(who, n)
+                    except Exception as exc:
+                        self.errors.append((time.monotonic(), exc))
+                        await asyncio.sleep(0.01)
+                    else:
+                        self.acked.append((who, n, time.monotonic()))
+
+            tasks = [asyncio.create_task(one(f"{self.prefix}{i}")) for i in range(self.workers)]
+            self._ready.set()
+            while not self._stop.is_set():
+                await asyncio.sleep(0.01)
+            done.set()
+            await asyncio.gather(*tasks)
+            await close()
+
+        asyncio.run(run())
