@@ -250,14 +250,15 @@ def mariadb_pair():  # type: ignore[no-untyped-def]
 
 @pytest.fixture(scope="module")
 def patroni():  # type: ignore[no-untyped-def]
-    """A throwaway PostgreSQL cluster of two nodes under Patroni on etcd
-    (patroni_cluster.PatroniCluster), one per test module."""
+    """A throwaway PostgreSQL cluster of three nodes under Patroni on etcd
+    (patroni_cluster.PatroniCluster), one per test module: a primary, its synchronous
+    standby and one more replica."""
     pytest.importorskip("psycopg", reason="psycopg is not installed")
     import patroni_cluster
 
     if patroni_cluster.binaries() is None:
         _no_bed("Patroni, etcd or PostgreSQL", "apt-get install patroni etcd-server postgresql")
-    cluster = patroni_cluster.PatroniCluster(2)
+    cluster = patroni_cluster.PatroniCluster(3)
     try:
         cluster.start()
         yield cluster

@@ -243,7 +243,11 @@ class HostSet:
         if self.load_balance == "random":
             return random.choice(hosts)
         count = in_use or (lambda h: h.open)
-        return min(hosts, key=count)
+        # Ties (replicas equally idle, as under sequential reads) are broken at random, so
+        # that reads spread rather than all go to the first host listed.
+        counts = [count(h) for h in hosts]
+        least = min(counts)
+        return random.choice([h for h, c in zip(hosts, counts) if c == least])
 
     def replicas_now(self, max_lag: float | None, timeout: float | None,
                      nap: Callable[[float], bool] | None = None) -> list[Host]:
