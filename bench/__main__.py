@@ -58,6 +58,7 @@ PG_FLEET = "postgresql fleet: 8 processes x pool of 10, 20 server connections"
 APG_TASKS = "asyncpg: 64 tasks share 4 connections"
 APG_STORM = "asyncpg: 64 tasks cancelled 0.3 s into pg_sleep(2), pool of 8"
 LEAK_PREFIX = "leak:"
+FAILOVER = "failover: 8 writers through a switchover and a crash"
 FIGURES_START, FIGURES_END = "<!-- bench:start -->", "<!-- bench:end -->"
 BENCHMARKS_PAGE = ROOT / "docs" / "benchmarks.md"
 
@@ -213,6 +214,8 @@ def report(data: dict) -> str:
             lines += scale_table(benches)
         elif group.startswith(LEAK_PREFIX):
             lines += leak_table(group, benches)
+        elif group == FAILOVER:
+            lines += failover_table(benches)
         else:
             lines += timing_table(group, benches)
     return "\n".join(lines)
@@ -315,13 +318,24 @@ def leak_table(group: str, benches: list[dict]) -> list[str]:
     return lines
 
 
+def failover_table(benches: list[dict]) -> list[str]:
+    lines = [f"\n{FAILOVER} (python -m bench.failover for the full run)",
+             f"  {'':<58} {'writes again':>12} {'errors':>7} {'lost':>12}"]
+    for b in benches:
+        e = b["extra_info"]
+        back = "never" if e.get("back") is None else f"{e['back']:.2f} s"
+        lines.append(f"  {e['engine'] + ' ' + e['event'] + ': ' + e['pool']:<58.58} {back:>12}"
+                     f" {e['errors']:7d} {str(e['missing']) + ' of ' + str(e['acked']):>12}")
+    return lines
+
+
 # ---- the chart ---------------------------------------------------------------------------
 def plot(data: dict, path: Path) -> bool:
     from .chart import plot as draw
 
     return draw(data, path, f"fastpool comparison on {backend_name(data)}", by_group(data),
                 REFERENCE, CONTENDED, LEAK_PREFIX, scale_rows(by_group(data).get(SCALE, [])),
-                TASKS, STORM, (PG_CONTENDED, PG_TASKS, PG_FLEET))
+                TASKS, STORM, (PG_CONTENDED, PG_TASKS, PG_FLEET), FAILOVER)
 
 
 def update_figures(text: str) -> None:

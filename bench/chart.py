@@ -62,7 +62,8 @@ def fmt_time(seconds: float) -> str:
 def plot(data: dict[str, Any], path: Path, title: str, groups: dict[str, list[dict[str, Any]]],
          reference: dict[str, str], contended: str, leak_prefix: str,
          scale: dict[int, dict[str, dict[str, Any]]] | None = None,
-         tasks: str = "", storm: str = "", postgres: tuple[str, str, str] = ("", "", "")) -> bool:
+         tasks: str = "", storm: str = "", postgres: tuple[str, str, str] = ("", "", ""),
+         failover: str = "") -> bool:
     try:
         import matplotlib
 
@@ -74,7 +75,9 @@ def plot(data: dict[str, Any], path: Path, title: str, groups: dict[str, list[di
         return False
     pg_contended, pg_tasks, pg_fleet = postgres
     with_pg = any(groups.get(g) for g in postgres)
-    fig, axes = plt.subplots(5 if with_pg else 4, 3, figsize=(19, 25.5 if with_pg else 20.5))
+    with_failover = bool(groups.get(failover))
+    rows_n = 4 + with_pg + with_failover
+    fig, axes = plt.subplots(rows_n, 3, figsize=(19, 5.1 * rows_n))
     leak = next((b for g, b in groups.items() if g.startswith(leak_prefix)), [])
     _leak_panel(axes[0][0], axes[0][1], leak)
     _ratio_panel(axes[0][2], groups, "checkout+checkin (no I/O)", reference,
@@ -104,6 +107,8 @@ def plot(data: dict[str, Any], path: Path, title: str, groups: dict[str, list[di
         _throughput_panel(axes[4][1], groups.get(pg_tasks, []), FuncFormatter,
                           "PostgreSQL asyncio: 64 tasks, 4 connections")
         _fleet_panel(axes[4][2], groups.get(pg_fleet, []))
+    if with_failover:
+        _failover_panels(axes[rows_n - 1], groups[failover])
     fig.suptitle(title, fontsize=14)
     fig.tight_layout(rect=(0, 0, 1, 0.97))
     fig.savefig(path, dpi=100)
@@ -274,6 +279,35 @@ def _fleet_panel(ax: Any, benches: list[dict[str, Any]]) -> None:
     ax.legend(loc="lower right", fontsize=8)
     ax.set_title("PostgreSQL fleet: 8 processes x pool of 10\nserver connections over time,"
                  " directly and through PgBouncer")
+
+
+def _failover_panels(axes: Any, benches: list[dict[str, Any]]) -> None:
+    """Each pool through a switchover and a crash: seconds until writes succeed on the new
+    primary, errors its callers saw, acknowledged writes lost (bench/failover.py)."""
+    runs = [b["extra_info"] for b in benches if "event" in b["extra_info"]]
+    labels = [f"{e['engine']} {e['event']}\n{e['pool'][:38]}" for e in runs]
+    colours = [FASTPOOL if e["pool"].startswith("fastpool") else "#d73027" for e in runs]
+    y = list(range(len(runs)))
+    never = 0.0
+    for e in runs:
+        if e.get("back") is not None:
+            never = max(never, e["back"])
+    never = max(never * 1.2, 5.0)
+    panels = [
+        ("writes succeed again on the new primary (s; bar at the end: never)",
+         [never if e.get("back") is None else e["back"] for e in runs]),
+        ("errors callers saw", [e["errors"] for e in runs]),
+        ("acknowledged writes lost", [e["missing"] for e in runs]),
+    ]
+    for ax, (title, values) in zip(axes, panels):
+        ax.barh(y, values, color=colours)
+        ax.set_yticks(y)
+        ax.set_yticklabels(labels if ax is axes[0] else [""] * len(y), fontsize=7)
+        ax.invert_yaxis()
+        for yi, v in zip(y, values):
+            ax.annotate(f"{v:g}" if not (ax is axes[0] and v == never) else "never",
+                        (v, yi), textcoords="offset points", xytext=(3, -3), fontsize=7)
+        ax.set_title(f"failover: {title}", fontsize=10)
 
 
 def _scale_panels(axes: Any, scale: dict[int, dict[str, dict[str, Any]]]) -> None:

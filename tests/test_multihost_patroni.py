@@ -13,7 +13,7 @@ import fastpool
 
 from faultproxy import FaultProxy
 from patroni_cluster import DATABASE, PASSWORD, USER, Node, PatroniCluster
-from replication_load import Workload
+from replication_load import AsyncWorkload, Workload
 
 pytestmark = pytest.mark.slow
 
@@ -211,51 +211,37 @@ def test_a_blackholed_replica_costs_the_writers_nothing(cluster: PatroniCluster)
 
 def test_fastpool_aio_on_asyncpg_through_a_switchover(cluster: PatroniCluster) -> None:
     pytest.importorskip("asyncpg")
-    import asyncio
-
     import fastpool.aio
 
     old = cluster.leader()
     assert old is not None
-
-    async def run() -> tuple[Workload, float, Node, Any, Any]:
-        db = fastpool.aio.open(cluster.dsn + "?driver=asyncpg", timeout=30, max_open=8)
-        acked: list[tuple[str, int, float]] = []
-        errors: list[tuple[float, BaseException]] = []
-        stop = asyncio.Event()
-
-        async def write(i: int) -> None:
-            n = 0
-            while not stop.is_set():
-                n += 1
-                try:
-                    await db.execute("INSERT INTO writes (who, n) VALUES ($1, $2)", (f"apg{i}", n))
-                    acked.append((f"apg{i}", n, time.monotonic()))
-                except Exception as exc:
-                    errors.append((time.monotonic(), exc))
-                    await asyncio.sleep(0.01)
-
-        try:
-            replica_port = (await db.replicas.query_row("SELECT inet_server_port()"))[0]
-            tasks = [asyncio.create_task(write(i)) for i in range(8)]
-            await asyncio.sleep(0.5)
-            await asyncio.to_thread(cluster.switchover)
-            new = await asyncio.to_thread(cluster.wait_leader, 60, old)
-            took_writes = time.monotonic()
-            await asyncio.sleep(1.0)
-            stop.set()
-            await asyncio.gather(*tasks)
-            primary_port = (await db.query_row("SELECT inet_server_port()"))[0]
-        finally:
-            await db.close()
-        load = Workload(lambda who, n: None, workers=8)
-        load.acked, load.errors = acked, errors
-        return load, took_writes, new, (replica_port, primary_port), None
-
     replicas_before = {n.port for n in cluster.nodes if n is not old}
-    load, took_writes, new, (replica_port, primary_port), _ = asyncio.run(run())
+    seen: dict[str, Any] = {}
+
+    async def open_pool() -> tuple[Any, Any]:
+        db = fastpool.aio.open(cluster.dsn + "?driver=asyncpg", timeout=30, max_open=8)
+        seen["replica_port"] = (await db.replicas.query_row("SELECT inet_server_port()"))[0]
+
+        async def write(who: str, n: int) -> None:
+            await db.execute("INSERT INTO writes (who, n) VALUES ($1, $2)", (who, n))
+
+        async def close() -> None:
+            seen["primary_port"] = (await db.query_row("SELECT inet_server_port()"))[0]
+            await db.close()
+
+        return write, close
+
+    load = AsyncWorkload(open_pool, workers=8, prefix="apg").start()
     try:
-        assert replica_port in replicas_before and primary_port == new.port
+        time.sleep(0.5)
+        cluster.switchover()
+        new = cluster.wait_leader(60, not_=old)
+        took_writes = time.monotonic()
+        time.sleep(1.0)
+    finally:
+        load.stop()
+    try:
+        assert seen["replica_port"] in replicas_before and seen["primary_port"] == new.port
         # As with threads: only commits caught waiting for the synchronous standby fail.
         assert len(load.errors) <= load.workers, load.error_kinds()
         for kind in load.error_kinds():

@@ -8,14 +8,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import threading
 import time
 from typing import Any, AsyncIterator, Awaitable, Callable
 
 from ..dialects import Dialect
 from ..errors import ConfigError, PoolClosed, PoolTimeout
 from ..multihost.hosts import REPLICA, UNKNOWN, Host
-from ..multihost.pool import HostList, HostRouting, host_list
+from ..multihost.pool import HostList, HostRouting, ReplicaPools, host_list
 from ..url import DEFAULT_PORTS, DatabaseURL
 from .bridge import await_, in_bridge
 from .pool import Pool, TaskPool
@@ -89,34 +88,19 @@ class MultiHostAioPool(Pool):
         return hosts
 
 
-class AioReplicas:
+class AioReplicas(ReplicaPools):
     """``db.replicas`` under fastpool.aio: ``query``, ``query_row`` and ``execute`` are
     awaited, ``conn()`` and ``transaction()`` are ``async with``; each goes to a replica as
     ``fastpool.multihost.pool.Replicas`` says, through a fastpool.aio pool per host. A
     task waits for the hosts' first probes, or for a replica to qualify, on its loop."""
 
     def __init__(self, owner: Pool, user_options: dict[str, Any]) -> None:
+        super().__init__(lambda: owner.closed)
         self._owner = owner
         self._user_options = user_options
-        self._lock = threading.Lock()
-        self._aio: dict[Host, Pool] = {}
-        self._pools: dict[Host, TaskPool] = {}  # the same pools' sync sides (HostList reads them)
 
     def _sync(self) -> Any:
         return self._owner.sync
-
-    def _pool_for(self, host: Host) -> Pool:
-        pool = self._aio.get(host)
-        if pool is None:
-            with self._lock:
-                pool = self._aio.get(host)
-                if pool is None:
-                    if self._owner.closed:
-                        raise PoolClosed("pool is closed")
-                    pool = self._new_pool(host)
-                    self._aio[host] = pool
-                    self._pools[host] = pool.sync
-        return pool
 
     def _new_pool(self, host: Host) -> Pool:
         sync = self._sync()
@@ -129,10 +113,6 @@ class AioReplicas:
                                             target=REPLICA, fixed_host=host), **options)
         sync._listen_like_me(pool.sync)
         return pool
-
-    def _in_use(self, host: Host) -> int:
-        pool = self._pools.get(host)
-        return 0 if pool is None else int(pool._counts()[2])
 
     async def _route(self) -> Pool:
         self._owner._bind()  # the hosts' probes run on this loop: it must be known first
@@ -148,7 +128,8 @@ class AioReplicas:
             if hosts:
                 host = hostset._balance(hosts, self._in_use)
                 assert host is not None
-                return self._pool_for(host)
+                pool: Pool = self._pool_for(host)
+                return pool
             if probed and sync._replica_fallback:
                 return self._owner
             if deadline is not None and time.monotonic() >= deadline:
@@ -185,26 +166,8 @@ class AioReplicas:
                 await tx.execute("SET TRANSACTION READ ONLY")
             yield tx
 
-    def _for_each(self, fn: Callable[[TaskPool], Any]) -> None:
-        with self._lock:
-            pools = list(self._pools.values())
-        for pool in pools:
-            fn(pool)
-
-    def _host_down(self, host: Host) -> None:
-        pool = self._pools.get(host)
-        if pool is not None:
-            pool._retire_open()
-
-    def _close_all(self) -> None:
-        # Off the loop (fastpool.aio's close runs the sync side's there): as a sync close.
-        def close(pool: TaskPool) -> None:
-            pool._close_core()
-            pool._stop_workers()
-        self._for_each(close)
-
     def __repr__(self) -> str:
-        return f"<fastpool.aio replicas of {self._sync().name!r}: {len(self._aio)} pools>"
+        return f"<fastpool.aio replicas of {self._sync().name!r}: {len(self._made)} pools>"
 
 
 async def _unused_connect() -> Any:

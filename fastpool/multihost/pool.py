@@ -34,7 +34,7 @@ from .options import NAMES, check_multihost_options
 
 log = logging.getLogger("fastpool")
 
-__all__ = ["HostList", "HostRouting", "MultiHostPool", "Replicas", "RoutedPool", "host_list",
+__all__ = ["HostList", "HostRouting", "MultiHostPool", "ReplicaPools", "Replicas", "RoutedPool", "host_list",
            "open_hosts", "routed_pool"]
 
 # Connects tried on one host within one connect of the pool before its error is raised:
@@ -164,7 +164,53 @@ class RoutedPool(HostRouting, Pool):
         super().__init__(self._connect_routed, driver=dialect, **options)
 
 
-class Replicas:
+class ReplicaPools:
+    """The pools of the replica hosts under ``replicas`` (one per host, made at its first
+    read), as the host list sees them: ``_pools`` maps a host to its sync pool."""
+
+    def __init__(self, closed: Callable[[], bool]) -> None:
+        self._closed = closed
+        self._lock = threading.Lock()
+        self._pools: dict[Host, Any] = {}
+        self._made: dict[Host, Any] = {}  # what _new_pool returned (fastpool.aio: its pool)
+
+    def _pool_for(self, host: Host) -> Any:
+        pool = self._made.get(host)
+        if pool is None:
+            with self._lock:
+                pool = self._made.get(host)
+                if pool is None:
+                    if self._closed():
+                        raise PoolClosed("pool is closed")
+                    pool = self._new_pool(host)
+                    self._made[host] = pool
+                    self._pools[host] = getattr(pool, "sync", pool)
+        return pool
+
+    def _new_pool(self, host: Host) -> Any:
+        raise NotImplementedError
+
+    def _in_use(self, host: Host) -> int:
+        pool = self._pools.get(host)
+        return 0 if pool is None else int(pool._counts()[2])
+
+    def _for_each(self, fn: Callable[[Any], Any]) -> None:
+        with self._lock:
+            pools = list(self._pools.values())
+        for pool in pools:
+            fn(pool)
+
+    def _host_down(self, host: Host) -> None:
+        pool = self._pools.get(host)
+        if pool is not None:
+            pool._retire_open()
+
+    def _close_all(self) -> None:
+        # A sync close (fastpool.aio's pool runs it off its loop).
+        self._for_each(lambda p: p.close())
+
+
+class Replicas(ReplicaPools):
     """``db.replicas``: the query API on the replicas. Each statement, ``conn()`` and
     ``transaction()`` goes to the replica least in use (``load_balance="random"``: any)
     whose lag is within ``max_replica_lag``, through a pool of its own per host; when none
@@ -173,25 +219,11 @@ class Replicas:
     replica's ``read_only`` refuses writes."""
 
     def __init__(self, owner: MultiHostPool) -> None:
+        super().__init__(lambda: bool(owner.closed))
         self._owner = owner
-        self._lock = threading.Lock()
-        self._pools: dict[Host, RoutedPool] = {}
 
-    def _pool_for(self, host: Host) -> RoutedPool:
-        pool = self._pools.get(host)
-        if pool is None:
-            with self._lock:
-                pool = self._pools.get(host)
-                if pool is None:
-                    if self._owner.closed:
-                        raise PoolClosed("pool is closed")
-                    pool = self._owner._new_replica_pool(host)
-                    self._pools[host] = pool
-        return pool
-
-    def _in_use(self, host: Host) -> int:
-        pool = self._pools.get(host)
-        return 0 if pool is None else pool._counts()[2]
+    def _new_pool(self, host: Host) -> RoutedPool:
+        return self._owner._new_replica_pool(host)
 
     def _route(self, timeout: Any = None) -> Pool:
         owner = self._owner
@@ -202,10 +234,12 @@ class Replicas:
         if hosts:
             host = hostset._balance(hosts, self._in_use)
             assert host is not None
-            return self._pool_for(host)
-        if owner._replica_fallback:
+        elif owner._replica_fallback:
             return owner
-        return self._pool_for(hostset.pick(REPLICA, wait, max_lag=lag, in_use=self._in_use))
+        else:
+            host = hostset.pick(REPLICA, wait, max_lag=lag, in_use=self._in_use)
+        pool: Pool = self._pool_for(host)
+        return pool
 
     def query(self, sql: str, params: Any = (), *, stream: bool = False) -> Any:
         """``Pool.query`` on a replica."""
@@ -235,22 +269,8 @@ class Replicas:
                 raise
         return tx
 
-    def _for_each(self, fn: Callable[[RoutedPool], Any]) -> None:
-        with self._lock:
-            pools = list(self._pools.values())
-        for pool in pools:
-            fn(pool)
-
-    def _host_down(self, host: Host) -> None:
-        pool = self._pools.get(host)
-        if pool is not None:
-            pool._retire_open()
-
-    def _close_all(self) -> None:
-        self._for_each(lambda p: p.close())
-
     def __repr__(self) -> str:
-        return f"<fastpool replicas of {self._owner.name!r}: {len(self._pools)} pools>"
+        return f"<fastpool replicas of {self._owner.name!r}: {len(self._made)} pools>"
 
 
 class HostList(HostRouting):
