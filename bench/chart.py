@@ -304,9 +304,12 @@ def _failover_panels(axes: Any, benches: list[dict[str, Any]]) -> None:
         ax.set_yticks(y)
         ax.set_yticklabels(labels if ax is axes[0] else [""] * len(y), fontsize=7)
         ax.invert_yaxis()
+        timing = ax is axes[0]
         for yi, v in zip(y, values):
-            ax.annotate(f"{v:g}" if not (ax is axes[0] and v == never) else "never",
-                        (v, yi), textcoords="offset points", xytext=(3, -3), fontsize=7)
+            text = ("never" if v == never else f"{v:.2f} s") if timing else f"{v:,}"
+            ax.annotate(text, (v, yi), textcoords="offset points", xytext=(3, -3), fontsize=7)
+        if not any(values):
+            ax.set_xlim(0, 1)
         ax.set_title(f"failover: {title}", fontsize=10)
 
 
