@@ -4,6 +4,7 @@ reads on the replica within a lag bound."""
 
 from __future__ import annotations
 
+import importlib.util
 import time
 from typing import Any
 
@@ -87,6 +88,61 @@ def test_a_user_with_read_only_admin_sends_no_write_to_the_demoted_server(mariad
         assert load.missing(rows_on(pair, new)) == []
     finally:
         db.close()
+
+
+def test_reads_go_to_the_replica_and_to_the_primary_past_the_lag_bound(mariadb_pair: MariaDBPair) -> None:
+    pair = mariadb_pair
+    db = fastpool.open(pair.dsn(), recheck=0.2, max_replica_lag=5.0)
+    strict = fastpool.open(pair.dsn(), recheck=0.2, max_replica_lag=5.0, replica_fallback=False,
+                           timeout=0.5)
+    primary_id, replica_id = server_id(pair, pair.primary), server_id(pair, pair.replica)
+    try:
+        assert db.query_row("SELECT @@server_id") == (primary_id,)
+        assert {db.replicas.query_row("SELECT @@server_id") for _ in range(5)} == {(replica_id,)}
+        with db.replicas.conn() as c:
+            assert c.query_row("SELECT @@server_id") == (replica_id,)
+        # Replication stopped: Seconds_Behind_Master is NULL, the lag unknown, so the
+        # replica no longer qualifies; reads go to the primary, or wait and time out.
+        pair.sql(pair.replica, "STOP SLAVE SQL_THREAD")
+        try:
+            deadline = time.monotonic() + 5
+            while db.replicas.query_row("SELECT @@server_id") != (primary_id,):
+                assert time.monotonic() < deadline, db.stats().hosts
+                time.sleep(0.05)
+            with pytest.raises(PoolTimeout, match="no replica host"):
+                strict.replicas.query_row("SELECT 1")
+        finally:
+            pair.sql(pair.replica, "START SLAVE SQL_THREAD")
+        deadline = time.monotonic() + 5
+        while db.replicas.query_row("SELECT @@server_id") != (replica_id,):
+            assert time.monotonic() < deadline, db.stats().hosts
+            time.sleep(0.05)
+        hosts = {h.address: h for h in db.stats().hosts}
+        replica = hosts[f"127.0.0.1:{pair.replica.port}"]
+        assert replica.role == "replica" and replica.lag is not None and replica.lag <= 5.0
+        assert replica.open >= 1
+    finally:
+        db.close()
+        strict.close()
+
+
+def test_a_switchover_under_gevent(mariadb_pair: MariaDBPair, tmp_path: Any) -> None:
+    # gunicorn's gevent worker: monkey.patch_all(), PyMySQL; the host watchers are
+    # greenlets then, and nothing may block the hub.
+    pytest.importorskip("gevent")
+    pytest.importorskip("pymysql")
+    import json
+
+    pair = mariadb_pair
+    new = pair.replica
+    proc = gevent_writers(pair, tmp_path / "acked.json")
+    pair.switchover()
+    result = gevent_result(proc)
+    assert result["errors"] == [], result["errors"][:5]
+    assert result["after_switch"] > 50 and result["server_id"] == server_id(pair, new)
+    assert result["longest_gap"] < 0.5, result  # the hub kept running
+    acked = {(w, n) for w, n in json.loads((tmp_path / "acked.json").read_text())}
+    assert len(acked) == result["acked"] and acked <= rows_on(pair, new)
 
 
 def test_reads_go_to_the_replica_and_to_the_primary_past_the_lag_bound(mariadb_pair: MariaDBPair) -> None:
@@ -250,26 +306,92 @@ def test_fastpool_aio_on_asyncmy_through_a_switchover(mariadb_pair: MariaDBPair)
     assert seen["hosts"] == {f"127.0.0.1:{new.port}": "primary", f"127.0.0.1:{old.port}": "replica"}
 
 
-def test_a_crash_fails_only_the_statements_in_flight_and_loses_nothing(mariadb_pair: MariaDBPair) -> None:
+def gevent_writers(pair: MariaDBPair, acked_file: Any) -> Any:
+    """The gevent scenario's 16 greenlets writing through a host list (PyMySQL), started
+    and READY; the caller writes a line to its stdin after the event, then reads its
+    JSON result (gevent_scenarios.hostlist_switchover)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    proc = subprocess.Popen(
+        [sys.executable, str(Path(__file__).with_name("gevent_scenarios.py")),
+         "hostlist_switchover", pair.dsn(driver="pymysql"), str(acked_file)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    ready = proc.stdout.readline().strip()
+    if ready != "READY":
+        proc.kill()
+        raise AssertionError(ready + proc.communicate()[1][-3000:])
+    return proc
+
+
+def gevent_result(proc: Any) -> dict[str, Any]:
+    import json
+
+    try:
+        assert proc.stdin is not None
+        proc.stdin.write("done\n")
+        proc.stdin.flush()
+        out, err = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err[-3000:]
+    result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    return result
+
+
+def test_a_crash_fails_only_the_statements_in_flight_and_loses_nothing(
+        mariadb_pair: MariaDBPair, tmp_path: Any) -> None:
+    # Threads, asyncio tasks and gevent greenlets, each through its own host-list pool,
+    # write through the same crash.
     pair = mariadb_pair
     db = fastpool.open(pair.dsn(), timeout=20)
     seen = events_of(db)
     old, new = pair.primary, pair.replica
-    load = Workload(writer(db), workers=4, prefix="crash").start()
+    loads = [Workload(writer(db), workers=4, prefix="crash").start()]
+    if importlib.util.find_spec("asyncmy") is not None:
+        from fastpool import aio
+
+        async def open_aio() -> tuple[Any, Any]:
+            adb = aio.open(pair.dsn(driver="asyncmy"), timeout=20)
+
+            async def write(who: str, n: int) -> None:
+                await adb.execute("INSERT INTO writes (who, n) VALUES (%s, %s)", (who, n))
+            return write, adb.close
+
+        loads.append(AsyncWorkload(open_aio, workers=4, prefix="crash-task").start())
+    green = None
+    if all(importlib.util.find_spec(m) is not None for m in ("gevent", "pymysql")):
+        green = gevent_writers(pair, tmp_path / "green.json")
     try:
         time.sleep(0.5)
         promoted = pair.crash_and_promote()
         time.sleep(1.5)
     finally:
-        load.stop()
+        for load in loads:
+            load.stop()
+        green_result = gevent_result(green) if green is not None else None
     try:
-        # The statements on the killed server when it died: at most one per worker.
-        assert len(load.errors) <= load.workers, load.error_kinds()
-        for kind in load.error_kinds():
-            assert kind.startswith("OperationalError: (2013") or "2006" in kind, kind
-        back = load.first_ack_after(promoted)
-        assert back is not None and back < 1.0, back
-        assert load.missing(rows_on(pair, new)) == []  # semi-synchronous: acked is on both
+        rows = rows_on(pair, new)
+        for load in loads:
+            # The statements on the killed server when it died: at most one per worker.
+            assert len(load.errors) <= load.workers, load.error_kinds()
+            for kind in load.error_kinds():
+                assert kind.startswith("OperationalError: (2013") or "2006" in kind, kind
+            back = load.first_ack_after(promoted)
+            assert back is not None and back < 1.0, back
+            assert load.missing(rows) == []  # semi-synchronous: acked is on both
+        if green_result is not None:
+            import json
+
+            # 16 greenlets on a pool of 8: at most 8 statements were in flight.
+            assert len(green_result["errors"]) <= 8, green_result["errors"]
+            assert green_result["after_switch"] > 50 and green_result["longest_gap"] < 0.5
+            acked = {(w, n) for w, n in json.loads((tmp_path / "green.json").read_text())}
+            assert acked <= rows
         assert ("host_down", f"127.0.0.1:{old.port}") in [(e, h) for e, h, _ in seen]
         # The old primary comes back read-only, following the new one: up, a replica.
         pair.rejoin_old_primary()

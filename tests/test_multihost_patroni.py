@@ -255,11 +255,25 @@ def test_fastpool_aio_on_asyncpg_through_a_switchover(cluster: PatroniCluster) -
 
 
 def test_the_primary_killed_under_load(cluster: PatroniCluster) -> None:
+    # Threads, and asyncio tasks on asyncpg, each through its own host-list pool.
+    import importlib.util
+
     db = fastpool.open(cluster.dsn, timeout=40)
     seen = events_of(db)
     old = cluster.leader()
     assert old is not None
-    load = Workload(writer(db), workers=4, prefix="kill").start()
+    loads = [Workload(writer(db), workers=4, prefix="kill").start()]
+    if importlib.util.find_spec("asyncpg") is not None:
+        from fastpool import aio
+
+        async def open_aio() -> tuple[Any, Any]:
+            adb = aio.open(cluster.dsn + "?driver=asyncpg", timeout=40)
+
+            async def write(who: str, n: int) -> None:
+                await adb.execute("INSERT INTO writes (who, n) VALUES ($1, $2)", (who, n))
+            return write, adb.close
+
+        loads.append(AsyncWorkload(open_aio, workers=4, prefix="kill-task").start())
     try:
         time.sleep(0.5)
         old.kill()  # kill -9 Patroni and the postmaster: the leader key expires (ttl 10)
@@ -267,14 +281,17 @@ def test_the_primary_killed_under_load(cluster: PatroniCluster) -> None:
         took_writes = time.monotonic()
         time.sleep(1.0)
     finally:
-        load.stop()
+        for load in loads:
+            load.stop()
     try:
-        # Only statements in flight on the dead server may fail; the backends' own
-        # "unexpected postmaster exit" replies (57P01) prove theirs did not commit.
-        assert len(load.errors) <= load.workers, load.error_kinds()
-        back = load.first_ack_after(took_writes)
-        assert back is not None and back < 1.0, back
-        assert load.missing(rows(db)) == []  # synchronous mode: acked is on the standby
+        have = rows(db)
+        for load in loads:
+            # Only statements in flight on the dead server may fail; the backends' own
+            # "unexpected postmaster exit" replies (57P01) prove theirs did not commit.
+            assert len(load.errors) <= load.workers, load.error_kinds()
+            back = load.first_ack_after(took_writes)
+            assert back is not None and back < 1.0, back
+            assert load.missing(have) == []  # synchronous mode: acked is on the standby
         assert ("failover", addr(new), f"from {addr(old)}") in seen
         assert ("host_down", addr(old)) in [(e, h) for e, h, _ in seen]
     finally:
