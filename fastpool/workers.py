@@ -216,12 +216,15 @@ class Opener:
             with self._lock:
                 self._backoff = min(max(self._backoff * 2, BACKOFF_FIRST), BACKOFF_MAX)
                 self._retry_at = time.monotonic() + self._backoff
+                # The message, not the exception, goes to the log: a handler that keeps
+                # records (pytest's, a memory handler) would keep its traceback's frames,
+                # and with them the pool, alive.
                 if delivered:
                     log.debug("fastpool: opening a connection failed (%s: %s); a waiter has the error",
-                              type(exc).__name__, exc)
+                              type(exc).__name__, str(exc))
                     return
                 log.warning("fastpool: opening a connection failed (%s: %s); retrying in %.2fs",
-                            type(exc).__name__, exc, self._backoff)
+                            type(exc).__name__, str(exc), self._backoff)
                 # Sit out the back-off here (this thread is the one that will retry), unless
                 # stopped or a caller is left with nothing.
                 while not self._stopped and not pool._starving():

@@ -229,3 +229,26 @@ def test_fastpool_aio_takes_a_host_list_and_refuses_a_bad_one() -> None:
     with pytest.raises(ConfigError, match="listed twice") as ei:
         fastpool.aio.open("postgresql://app:pw@h1,h1/db?driver=asyncpg")
     assert "pw" not in str(ei.value)
+
+
+def test_a_host_list_dropped_unclosed_is_collected_and_its_watchers_end() -> None:
+    pytest.importorskip("psycopg")
+    import gc
+    import weakref
+
+    # Nothing listens on these ports: the watchers keep probing (down) until the pool goes.
+    db = fastpool.open("postgresql://app:pw@127.0.0.1:1,127.0.0.1:2/db?connect_timeout=1",
+                       timeout=0.3)
+    with pytest.raises(PoolTimeout, match="no primary host known: 127.0.0.1:1 .*; 127.0.0.1:2 "):
+        db.ping()
+    assert any(t.name.startswith("fastpool-host") for t in threading.enumerate())
+    ref = weakref.ref(db)
+    del db
+    deadline = time.monotonic() + 15
+    while ref() is not None:  # an opener thread may hold it until its connect gives up
+        assert time.monotonic() < deadline, gc.get_referrers(ref())
+        gc.collect()
+        time.sleep(0.05)
+    while any(t.name.startswith("fastpool-host") for t in threading.enumerate()):
+        assert time.monotonic() < deadline, [t.name for t in threading.enumerate()]
+        time.sleep(0.05)

@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 from ..dialects.base import Dialect, shut_socket
 from ..errors import PoolTimeout
-from ..workers import OwnThread
+from ..workers import OwnThread, WeakCallable
 
 log = logging.getLogger("fastpool")
 
@@ -87,9 +87,11 @@ class HostSet:
         self.hosts = hosts
         self.recheck = recheck
         self.load_balance = load_balance
-        self._emit = emit
-        self._primary_lost = primary_lost
-        self._primary_found = primary_found
+        # Held weakly (the pool's bound methods): a pool dropped without close() can still
+        # be collected, and its watchers then end by themselves (owner_gone).
+        self._emit = WeakCallable(emit)
+        self._primary_lost = WeakCallable(primary_lost)
+        self._primary_found = WeakCallable(primary_found)
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         # _lock protects the Host fields and the following.
@@ -161,13 +163,19 @@ class HostSet:
     def _after(self, events: list[tuple[str, str, str | None]], lost: Host | None,
                found: Host | None) -> None:
         # Outside the lock: the callbacks reach the pool, the events user code.
-        if lost is not None:
-            self._primary_lost(lost)
-        if found is not None:
-            self._primary_found(found)
+        lost_fn, found_fn, emit = self._primary_lost(), self._primary_found(), self._emit()
+        if lost is not None and lost_fn is not None:
+            lost_fn(lost)
+        if found is not None and found_fn is not None:
+            found_fn(found)
         for event, address, reason in events:
             log.info("fastpool: %s %s%s", event, address, f" ({reason})" if reason else "")
-            self._emit(event, address, reason)
+            if emit is not None:
+                emit(event, address, reason)
+
+    def owner_gone(self) -> bool:
+        """True once the pool this HostSet serves was collected (dropped unclosed)."""
+        return self._emit() is None
 
     def connected(self, host: Host) -> None:
         with self._lock:
@@ -324,7 +332,7 @@ class HostWatcher(OwnThread):
 
     def _run(self) -> None:
         try:
-            while not self._stop.is_set():
+            while not self._stop.is_set() and not self._hosts.owner_gone():
                 self._probe()
                 delay = self._hosts.recheck
                 if self._hosts.unsettled():

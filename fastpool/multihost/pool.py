@@ -403,6 +403,16 @@ class HostList(HostRouting):
         self._replicas._close_all()
         self._hostset.close()
 
+    def _timeout_message(self, waited: float) -> str:
+        # A caller that timed out while no host of the target was known learns why: every
+        # host with what is known of it.
+        base: str = super()._timeout_message(waited)  # type: ignore[misc]
+        hostset = self._hostset
+        if self._fixed_host is None and hostset.primary is None and self._target == PRIMARY:
+            return f"{base}; no primary host known: " + "; ".join(
+                h.describe() for h in hostset.hosts)
+        return base
+
     def _after_fork_child(self) -> None:
         self._hostset.after_fork()
         super()._after_fork_child()  # type: ignore[misc]
