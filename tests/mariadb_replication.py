@@ -33,7 +33,12 @@ class MariaDBPair:
         return [f"--server-id={server_id}", "--log-bin=mariadb-bin", "--binlog-format=ROW",
                 "--gtid-strict-mode=ON", "--log-slave-updates=ON",
                 "--rpl-semi-sync-master-enabled=ON", "--rpl-semi-sync-slave-enabled=ON",
-                "--rpl-semi-sync-master-timeout=2000", "--slave-net-timeout=5"]
+                "--rpl-semi-sync-master-timeout=2000", "--slave-net-timeout=5",
+                # The binlog is synced before the replica's acknowledgement is awaited, and
+                # the engine commits after it: a crashed primary restarted with
+                # --init-rpl-role=SLAVE truncates what no replica acknowledged (and rolls it
+                # back), so it can follow the new primary without errant transactions.
+                "--rpl-semi-sync-master-wait-point=AFTER_SYNC"]
 
     def start(self) -> None:
         for s in self.servers:
@@ -144,9 +149,13 @@ class MariaDBPair:
 
     def rejoin_old_primary(self) -> None:
         old = self.replica
-        old.extra_args = [a for a in old.extra_args if a != "--read-only"] + ["--read-only"]
+        old.extra_args = [a for a in old.extra_args if a not in ("--read-only", "--init-rpl-role=SLAVE")]
+        old.extra_args += ["--read-only", "--init-rpl-role=SLAVE"]
         old.start()
-        self._follow(old, self.primary)
+        # MASTER_DEMOTE_TO_SLAVE: its own binlog position (every transaction it took as the
+        # primary) becomes where it follows from; its stale replica position would replay
+        # them all again and stop on the first duplicate key.
+        self._follow(old, self.primary, demote=True)
 
     @staticmethod
     def _status(server: MariaDBServer) -> dict[str, Any]:
