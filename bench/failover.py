@@ -72,6 +72,14 @@ def pg_sqlalchemy(bed: Any) -> tuple[Writer, Callable[[], None]]:
         f"postgresql+psycopg://{USER}:{PASSWORD}@/{DATABASE}?{hosts}"
         "&target_session_attrs=read-write&connect_timeout=2",
         pool_size=8, pool_pre_ping=True, isolation_level="AUTOCOMMIT")
+    return _engine_writer(engine)
+
+
+def _engine_writer(engine: Any) -> tuple[Writer, Callable[[], None]]:
+    # A SQLAlchemy engine's write, a connection checked out per statement as a request
+    # would, and its close.
+    import sqlalchemy
+
     statement = sqlalchemy.text("INSERT INTO writes (who, n) VALUES (:who, :n)")
 
     def write(who: str, n: int) -> None:
@@ -142,12 +150,7 @@ def my_sqlalchemy(bed: Any, driver: str = "mysqldb") -> tuple[Writer, Callable[[
     engine = sqlalchemy.create_engine(
         f"mysql+{driver}://{ADMIN_USER}:{PASSWORD}@127.0.0.1:{bed.primary.port}/fastpool_test",
         pool_size=8, pool_pre_ping=True, isolation_level="AUTOCOMMIT")
-    statement = sqlalchemy.text("INSERT INTO writes (who, n) VALUES (:who, :n)")
-
-    def write(who: str, n: int) -> None:
-        with engine.connect() as c:
-            c.execute(statement, {"who": who, "n": n})
-    return write, engine.dispose
+    return _engine_writer(engine)
 
 
 CONTENDERS: dict[str, list[tuple[str, Callable[[Any], Any], str]]] = {

@@ -71,14 +71,16 @@ class OwnThread:
         return self._thread.is_alive()
 
 
-class _Worker(OwnThread):
+class Looper(OwnThread):
+    """A worker that runs _step() on a thread of its own until _step() returns None or
+    stop() is called, sleeping the seconds _step() returns; wake() runs the next step now."""
+
     name = "worker"
 
-    def __init__(self, core: CorePool) -> None:
-        self._core_ref: weakref.ref[CorePool] = weakref.ref(core)
+    def _start_loop(self, thread_name: str) -> None:
         self._wake = threading.Event()
         self._stop = threading.Event()
-        self._start_thread(f"fastpool-{self.name}")
+        self._start_thread(thread_name)
 
     def wake(self) -> None:
         self._wake.set()
@@ -100,6 +102,14 @@ class _Worker(OwnThread):
 
     def _step(self) -> float | None:  # seconds until the next step, None to end
         raise NotImplementedError
+
+
+class _Worker(Looper):
+    """A Looper of one pool's core, held weakly."""
+
+    def __init__(self, core: CorePool) -> None:
+        self._core_ref: weakref.ref[CorePool] = weakref.ref(core)
+        self._start_loop(f"fastpool-{self.name}")
 
 
 def _detached(exc: BaseException) -> BaseException | None:

@@ -3,10 +3,16 @@ over or crashes it: what was acknowledged, what callers saw, and when writes cam
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
+
+from fastpool.hooks import MULTIHOST_EVENTS
 
 
 @dataclass
@@ -114,3 +120,49 @@ class AsyncWorkload(Workload):
             await close()
 
         asyncio.run(run())
+
+
+def events_of(db: Any) -> list[tuple[str, str | None, str | None]]:
+    """Every host event of db from now on, as (event, host, reason)."""
+    seen: list[tuple[str, str | None, str | None]] = []
+    for name in sorted(MULTIHOST_EVENTS):
+        db.on(name, lambda e: seen.append((e.event, e.host, e.reason)))
+    return seen
+
+
+def writer(db: Any) -> Callable[[str, int], None]:
+    """A Workload's write through a thread pool: one row of the beds' writes table (both
+    databases take %s placeholders through their sync drivers)."""
+    def write(who: str, n: int) -> None:
+        db.execute("INSERT INTO writes (who, n) VALUES (%s, %s)", (who, n))
+    return write
+
+
+def ready_child(script: Path, *args: str) -> subprocess.Popen[str]:
+    """A script of tests/ in a fresh interpreter, once it printed READY (its writers
+    run); child_result() lets it go on and reads what it reports."""
+    proc = subprocess.Popen([sys.executable, str(script), *args], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    ready = proc.stdout.readline().strip()
+    if ready != "READY":
+        proc.kill()
+        raise AssertionError(ready + proc.communicate()[1][-3000:])
+    return proc
+
+
+def child_result(proc: subprocess.Popen[str], timeout: float = 120) -> dict[str, Any]:
+    """Tell a ready_child the event is over (a line on its stdin) and return the JSON it
+    prints last; it is killed if it fails to end."""
+    try:
+        assert proc.stdin is not None
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+        out, err = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err[-3000:]
+    result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    return result

@@ -14,7 +14,8 @@ import fastpool
 from fastpool import PoolTimeout
 
 from mariadb_replication import ADMIN_USER, MariaDBPair
-from replication_load import AsyncWorkload, Workload
+from replication_load import (AsyncWorkload, Workload, child_result, events_of, ready_child,
+                              writer)
 
 pytestmark = pytest.mark.slow
 
@@ -26,19 +27,6 @@ def rows_on(pair: MariaDBPair, server: Any) -> set[tuple[str, int]]:
 
 def server_id(pair: MariaDBPair, server: Any) -> int:
     return int(pair.sql(server, "SELECT @@server_id")[0][0])
-
-
-def events_of(db: fastpool.Pool) -> list[tuple[str, str | None, str | None]]:
-    seen: list[tuple[str, str | None, str | None]] = []
-    for name in ("failover", "host_down", "host_up", "role_changed"):
-        db.on(name, lambda e: seen.append((e.event, e.host, e.reason)))
-    return seen
-
-
-def writer(db: fastpool.Pool) -> Any:
-    def write(who: str, n: int) -> None:
-        db.execute("INSERT INTO writes (who, n) VALUES (%s, %s)", (who, n))
-    return write
 
 
 def test_a_switchover_under_load_costs_no_caller_an_error(mariadb_pair: MariaDBPair) -> None:
@@ -137,7 +125,7 @@ def test_a_switchover_under_gevent(mariadb_pair: MariaDBPair, tmp_path: Any) -> 
     new = pair.replica
     proc = gevent_writers(pair, tmp_path / "acked.json")
     pair.switchover()
-    result = gevent_result(proc)
+    result = child_result(proc)
     assert result["errors"] == [], result["errors"][:5]
     assert result["after_switch"] > 50 and result["server_id"] == server_id(pair, new)
     assert result["longest_gap"] < 0.5, result  # the hub kept running
@@ -148,8 +136,6 @@ def test_a_switchover_under_gevent(mariadb_pair: MariaDBPair, tmp_path: Any) -> 
 def test_django_follows_the_primary_and_reads_on_the_replica(mariadb_pair: MariaDBPair) -> None:
     pytest.importorskip("django")
     import json
-    import subprocess
-    import sys
     from pathlib import Path
 
     from mariadb_replication import APP_USER, PASSWORD
@@ -162,25 +148,10 @@ def test_django_follows_the_primary_and_reads_on_the_replica(mariadb_pair: Maria
                  "replica": {**base, "OPTIONS": {"pool": {"target": "prefer-replica",
                                                           "max_open": 4, "recheck": 0.5}},
                              "TEST": {"MIRROR": "default"}}}
-    proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("django_replicas.py")),
-                             json.dumps(databases)],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
-    try:
-        assert proc.stdout is not None and proc.stdin is not None
-        ready = proc.stdout.readline().strip()
-        assert ready == "READY", ready + (proc.stderr.read() if proc.stderr else "")
-        old, new = pair.primary, pair.replica
-        pair.switchover()
-        proc.stdin.write("switched\n")
-        proc.stdin.flush()
-        out, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 0, err[-3000:]
-    r = json.loads(out.strip().splitlines()[-1])
+    proc = ready_child(Path(__file__).with_name("django_replicas.py"), json.dumps(databases))
+    old, new = pair.primary, pair.replica
+    pair.switchover()
+    r = child_result(proc)
     assert (r["read_alias"], r["write_alias"]) == ("replica", "default"), r
     assert r["primary_before"] == server_id(pair, old) == r["replica_after"], r
     assert r["replica_before"] == server_id(pair, new) == r["primary_after"], r
@@ -280,40 +251,12 @@ def test_the_exporters_label_each_host(mariadb_pair: MariaDBPair) -> None:
 
 
 def gevent_writers(pair: MariaDBPair, acked_file: Any) -> Any:
-    """The gevent scenario's 16 greenlets writing through a host list (PyMySQL), started
-    and READY; the caller writes a line to its stdin after the event, then reads its
-    JSON result (gevent_scenarios.hostlist_switchover)."""
-    import subprocess
-    import sys
+    """The gevent scenario's 16 greenlets writing through a host list (PyMySQL), READY;
+    child_result() ends it after the event (gevent_scenarios.hostlist_switchover)."""
     from pathlib import Path
 
-    proc = subprocess.Popen(
-        [sys.executable, str(Path(__file__).with_name("gevent_scenarios.py")),
-         "hostlist_switchover", pair.dsn(driver="pymysql"), str(acked_file)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    ready = proc.stdout.readline().strip()
-    if ready != "READY":
-        proc.kill()
-        raise AssertionError(ready + proc.communicate()[1][-3000:])
-    return proc
-
-
-def gevent_result(proc: Any) -> dict[str, Any]:
-    import json
-
-    try:
-        assert proc.stdin is not None
-        proc.stdin.write("done\n")
-        proc.stdin.flush()
-        out, err = proc.communicate(timeout=90)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 0, err[-3000:]
-    result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
-    return result
+    return ready_child(Path(__file__).with_name("gevent_scenarios.py"), "hostlist_switchover",
+                       pair.dsn(driver="pymysql"), str(acked_file))
 
 
 def test_a_crash_fails_only_the_statements_in_flight_and_loses_nothing(
@@ -346,7 +289,7 @@ def test_a_crash_fails_only_the_statements_in_flight_and_loses_nothing(
     finally:
         for load in loads:
             load.stop()
-        green_result = gevent_result(green) if green is not None else None
+        green_result = child_result(green) if green is not None else None
     try:
         rows = rows_on(pair, new)
         for load in loads:

@@ -13,7 +13,7 @@ import fastpool
 
 from faultproxy import FaultProxy
 from patroni_cluster import DATABASE, PASSWORD, USER, Node, PatroniCluster
-from replication_load import AsyncWorkload, Workload
+from replication_load import AsyncWorkload, Workload, events_of, writer
 
 pytestmark = pytest.mark.slow
 
@@ -25,17 +25,15 @@ def cluster(patroni: PatroniCluster) -> PatroniCluster:
     return patroni
 
 
-def events_of(db: fastpool.Pool) -> list[tuple[str, str | None, str | None]]:
-    seen: list[tuple[str, str | None, str | None]] = []
-    for name in ("failover", "host_down", "host_up", "role_changed"):
-        db.on(name, lambda e: seen.append((e.event, e.host, e.reason)))
-    return seen
-
-
-def writer(db: fastpool.Pool) -> Any:
-    def write(who: str, n: int) -> None:
-        db.execute("INSERT INTO writes (who, n) VALUES (%s, %s)", (who, n))
-    return write
+def switch_over(cluster: PatroniCluster, old: Node) -> tuple[Node, float]:
+    """Half a second of load, a switchover, a second of load after it: (the new leader,
+    when it first took a write)."""
+    time.sleep(0.5)
+    cluster.switchover()
+    new = cluster.wait_leader(60, not_=old)
+    took_writes = time.monotonic()
+    time.sleep(1.0)
+    return new, took_writes
 
 
 def rows(db: fastpool.Pool) -> set[tuple[str, int]]:
@@ -60,11 +58,7 @@ def test_a_switchover_under_load(cluster: PatroniCluster) -> None:
     assert old is not None
     load = Workload(writer(db), workers=4, prefix="switch").start()
     try:
-        time.sleep(0.5)
-        cluster.switchover()
-        new = cluster.wait_leader(60, not_=old)
-        took_writes = time.monotonic()
-        time.sleep(1.0)
+        new, took_writes = switch_over(cluster, old)
     finally:
         load.stop()
     try:
@@ -233,11 +227,7 @@ def test_fastpool_aio_on_asyncpg_through_a_switchover(cluster: PatroniCluster) -
 
     load = AsyncWorkload(open_pool, workers=8, prefix="apg").start()
     try:
-        time.sleep(0.5)
-        cluster.switchover()
-        new = cluster.wait_leader(60, not_=old)
-        took_writes = time.monotonic()
-        time.sleep(1.0)
+        new, took_writes = switch_over(cluster, old)
     finally:
         load.stop()
     try:

@@ -14,8 +14,8 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 from ..dialects import Dialect
 from ..errors import ConfigError, PoolClosed, PoolTimeout
 from ..multihost.hosts import REPLICA, UNKNOWN, Host
-from ..multihost.pool import HostList, HostRouting, ReplicaPools, host_list
-from ..url import DEFAULT_PORTS, DatabaseURL
+from ..multihost.pool import HostList, HostRouting, ReplicaPools, host_list, url_hosts
+from ..url import DatabaseURL
 from .bridge import await_, in_bridge
 from .pool import Pool, TaskPool
 
@@ -124,14 +124,10 @@ class AioReplicas(ReplicaPools):
         hostset.start_watchers()
         while True:
             probed = not any(h.state == UNKNOWN for h in hostset.hosts)
-            hosts = hostset.replicas_now(lag, 0)
-            if hosts:
-                host = hostset._balance(hosts, self._in_use)
-                assert host is not None
-                pool: Pool = self._pool_for(host)
+            pool: Pool | None = self._choose(self._owner, hostset, lag, sync._replica_fallback,
+                                             probed)
+            if pool is not None:
                 return pool
-            if probed and sync._replica_fallback:
-                return self._owner
             if deadline is not None and time.monotonic() >= deadline:
                 described = "; ".join(h.describe() for h in hostset.hosts)
                 raise PoolTimeout(f"no replica host within {limit:.3g}s: {described}")
@@ -162,8 +158,9 @@ class AioReplicas(ReplicaPools):
         PostgreSQL."""
         pool = await self._route()
         async with pool.transaction() as tx:
-            if pool.sync._dialect_of(None).name in ("psycopg_async", "asyncpg", "postgresql"):
-                await tx.execute("SET TRANSACTION READ ONLY")
+            read_only = self._read_only_statement(pool.sync)
+            if read_only is not None:
+                await tx.execute(read_only)
             yield tx
 
     def __repr__(self) -> str:
@@ -177,13 +174,7 @@ async def _unused_connect() -> Any:
 def open_hosts(url: DatabaseURL, dialect: Dialect, connect_kwargs: dict[str, Any],
                options: dict[str, Any]) -> MultiHostAioPool:
     """The pool of fastpool.aio.open() for a host list (or any host-list option)."""
-    default_port = DEFAULT_PORTS.get(url.scheme)
-    if default_port is None:
-        raise ConfigError(f"a host list needs postgresql:// or mysql://, not {url.scheme}://")
-    kwargs = dict(connect_kwargs)
-    host = kwargs.pop("host", None)
-    port = kwargs.pop("port", None)
-    single = None if host is None else ((host, default_port if port is None else port),)
+    default_port, kwargs, single = url_hosts(url, connect_kwargs)
     owner: list[Pool] = []  # the pool, once made: its loop runs every host's connects
 
     def connect_for(d: Dialect, host: str, port: int) -> Callable[[], Any]:
@@ -193,7 +184,7 @@ def open_hosts(url: DatabaseURL, dialect: Dialect, connect_kwargs: dict[str, Any
     dialect_name = dialect.name
     hosts, main, multi = host_list(dialect_name, connect_for, options, default_port=default_port,
                                    single=single, shown=url.masked)
-    user_options = {k: v for k, v in options.items() if k != "behind_pooler"}
+    user_options = dict(options)  # the pool's own options (host_list took the rest)
     pool = MultiHostAioPool(_unused_connect, driver=main, _display=url.masked, _name=url.name,
                             _sync=functools.partial(MultiHostTaskPool, hosts=hosts,
                                                     dialect_name=dialect_name, multi=multi,

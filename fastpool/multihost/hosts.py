@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 from ..dialects.base import Dialect, shut_socket
 from ..errors import PoolTimeout
-from ..workers import OwnThread, WeakCallable
+from ..workers import Looper, WeakCallable
 
 log = logging.getLogger("fastpool")
 
@@ -235,8 +235,7 @@ class HostSet:
             primary = self.primary
             return primary if primary is not None and primary.state == UP else None
         up = [h for h in self.hosts if h.state == UP and h.role != UNKNOWN]
-        replicas = [h for h in up if h.role == REPLICA
-                    and (max_lag is None or (h.lag is not None and h.lag <= max_lag))]
+        replicas = self._replicas_locked(max_lag)
         if target == REPLICA or (target == "prefer-replica" and replicas):
             return self._balance(replicas, in_use)
         if target == "prefer-replica":
@@ -257,8 +256,12 @@ class HostSet:
         least = min(counts)
         return random.choice([h for h, c in zip(hosts, counts) if c == least])
 
-    def replicas_now(self, max_lag: float | None, timeout: float | None,
-                     nap: Callable[[float], bool] | None = None) -> list[Host]:
+    def _replicas_locked(self, max_lag: float | None) -> list[Host]:
+        # The replicas a read may go to: up, and within max_lag (an unknown lag is not).
+        return [h for h in self.hosts if h.state == UP and h.role == REPLICA
+                and (max_lag is None or (h.lag is not None and h.lag <= max_lag))]
+
+    def replicas_now(self, max_lag: float | None, timeout: float | None) -> list[Host]:
         """The replicas that qualify now; before the first probes are in, it waits for
         them (within timeout) rather than call a host list without replicas."""
         self.start_watchers()
@@ -268,9 +271,8 @@ class HostSet:
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
                     break
-                self._wait_locked(left, nap)
-            return [h for h in self.hosts if h.state == UP and h.role == REPLICA
-                    and (max_lag is None or (h.lag is not None and h.lag <= max_lag))]
+                self._wait_locked(left, None)
+            return self._replicas_locked(max_lag)
 
     # ---- the watchers ----------------------------------------------------------------
     def start_watchers(self) -> None:
@@ -310,7 +312,7 @@ class HostSet:
         self._waiting = 0
 
 
-class HostWatcher(OwnThread):
+class HostWatcher(Looper):
     """Probes one host every ``recheck`` seconds (every FAST_RECHECK while a failover is
     under way), and at once when kicked, over a connection of its own; a probe that does
     not answer within the host's connect timeout is cut."""
@@ -318,33 +320,28 @@ class HostWatcher(OwnThread):
     def __init__(self, hosts: HostSet, host: Host) -> None:
         self._hosts = hosts
         self._host = host
-        self._wake = threading.Event()
-        self._stop = threading.Event()
         self._raw: Any = None
-        self._start_thread(f"fastpool-host {host.address}")
+        self.name = f"host watcher {host.address}"  # in the log if it ever crashes
+        self._start_loop(f"fastpool-host {host.address}")
 
     def kick(self) -> None:
-        self._wake.set()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
+        self.wake()
 
     def _run(self) -> None:
         try:
-            while not self._stop.is_set() and not self._hosts.owner_gone():
-                self._probe()
-                delay = self._hosts.recheck
-                if self._hosts.unsettled():
-                    delay = FAST_RECHECK
-                elif self._host.state == DOWN:
-                    delay = min(delay, DOWN_RECHECK)
-                self._wake.wait(delay)
-                self._wake.clear()
-        except BaseException:  # a worker must never die silently
-            log.exception("fastpool host watcher %s crashed", self._host.address)
+            super()._run()
         finally:
             self._drop()
+
+    def _step(self) -> float | None:
+        if self._hosts.owner_gone():
+            return None  # the pool was dropped unclosed
+        self._probe()
+        if self._hosts.unsettled():
+            return FAST_RECHECK
+        if self._host.state == DOWN:
+            return min(self._hosts.recheck, DOWN_RECHECK)
+        return self._hosts.recheck
 
     def _probe(self) -> None:
         host = self._host

@@ -22,7 +22,7 @@ import threading
 import time
 from typing import Any, Callable
 
-from ..dialects import Dialect, get_dialect
+from ..dialects import Dialect, PostgreSQLDialect, get_dialect
 from ..dialects.base import ERR_OK, ERR_RETRY
 from ..errors import ConfigError, PoolClosed
 from ..hooks import MULTIHOST_EVENTS, PoolEvent
@@ -35,7 +35,7 @@ from .options import NAMES, check_multihost_options
 log = logging.getLogger("fastpool")
 
 __all__ = ["HostList", "HostRouting", "MultiHostPool", "ReplicaPools", "Replicas", "RoutedPool", "host_list",
-           "open_hosts", "routed_pool"]
+           "open_hosts", "routed_pool", "url_hosts"]
 
 # Connects tried on one host within one connect of the pool before its error is raised:
 # a host that refuses new connections while its probe still answers (too many connections)
@@ -209,6 +209,26 @@ class ReplicaPools:
         # A sync close (fastpool.aio's pool runs it off its loop).
         self._for_each(lambda p: p.close())
 
+    def _choose(self, owner: Any, hostset: HostSet, lag: float | None, fallback: bool,
+                probed: bool) -> Any:
+        """Where a read goes now: the pool of the replica least in use among those that
+        qualify; else owner (the primary's pool) with fallback once every host was probed
+        (probed); else None: wait for one."""
+        hosts = hostset.replicas_now(lag, 0)
+        if hosts:
+            host = hostset._balance(hosts, self._in_use)
+            assert host is not None
+            return self._pool_for(host)
+        return owner if fallback and probed else None
+
+    @staticmethod
+    def _read_only_statement(sync_pool: Any) -> str | None:
+        # PostgreSQL opens a replica's transaction read-only; a MariaDB replica's read_only
+        # refuses writes by itself.
+        if isinstance(sync_pool._dialect_of(None), PostgreSQLDialect):
+            return "SET TRANSACTION READ ONLY"
+        return None
+
 
 class Replicas(ReplicaPools):
     """``db.replicas``: the query API on the replicas. Each statement, ``conn()`` and
@@ -230,15 +250,10 @@ class Replicas(ReplicaPools):
         hostset = owner._hostset
         lag = owner._max_replica_lag
         wait = owner.timeout if timeout is None or not isinstance(timeout, (int, float)) else timeout
-        hosts = hostset.replicas_now(lag, wait)
-        if hosts:
-            host = hostset._balance(hosts, self._in_use)
-            assert host is not None
-        elif owner._replica_fallback:
-            return owner
-        else:
-            host = hostset.pick(REPLICA, wait, max_lag=lag, in_use=self._in_use)
-        pool: Pool = self._pool_for(host)
+        hostset.replicas_now(lag, wait)  # the hosts' first probes in (within wait)
+        pool: Pool | None = self._choose(owner, hostset, lag, owner._replica_fallback, True)
+        if pool is None:
+            pool = self._pool_for(hostset.pick(REPLICA, wait, max_lag=lag, in_use=self._in_use))
         return pool
 
     def query(self, sql: str, params: Any = (), *, stream: bool = False) -> Any:
@@ -255,15 +270,17 @@ class Replicas(ReplicaPools):
 
     def conn(self, timeout: Any = None) -> Any:
         """``Pool.conn`` on a replica."""
-        return self._route(timeout).conn() if timeout is None else self._route(timeout).conn(timeout)
+        pool = self._route(timeout)
+        return pool.conn() if timeout is None else pool.conn(timeout)
 
     def transaction(self, timeout: Any = None) -> Any:
         """``Pool.transaction`` on a replica, read-only on PostgreSQL."""
         pool = self._route(timeout)
         tx = pool.transaction() if timeout is None else pool.transaction(timeout)
-        if pool._dialect_of(None).name == "postgresql":
+        read_only = self._read_only_statement(pool)
+        if read_only is not None:
             try:
-                tx.execute("SET TRANSACTION READ ONLY")
+                tx.execute(read_only)
             except BaseException:
                 tx.rollback()
                 raise
@@ -452,15 +469,23 @@ class MultiHostPool(HostList, Pool):
         return pool
 
 
-def open_hosts(url: DatabaseURL, dialect_name: str, options: dict[str, Any]) -> MultiHostPool:
-    """The pool of fastpool.open() for a host list (or any host-list option)."""
+def url_hosts(url: DatabaseURL, connect_kwargs: dict[str, Any]
+              ) -> tuple[int, dict[str, Any], tuple[tuple[str, int], ...] | None]:
+    """(the scheme's default port, the connect keywords less host and port, the one host
+    the URL names or None) of a URL opened as a host list."""
     default_port = DEFAULT_PORTS.get(url.scheme)
     if default_port is None:
         raise ConfigError(f"a host list needs postgresql:// or mysql://, not {url.scheme}://")
-    kwargs = dict(url.connect_kwargs)
+    kwargs = dict(connect_kwargs)
     host = kwargs.pop("host", None)
     port = kwargs.pop("port", None)
     single = None if host is None else ((host, default_port if port is None else port),)
+    return default_port, kwargs, single
+
+
+def open_hosts(url: DatabaseURL, dialect_name: str, options: dict[str, Any]) -> MultiHostPool:
+    """The pool of fastpool.open() for a host list (or any host-list option)."""
+    default_port, kwargs, single = url_hosts(url, url.connect_kwargs)
 
     def connect_for(dialect: Dialect, host: str, port: int) -> Callable[[], Any]:
         return dialect.connect_factory({**kwargs, "host": host, "port": port})
